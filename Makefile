@@ -1,0 +1,54 @@
+# dsa110-assets: the two commands are `make demo` and `make test`; both run `make setup` first.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+DEBIAN_PACKAGES := wsclean casacore-tools
+export UV_PYTHON_DOWNLOADS := never
+export UV_LINK_MODE := copy
+VENV := .venv
+BIN := $(VENV)/bin
+UV = $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
+SUDO = $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: help setup demo test lint bench clean-demo
+
+help:
+	@echo "make demo   simulate observations, normalize and register them (runs setup first)"
+	@echo "make test   run the test suite and lint (runs setup first)"
+	@echo "make setup  install uv, Debian packages ($(DEBIAN_PACKAGES)) and the locked venv"
+	@echo "make bench  run the benchmarks in bench/"
+
+setup:
+	@if ! command -v uv >/dev/null 2>&1 && ! python3 -m uv --version >/dev/null 2>&1; then \
+	  echo "setup: installing uv from PyPI"; \
+	  python3 -m pip --version >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq python3-pip; }; \
+	  python3 -m pip install -q uv 2>/dev/null || python3 -m pip install -q --break-system-packages uv; \
+	fi
+	@missing=""; for p in $(DEBIAN_PACKAGES); do \
+	  dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "setup: installing Debian packages:$$missing"; \
+	  $(SUDO) apt-get update -qq; \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+	@$(UV) sync --frozen --python 3.11 --quiet
+	@mkdir -p state/db state/catalogs state/logs state/run
+
+demo: setup
+	@$(BIN)/dsa110 db init
+	@$(BIN)/dsa110 simulate --groups 3 --antennas 32 --channels 8 --continue
+	@$(BIN)/dsa110 normalize --settle 0 --verbose "$${PIPELINE_INPUT_DIR:-data/incoming}"
+	@$(BIN)/dsa110 query stats
+
+test: setup
+	@$(BIN)/python -m pytest -q
+	@$(BIN)/ruff check .
+	@$(BIN)/ruff format --check .
+
+lint: setup
+	@$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+bench: setup
+	@$(BIN)/python bench/normalize.py

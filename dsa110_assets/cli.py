@@ -1,0 +1,394 @@
+"""The ``dsa110`` command (also ``python -m dsa110_assets``).
+
+Each subcommand is a thin shell over the library: parse arguments, call one function, print.
+Errors are one line on stderr and a non-zero exit status.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sqlite3
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from dsa110_assets.settings import Settings, SettingsError
+
+EXIT_ERROR = 1
+
+
+class CommandError(Exception):
+    """An expected failure with a message for the user."""
+
+
+def _settings() -> Settings:
+    return Settings.from_env().ensure_dirs()
+
+
+def _print_json(payload: Any) -> None:
+    print(json.dumps(payload, indent=2, default=str))
+
+
+def _parse_time(text: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise CommandError(f"--start {text!r} is not an ISO time (YYYY-MM-DDTHH:MM:SS)") from None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def _parse_int_list(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise CommandError(f"{text!r} is not a comma-separated list of integers") from None
+
+
+# --- simulate -----------------------------------------------------------------------------
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from dsa110_assets.simulation import PRESETS, SimulationConfig, simulate_observations
+
+    settings = _settings()
+    output_dir = Path(args.output) if args.output else settings.input_dir
+    start = _parse_time(args.start) if args.start else None
+    if args.continue_ and start is None:
+        start = _after_latest_group(settings, output_dir)
+        if start is not None:
+            print(f"continuing after the latest group: start {start:%Y-%m-%dT%H:%M:%S}")
+    size = dict(PRESETS[args.preset])
+    if args.antennas is not None:
+        size["n_antennas"] = args.antennas
+    if args.channels is not None:
+        size["n_channels"] = args.channels
+    config = SimulationConfig(
+        output_dir=output_dir,
+        truth_dir=Path(args.truth_dir) if args.truth_dir else settings.catalogs_dir / "simulation",
+        n_groups=args.groups,
+        start=start,
+        dec_deg=args.dec,
+        seed=args.seed,
+        calibrator=None if args.calibrator.lower() == "none" else args.calibrator,
+        calibrator_groups=_parse_int_list(args.calibrator_groups),
+        n_background_sources=args.sources,
+        noise=not args.no_noise,
+        corruptions=not args.no_corruptions,
+        **size,
+    )
+
+    def progress(index: int, paths: list[Path]) -> None:
+        total = sum(p.stat().st_size for p in paths)
+        print(f"group {index}: wrote {len(paths)} files, {total / 1e6:.1f} MB", flush=True)
+
+    result = simulate_observations(config, on_group_written=None if args.json else progress)
+    summary = {
+        "output_dir": str(config.output_dir),
+        "files": len(result.files),
+        "bytes": sum(p.stat().st_size for p in result.files),
+        "groups": [
+            {
+                "index": g.index,
+                "start": g.start.isoformat(),
+                "files": len(g.files),
+                "has_calibrator": g.has_calibrator,
+            }
+            for g in result.groups
+        ],
+        "catalog": str(result.catalog_path),
+        "truth": str(result.truth_path),
+    }
+    if args.json:
+        _print_json(summary)
+    else:
+        print(
+            f"simulated {summary['files']} files ({summary['bytes'] / 1e6:.1f} MB) in "
+            f"{len(result.groups)} groups into {config.output_dir}"
+        )
+        print(f"sky catalog: {result.catalog_path}\ntruth:       {result.truth_path}")
+    return 0
+
+
+def _after_latest_group(settings: Settings, output_dir: Path) -> datetime | None:
+    """Start time just after the newest group in the registry or the folder, if any."""
+    from dsa110_assets.naming import (
+        InvalidSubbandName,
+        group_id_to_datetime,
+        parse_subband_filename,
+    )
+    from dsa110_assets.registry import Registry
+
+    latest: list[str] = []
+    if settings.db_path.is_file():
+        with Registry(settings.db_path) as registry:
+            row = registry.execute("SELECT MAX(group_id) FROM processing_queue").fetchone()
+            if row[0]:
+                latest.append(row[0])
+    for path in output_dir.glob("*.hdf5"):
+        try:
+            latest.append(parse_subband_filename(path.name).timestamp)
+        except InvalidSubbandName:
+            continue
+    if not latest:
+        return None
+    # One group lasts 24 x 12.884902 s = 309.2 s; leave the next whole minute after it.
+    newest = group_id_to_datetime(max(latest)).timestamp() + 309.2 + 60
+    return datetime.fromtimestamp(newest - newest % 60, UTC)
+
+
+# --- normalize ----------------------------------------------------------------------------
+
+
+def cmd_normalize(args: argparse.Namespace) -> int:
+    from dsa110_assets.ingest import normalize_directory
+    from dsa110_assets.registry import Registry
+
+    settings = Settings.from_env()
+    directory = Path(args.directory)
+    if not directory.is_dir():
+        raise CommandError(f"{directory} is not a folder")
+    tolerance = settings.cluster_tolerance_s if args.tolerance is None else args.tolerance
+    settle = settings.settle_s if args.settle is None else args.settle
+    registry = None
+    if args.register:
+        settings.ensure_dirs()
+        registry = Registry(settings.db_path)
+    try:
+        stats = normalize_directory(
+            directory,
+            cluster_tolerance_s=tolerance,
+            dry_run=args.dry_run,
+            registry=registry,
+            settle_s=settle,
+            details=args.verbose or args.json,
+            expected_subbands=settings.expected_subbands,
+        )
+    finally:
+        if registry is not None:
+            registry.close()
+    if args.json:
+        _print_json(stats)
+        return 0
+    if args.verbose:
+        for f in stats["files"]:
+            if f["action"] == "renamed":
+                print(
+                    f"{'would rename' if args.dry_run else 'renamed'}: {f['name']} -> "
+                    f"{f['new_name']}"
+                )
+            elif f["action"] not in ("unchanged", "registered"):
+                print(f"{f['action']}: {f['name']}: {f.get('reason', '')}")
+    verb = "would rename" if args.dry_run else "renamed"
+    print(
+        f"{stats['files_scanned']} files scanned, {verb} {stats['files_renamed']}, "
+        f"{stats['files_unchanged']} already canonical, {stats['groups']} groups "
+        f"({stats['groups_created']} new, {stats['groups_completed']} complete), "
+        f"{stats['conflicts']} conflicts, {stats['skipped']} skipped"
+        + (f", {stats['files_registered']} registered in {settings.db_path}" if registry else "")
+    )
+    return 0
+
+
+# --- db -----------------------------------------------------------------------------------
+
+
+def cmd_db_init(args: argparse.Namespace) -> int:
+    from dsa110_assets.registry import Registry
+
+    settings = _settings()
+    with Registry(settings.db_path) as registry:
+        print(f"registry {settings.db_path} at schema version {registry.schema_version}")
+    return 0
+
+
+def cmd_db_info(args: argparse.Namespace) -> int:
+    from dsa110_assets.registry import LATEST_VERSION, Registry
+
+    settings = Settings.from_env()
+    if not settings.db_path.is_file():
+        raise CommandError(f"registry {settings.db_path} does not exist (run 'dsa110 db init')")
+    with Registry(settings.db_path, migrate_schema=False) as registry:
+        tables = [
+            row[0]
+            for row in registry.query(
+                "SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite_%'"
+                " ORDER BY name"
+            )
+        ]
+        info = {
+            "path": str(settings.db_path),
+            "bytes": settings.db_path.stat().st_size,
+            "schema_version": registry.schema_version,
+            "latest_version": LATEST_VERSION,
+            "journal_mode": registry.execute("PRAGMA journal_mode").fetchone()[0],
+            "rows": {
+                t: registry.execute(f'SELECT COUNT(*) FROM "{t}"').fetchone()[0] for t in tables
+            },
+            "settings": dict(settings.as_table()),
+        }
+    if args.json:
+        _print_json(info)
+        return 0
+    print(f"registry:       {info['path']} ({info['bytes']} bytes, {info['journal_mode']})")
+    print(f"schema version: {info['schema_version']} (latest {info['latest_version']})")
+    for table, rows in info["rows"].items():
+        print(f"  {table:<20} {rows:>10} rows")
+    return 0
+
+
+# --- query --------------------------------------------------------------------------------
+
+
+def cmd_query_stats(args: argparse.Namespace) -> int:
+    from dsa110_assets.analytics import pipeline_stats
+
+    stats = pipeline_stats(Settings.from_env())
+    if args.json:
+        _print_json(stats)
+        return 0
+    print(f"registry: {stats['registry']}")
+    print(
+        "groups by state: "
+        + (", ".join(f"{k}={v}" for k, v in stats["groups_by_state"].items()) or "none")
+    )
+    print("products: " + ", ".join(f"{k}={v}" for k, v in stats["products"].items()))
+    for day in stats["per_day"]:
+        print(
+            f"  {day['date']}: {day['groups']} groups, {day['subband_files']} subband files,"
+            f" {day['ms']} measurement sets"
+        )
+    for tier, usage in stats["bytes_per_tier"].items():
+        print(
+            f"  {tier:<13} {usage['bytes'] / 1e6:>10.1f} MB in {usage['files']:>6} files"
+            f"  {usage['path']}"
+        )
+    return 0
+
+
+# --- parser -------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dsa110",
+        description="DSA-110 continuum pipeline platform. Configuration comes from PIPELINE_* "
+        "environment variables (see README); defaults live in the checkout.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    sim = sub.add_parser(
+        "simulate",
+        help="write simulated correlator UVH5 files",
+        description="Simulate DSA-110 correlator output: 16 UVH5 subband files "
+        "per ~5-minute group, with a sky catalog and the true corruptions.",
+    )
+    sim.add_argument("--groups", type=int, default=1, help="number of groups (default 1)")
+    sim.add_argument("--start", help="UTC start, ISO format (default: calibrator transit)")
+    sim.add_argument(
+        "--dec", type=float, help="pointing declination in degrees (default: the calibrator's)"
+    )
+    sim.add_argument(
+        "--preset",
+        choices=("full", "small"),
+        default="full",
+        help="full: 96 antennas x 48 channels (~140 MB/file); small: tests/demos",
+    )
+    sim.add_argument("--antennas", type=int, help="number of antennas (overrides the preset)")
+    sim.add_argument("--channels", type=int, help="channels per subband (overrides the preset)")
+    sim.add_argument("--seed", type=int, default=42, help="random seed (same seed, same bytes)")
+    sim.add_argument(
+        "--calibrator", default="3C286", help="VLA calibrator in the sky, or 'none' (default 3C286)"
+    )
+    sim.add_argument(
+        "--calibrator-groups",
+        default="0",
+        help="comma-separated group indices centred on the calibrator transit",
+    )
+    sim.add_argument("--sources", type=int, default=20, help="background point sources")
+    sim.add_argument("--no-noise", action="store_true", help="no thermal noise")
+    sim.add_argument("--no-corruptions", action="store_true", help="no gain/bandpass errors")
+    sim.add_argument("--output", help="output folder (default: PIPELINE_INPUT_DIR)")
+    sim.add_argument("--truth-dir", help="catalog/truth folder (default: STATE/simulation)")
+    sim.add_argument("--json", action="store_true", help="print a JSON summary")
+    sim.set_defaults(func=cmd_simulate)
+
+    norm = sub.add_parser(
+        "normalize",
+        help="rename subband files to their canonical group_id",
+        description="Normalize subband file names in DIR to the canonical "
+        "group_id and register them. Never overwrites or deletes a file.",
+    )
+    norm.add_argument("directory", metavar="DIR", help="input folder")
+    norm.add_argument("--dry-run", action="store_true", help="report only; change nothing")
+    norm.add_argument("--verbose", "-v", action="store_true", help="list every file's outcome")
+    norm.add_argument(
+        "--tolerance", type=float, metavar="S", help="clustering tolerance in seconds (default 60)"
+    )
+    norm.add_argument(
+        "--settle",
+        type=float,
+        metavar="S",
+        help="skip files modified less than S seconds ago (default 5)",
+    )
+    norm.add_argument(
+        "--no-register",
+        dest="register",
+        action="store_false",
+        help="rename only; do not touch the registry",
+    )
+    norm.add_argument("--json", action="store_true", help="print the stats as JSON")
+    norm.set_defaults(func=cmd_normalize)
+
+    db = sub.add_parser("db", help="the pipeline.sqlite3 registry")
+    db_sub = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
+    init = db_sub.add_parser(
+        "init",
+        help="create or upgrade the registry",
+        description="Create pipeline.sqlite3 or apply pending migrations.",
+    )
+    init.set_defaults(func=cmd_db_init)
+    info = db_sub.add_parser(
+        "info",
+        help="schema version and row counts",
+        description="Show the registry's path, schema version, rows.",
+    )
+    info.add_argument("--json", action="store_true")
+    info.set_defaults(func=cmd_db_info)
+
+    query = sub.add_parser("query", help="analytics over the registry (DuckDB)")
+    q_sub = query.add_subparsers(dest="query_command", required=True, metavar="QUERY")
+    stats = q_sub.add_parser(
+        "stats",
+        help="counts by state, products per day, bytes per tier",
+        description="Pipeline statistics read through DuckDB.",
+    )
+    stats.add_argument("--json", action="store_true")
+    stats.set_defaults(func=cmd_query_stats)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print(f"dsa110 {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if os.environ.get("DSA110_DEBUG"):
+            raise
+        expected = (CommandError, SettingsError, ValueError, OSError, sqlite3.Error)
+        message = str(exc) or type(exc).__name__
+        if not isinstance(exc, expected):
+            message = f"{type(exc).__name__}: {message} (set DSA110_DEBUG=1 for a traceback)"
+        print(f"dsa110 {args.command}: error: {message}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

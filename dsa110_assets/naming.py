@@ -1,0 +1,101 @@
+"""Subband file names and the canonical ``group_id``.
+
+The correlator names each subband file ``{YYYY-MM-DDTHH:MM:SS}_sb{XX}.hdf5`` with its own
+clock, so the 16 files of one observation differ by a second or two. The platform renames
+them to the group's canonical timestamp (the first file to arrive); the ``group_id`` is that
+timestamp, ISO 8601 UTC without a zone, and sorts lexically in time order.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+N_SUBBANDS = 16
+GROUP_ID_FORMAT = "%Y-%m-%dT%H:%M:%S"
+INCOMPLETE_SUFFIX = "_incomplete.hdf5"
+
+_SUBBAND_RE = re.compile(r"^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2})_sb(\d{2})\.hdf5$")
+_GROUP_ID_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}$")
+
+
+class InvalidSubbandName(ValueError):
+    """A file name that is not ``{YYYY-MM-DDTHH:MM:SS}_sb{00..15}.hdf5``."""
+
+
+@dataclass(frozen=True, slots=True)
+class SubbandName:
+    """A parsed subband file name."""
+
+    timestamp: str
+    subband: int
+
+    @property
+    def epoch_s(self) -> int:
+        """Seconds since 1970 (UTC); the clustering works on these."""
+        return group_id_to_epoch(self.timestamp)
+
+    @property
+    def filename(self) -> str:
+        return subband_filename(self.timestamp, self.subband)
+
+
+def parse_subband_filename(name: str) -> SubbandName:
+    """Parse a subband file name.
+
+    Raises
+    ------
+    InvalidSubbandName
+        With the reason: the pattern, the subband index or the timestamp is wrong.
+    """
+    match = _SUBBAND_RE.match(name)
+    if match is None:
+        raise InvalidSubbandName(f"{name!r} does not match '{{YYYY-MM-DDTHH:MM:SS}}_sb{{XX}}.hdf5'")
+    timestamp, sb = match.group(1), int(match.group(2))
+    if sb >= N_SUBBANDS:
+        raise InvalidSubbandName(f"{name!r}: subband sb{sb:02d} is outside sb00..sb15")
+    try:
+        datetime.fromisoformat(timestamp)
+    except ValueError:
+        raise InvalidSubbandName(f"{name!r}: {timestamp!r} is not a valid UTC time") from None
+    return SubbandName(timestamp, sb)
+
+
+def subband_filename(group_id: str, subband: int) -> str:
+    """The canonical file name of one subband of a group."""
+    if not 0 <= subband < N_SUBBANDS:
+        raise ValueError(f"subband {subband} is outside 0..{N_SUBBANDS - 1}")
+    return f"{group_id}_sb{subband:02d}.hdf5"
+
+
+def is_incomplete_name(name: str) -> bool:
+    """The correlator writes ``*_incomplete.hdf5`` and renames when the file is done."""
+    return name.endswith(INCOMPLETE_SUFFIX)
+
+
+def validate_group_id(group_id: str) -> str:
+    """Return ``group_id`` if it is a canonical timestamp, else raise ``ValueError``."""
+    if not _GROUP_ID_RE.match(group_id):
+        raise ValueError(f"{group_id!r} is not a group_id (YYYY-MM-DDTHH:MM:SS)")
+    datetime.fromisoformat(group_id)
+    return group_id
+
+
+def group_id_to_datetime(group_id: str) -> datetime:
+    return datetime.fromisoformat(group_id).replace(tzinfo=UTC)
+
+
+def group_id_to_epoch(group_id: str) -> int:
+    return int(group_id_to_datetime(group_id).timestamp())
+
+
+def epoch_to_group_id(epoch_s: float) -> str:
+    return datetime.fromtimestamp(int(epoch_s), UTC).strftime(GROUP_ID_FORMAT)
+
+
+def datetime_to_group_id(moment: datetime) -> str:
+    """Format a datetime (naive means UTC) as a group_id, dropping fractions of a second."""
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(UTC)
+    return moment.strftime(GROUP_ID_FORMAT)

@@ -1,0 +1,33 @@
+"""The pipeline registry, ``pipeline.sqlite3``: schema, connection and queue states."""
+
+from dsa110_assets.registry.connection import Registry
+from dsa110_assets.registry.migrations import LATEST_VERSION, MIGRATIONS, migrate
+from dsa110_assets.registry.queue import (
+    MAX_RETRIES,
+    GroupStatus,
+    IllegalTransition,
+    QueueState,
+    RetriesExhausted,
+    UnknownGroup,
+    count_by_state,
+    get_status,
+    promote_complete_groups,
+    transition,
+)
+
+__all__ = [
+    "LATEST_VERSION",
+    "MAX_RETRIES",
+    "MIGRATIONS",
+    "GroupStatus",
+    "IllegalTransition",
+    "QueueState",
+    "Registry",
+    "RetriesExhausted",
+    "UnknownGroup",
+    "count_by_state",
+    "get_status",
+    "migrate",
+    "promote_complete_groups",
+    "transition",
+]

@@ -1,0 +1,234 @@
+"""Numbered schema migrations for ``pipeline.sqlite3``.
+
+Each migration is a list of statements applied in one transaction; ``schema_version`` records
+which have run, so an existing database upgrades in place and re-opening is a no-op. Never
+edit a released migration: append a new one.
+
+Migration 1 is the storage architecture's schema (``processing_queue``, ``subband_files``,
+``ms_index`` exactly as documented, plus ``images``, ``calibration_tables``, ``photometry`` and
+``mosaics`` designed from it and the instrument facts). Migration 2 adds ingest bookkeeping.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    statements: tuple[str, ...]
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        1,
+        "storage architecture core tables",
+        (
+            """
+            CREATE TABLE processing_queue (
+                group_id TEXT PRIMARY KEY,
+                state TEXT NOT NULL CHECK (state IN
+                    ('collecting', 'pending', 'in_progress', 'completed', 'failed')),
+                received_at REAL NOT NULL,        -- Unix time of first subband
+                last_update REAL NOT NULL,        -- Unix time of last update
+                expected_subbands INTEGER,        -- usually 16
+                retry_count INTEGER DEFAULT 0,    -- retry attempts (max 3)
+                error TEXT,                       -- error type if failed
+                error_message TEXT,               -- full error message
+                processing_stage TEXT,            -- current pipeline stage
+                has_calibrator INTEGER,           -- 1 if calibrator detected
+                calibrators TEXT                  -- JSON list of calibrator names
+            )
+            """,
+            """
+            CREATE TABLE subband_files (
+                group_id TEXT NOT NULL,
+                subband_idx INTEGER NOT NULL CHECK (subband_idx BETWEEN 0 AND 15),
+                path TEXT NOT NULL UNIQUE,
+                PRIMARY KEY (group_id, subband_idx),
+                FOREIGN KEY (group_id) REFERENCES processing_queue(group_id)
+            )
+            """,
+            """
+            CREATE TABLE ms_index (
+                path TEXT PRIMARY KEY,            -- full path to .ms directory
+                group_id TEXT REFERENCES processing_queue(group_id),
+                start_mjd REAL,
+                end_mjd REAL,
+                mid_mjd REAL,
+                status TEXT,
+                stage TEXT,
+                cal_applied INTEGER DEFAULT 0,
+                field_name TEXT,
+                pointing_ra_deg REAL,
+                pointing_dec_deg REAL,
+                created_at REAL
+            )
+            """,
+            "CREATE INDEX ms_index_group ON ms_index(group_id)",
+            """
+            CREATE TABLE images (
+                id INTEGER PRIMARY KEY AUTOINCREMENT,
+                path TEXT NOT NULL UNIQUE,        -- FITS file
+                ms_path TEXT REFERENCES ms_index(path),
+                group_id TEXT REFERENCES processing_queue(group_id),
+                image_type TEXT NOT NULL,         -- image/residual/model/psf/dirty/pb/pbcor
+                field_name TEXT,
+                center_ra_deg REAL,
+                center_dec_deg REAL,
+                freq_hz REAL,                     -- reference frequency
+                bandwidth_hz REAL,
+                beam_major_arcsec REAL,           -- restoring beam FWHM
+                beam_minor_arcsec REAL,
+                beam_pa_deg REAL,
+                noise_jy REAL,                    -- robust rms, Jy/beam
+                peak_jy REAL,
+                dynamic_range REAL,               -- peak / noise
+                image_size INTEGER,               -- pixels per side
+                cell_arcsec REAL,
+                cal_applied INTEGER DEFAULT 0,
+                thumbnail_path TEXT,
+                created_at REAL NOT NULL
+            )
+            """,
+            "CREATE INDEX images_ms ON images(ms_path)",
+            "CREATE INDEX images_group ON images(group_id)",
+            """
+            CREATE TABLE calibration_tables (
+                path TEXT PRIMARY KEY,            -- CASA calibration table directory
+                group_id TEXT REFERENCES processing_queue(group_id),
+                table_type TEXT NOT NULL CHECK (table_type IN ('bandpass', 'gain')),
+                calibrator TEXT,                  -- calibrator the solution was made on
+                refant TEXT,                      -- reference antenna
+                valid_start_mjd REAL NOT NULL,    -- validity window
+                valid_end_mjd REAL NOT NULL,
+                solution_interval_s REAL,
+                n_antennas INTEGER,
+                flagged_fraction REAL,            -- fraction of failed solutions
+                status TEXT NOT NULL DEFAULT 'valid',
+                created_at REAL NOT NULL,
+                CHECK (valid_end_mjd >= valid_start_mjd)
+            )
+            """,
+            """
+            CREATE INDEX calibration_tables_validity
+                ON calibration_tables(table_type, valid_start_mjd, valid_end_mjd)
+            """,
+            """
+            CREATE TABLE photometry (
+                id INTEGER PRIMARY KEY AUTOINCREMENT,
+                source_id TEXT NOT NULL,          -- catalog source name
+                catalog TEXT,                     -- nvss/first/vlass
+                ra_deg REAL NOT NULL,
+                dec_deg REAL NOT NULL,
+                image_path TEXT NOT NULL,         -- image or mosaic measured
+                group_id TEXT,
+                mjd REAL,                         -- epoch of the image
+                peak_flux_jy REAL,
+                peak_flux_err_jy REAL,
+                flux_jy REAL,                     -- forced-fit flux density
+                flux_err_jy REAL,
+                local_rms_jy REAL,                -- annulus rms
+                catalog_flux_jy REAL,
+                chi2 REAL,
+                pb_response REAL,                 -- primary beam at the source
+                created_at REAL NOT NULL,
+                UNIQUE (source_id, image_path)
+            )
+            """,
+            "CREATE INDEX photometry_source ON photometry(source_id, mjd)",
+            "CREATE INDEX photometry_image ON photometry(image_path)",
+            """
+            CREATE TABLE mosaics (
+                id INTEGER PRIMARY KEY AUTOINCREMENT,
+                path TEXT NOT NULL UNIQUE,
+                weights_path TEXT,
+                date TEXT,                        -- YYYY-MM-DD (UTC) of a daily mosaic
+                start_mjd REAL,
+                end_mjd REAL,
+                dec_strip_deg REAL,
+                n_images INTEGER,                 -- image count
+                images TEXT,                      -- JSON list of image paths used
+                effective_noise_jy REAL,          -- EFFNOISE
+                method TEXT,
+                thumbnail_path TEXT,
+                created_at REAL NOT NULL
+            )
+            """,
+            "CREATE INDEX mosaics_date ON mosaics(date)",
+        ),
+    ),
+    Migration(
+        2,
+        "ingest bookkeeping: file sizes, original names, conflicts",
+        (
+            "ALTER TABLE subband_files ADD COLUMN original_name TEXT",
+            "ALTER TABLE subband_files ADD COLUMN size_bytes INTEGER",
+            "ALTER TABLE subband_files ADD COLUMN registered_at REAL",
+            "CREATE INDEX processing_queue_state ON processing_queue(state, last_update)",
+            """
+            CREATE TABLE ingest_conflicts (
+                id INTEGER PRIMARY KEY AUTOINCREMENT,
+                path TEXT NOT NULL,               -- the file left alone
+                group_id TEXT,
+                subband_idx INTEGER,
+                existing_path TEXT,               -- the file already holding the slot
+                reason TEXT NOT NULL,
+                detected_at REAL NOT NULL,
+                UNIQUE (path, existing_path)
+            )
+            """,
+        ),
+    ),
+)
+
+LATEST_VERSION = MIGRATIONS[-1].version
+
+
+def current_version(conn: sqlite3.Connection) -> int:
+    """The highest applied migration, 0 for an empty database."""
+    exists = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type='table' AND name='schema_version'"
+    ).fetchone()
+    if not exists:
+        return 0
+    row = conn.execute("SELECT MAX(version) FROM schema_version").fetchone()
+    return int(row[0] or 0)
+
+
+def migrate(conn: sqlite3.Connection, target: int = LATEST_VERSION) -> list[int]:
+    """Apply pending migrations up to ``target`` in one write transaction each.
+
+    The connection must be in autocommit mode (``isolation_level=None``). Returns the versions
+    applied. Safe when several processes open the database at once: the version is re-read
+    under the write lock.
+    """
+    applied: list[int] = []
+    for migration in MIGRATIONS:
+        if migration.version > target:
+            break
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_version ("
+                " version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at REAL NOT NULL)"
+            )
+            if current_version(conn) >= migration.version:
+                conn.execute("COMMIT")
+                continue
+            for statement in migration.statements:
+                conn.execute(statement)
+            conn.execute(
+                "INSERT INTO schema_version(version, name, applied_at) VALUES (?, ?, ?)",
+                (migration.version, migration.name, time.time()),
+            )
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        applied.append(migration.version)
+    return applied

@@ -1,0 +1,183 @@
+"""Platform settings: one object that reads and validates the ``PIPELINE_*`` variables.
+
+The variable names and meanings are those of the DSA-110 storage architecture. Every value has
+an embedded default so that a fresh clone works: state under ``state/`` and data (input,
+products, scratch, archive) under the git-ignored ``data/`` folder of the checkout.
+
+Tier layout (the storage document's hierarchy)::
+
+    PIPELINE_INPUT_DIR    HDD   raw UVH5 subband files from the correlator
+    PIPELINE_SCRATCH_DIR  SSD   products root: ms/ images/ mosaics/ thumbnails/ caltables/ scratch/
+    PIPELINE_OUTPUT_DIR   SSD   Measurement Sets (defaults to {PIPELINE_SCRATCH_DIR}/ms)
+    PIPELINE_STATE_DIR    HDD   db/ catalogs/ logs/ run/
+    PIPELINE_DB           HDD   the registry, pipeline.sqlite3
+    PIPELINE_TMPFS_DIR    RAM   in-memory staging during conversion
+    PIPELINE_ARCHIVE_DIR  cold  archives and Parquet exports
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+STATE_SUBDIRS = ("db", "catalogs", "logs", "run")
+PRODUCT_SUBDIRS = ("ms", "images", "mosaics", "thumbnails", "caltables", "scratch")
+
+
+class SettingsError(ValueError):
+    """A configuration value is unusable; the message names the variable."""
+
+
+def _default_root() -> Path:
+    """The checkout when running from one (editable install), else the working directory."""
+    return REPO_ROOT if (REPO_ROOT / "pyproject.toml").is_file() else Path.cwd()
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Validated platform configuration.
+
+    Build it with :meth:`from_env`; construct directly in tests.
+    """
+
+    input_dir: Path
+    scratch_dir: Path
+    output_dir: Path
+    state_dir: Path
+    db_path: Path
+    tmpfs_dir: Path
+    archive_dir: Path
+    cluster_tolerance_s: float = 60.0
+    settle_s: float = 5.0
+    expected_subbands: int = 16
+
+    # Which environment variable feeds each field, for error messages and the README table.
+    ENV = {
+        "input_dir": "PIPELINE_INPUT_DIR",
+        "scratch_dir": "PIPELINE_SCRATCH_DIR",
+        "output_dir": "PIPELINE_OUTPUT_DIR",
+        "state_dir": "PIPELINE_STATE_DIR",
+        "db_path": "PIPELINE_DB",
+        "tmpfs_dir": "PIPELINE_TMPFS_DIR",
+        "archive_dir": "PIPELINE_ARCHIVE_DIR",
+        "cluster_tolerance_s": "PIPELINE_CLUSTER_TOLERANCE_S",
+        "settle_s": "PIPELINE_SETTLE_S",
+        "expected_subbands": "PIPELINE_EXPECTED_SUBBANDS",
+    }
+
+    @property
+    def products_dir(self) -> Path:
+        """SSD products root (the storage document's ``/stage/dsa110-contimg``)."""
+        return self.scratch_dir
+
+    @property
+    def staging_dir(self) -> Path:
+        """SSD scratch used for staging when tmpfs is too small."""
+        return self.scratch_dir / "scratch"
+
+    @property
+    def catalogs_dir(self) -> Path:
+        return self.state_dir / "catalogs"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.state_dir / "logs"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.state_dir / "run"
+
+    @classmethod
+    def from_env(
+        cls, env: Mapping[str, str] | None = None, *, root: Path | None = None
+    ) -> Settings:
+        """Read ``PIPELINE_*`` variables (or ``env``), apply defaults, validate numbers.
+
+        Folders are not touched here; call :meth:`ensure_dirs` before writing.
+        """
+        env = os.environ if env is None else env
+        root = _default_root() if root is None else root
+
+        def path(field: str, default: Path) -> Path:
+            raw = env.get(cls.ENV[field], "").strip()
+            value = Path(raw).expanduser() if raw else default
+            return value if value.is_absolute() else (root / value)
+
+        def number(field: str, default: float, kind: type = float) -> float:
+            raw = env.get(cls.ENV[field], "").strip()
+            if not raw:
+                return default
+            try:
+                value = kind(raw)
+            except ValueError:
+                raise SettingsError(
+                    f"{cls.ENV[field]}={raw!r} is not a valid {kind.__name__}"
+                ) from None
+            if value < 0:
+                raise SettingsError(f"{cls.ENV[field]}={raw!r} must not be negative")
+            return value
+
+        scratch = path("scratch_dir", root / "data" / "stage")
+        state = path("state_dir", root / "state")
+        expected = int(number("expected_subbands", 16, int))
+        if not 1 <= expected <= 16:
+            raise SettingsError(f"PIPELINE_EXPECTED_SUBBANDS={expected} must be within 1..16")
+        return cls(
+            input_dir=path("input_dir", root / "data" / "incoming"),
+            scratch_dir=scratch,
+            output_dir=path("output_dir", scratch / "ms"),
+            state_dir=state,
+            db_path=path("db_path", state / "db" / "pipeline.sqlite3"),
+            tmpfs_dir=path("tmpfs_dir", Path("/dev/shm")),
+            archive_dir=path("archive_dir", root / "data" / "archive"),
+            cluster_tolerance_s=number("cluster_tolerance_s", 60.0),
+            settle_s=number("settle_s", 5.0),
+            expected_subbands=expected,
+        )
+
+    def ensure_dirs(self) -> Settings:
+        """Create every folder the platform writes to and prove each is writable.
+
+        Raises
+        ------
+        SettingsError
+            Naming the variable whose folder cannot be created or written.
+        """
+        wanted: list[tuple[str, Path]] = [
+            ("input_dir", self.input_dir),
+            ("scratch_dir", self.scratch_dir),
+            ("output_dir", self.output_dir),
+            ("state_dir", self.state_dir),
+            ("db_path", self.db_path.parent),
+            ("tmpfs_dir", self.tmpfs_dir),
+            ("archive_dir", self.archive_dir),
+        ]
+        wanted += [("scratch_dir", self.scratch_dir / sub) for sub in PRODUCT_SUBDIRS]
+        wanted += [("state_dir", self.state_dir / sub) for sub in STATE_SUBDIRS]
+        for field, folder in wanted:
+            _ensure_writable(self.ENV[field], folder)
+        return self
+
+    def as_table(self) -> list[tuple[str, str]]:
+        """(variable, value) pairs, for ``dsa110 db info`` and logs."""
+        return [(self.ENV[f.name], str(getattr(self, f.name))) for f in fields(self)]
+
+
+def _ensure_writable(variable: str, folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SettingsError(f"{variable}: cannot create folder {folder}: {exc.strerror}") from None
+    if not folder.is_dir():
+        raise SettingsError(f"{variable}: {folder} exists but is not a folder")
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-"):
+            pass
+    except OSError as exc:
+        raise SettingsError(
+            f"{variable}: folder {folder} is not writable: {exc.strerror}"
+        ) from None

@@ -1,0 +1,20 @@
+"""Small helpers shared by tests (plain functions, imported explicitly)."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+
+def touch(folder: Path, name: str, *, age_s: float = 600.0, content: bytes | None = None) -> Path:
+    """Create a file whose modification time is ``age_s`` seconds in the past."""
+    path = folder / name
+    path.write_bytes(content if content is not None else name.encode())
+    moment = time.time() - age_s
+    os.utime(path, (moment, moment))
+    return path
+
+
+def names(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir())
