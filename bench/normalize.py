@@ -34,7 +34,8 @@ def make_backlog(folder: Path, n_groups: int, seed: int = 1) -> list[str]:
         order = list(range(16))
         rng.shuffle(order)
         for sb in order:
-            name = subband_filename(epoch_to_group_id(t0 + g * GROUP_CADENCE_S + rng.randint(0, 2)), sb)
+            stamp = epoch_to_group_id(t0 + g * GROUP_CADENCE_S + rng.randint(0, 2))
+            name = subband_filename(stamp, sb)
             (folder / name).touch()
             written.append(name)
     return written
@@ -43,8 +44,9 @@ def make_backlog(folder: Path, n_groups: int, seed: int = 1) -> list[str]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--groups", type=int, default=6250)
-    parser.add_argument("--sample-groups", type=int, default=100,
-                        help="groups pushed through the per-file baseline")
+    parser.add_argument(
+        "--sample-groups", type=int, default=100, help="groups pushed through the per-file baseline"
+    )
     parser.add_argument("--dir", type=Path, help="scratch folder (default: a temporary one)")
     args = parser.parse_args()
 
@@ -76,22 +78,35 @@ def main() -> int:
             stats = normalize_directory(batch_dir, registry=registry)
             batch_s = time.perf_counter() - t
             registered = registry.query("SELECT COUNT(*) FROM subband_files")[0][0]
-            pending = registry.query(
-                "SELECT COUNT(*) FROM processing_queue WHERE state='pending'")[0][0]
+            pending = registry.query("SELECT COUNT(*) FROM processing_queue WHERE state='pending'")[
+                0
+            ][0]
         rate = n_files / batch_s
         trips = stats["db_round_trips"] / n_files
 
-        ok = (stats["groups"] == args.groups and registered == n_files
-              and pending == args.groups and stats["conflicts"] == 0)
-        print(f"baseline (per-file ingest, {len(sample)} files): {base_rate:,.0f} files/s, "
-              f"{base_trips:.2f} db round trips/file")
-        print(f"batched normalize_directory + registration: {batch_s:.2f} s for {n_files} files"
-              f" = {rate:,.0f} files/s, {stats['db_round_trips']} db round trips "
-              f"= {trips:.6f}/file")
-        print(f"  renamed {stats['files_renamed']}, groups {stats['groups']}, "
-              f"registered {registered}, pending {pending}, conflicts {stats['conflicts']}")
-        print(f"speed-up vs baseline: {rate / base_rate:.1f}x; "
-              f"target < 10 s: {'met' if batch_s < 10 else 'MISSED'}")
+        ok = (
+            stats["groups"] == args.groups
+            and registered == n_files
+            and pending == args.groups
+            and stats["conflicts"] == 0
+        )
+        print(
+            f"baseline (per-file ingest, {len(sample)} files): {base_rate:,.0f} files/s, "
+            f"{base_trips:.2f} db round trips/file"
+        )
+        print(
+            f"batched normalize_directory + registration: {batch_s:.2f} s for {n_files} files"
+            f" = {rate:,.0f} files/s, {stats['db_round_trips']} db round trips "
+            f"= {trips:.6f}/file"
+        )
+        print(
+            f"  renamed {stats['files_renamed']}, groups {stats['groups']}, "
+            f"registered {registered}, pending {pending}, conflicts {stats['conflicts']}"
+        )
+        print(
+            f"speed-up vs baseline: {rate / base_rate:.1f}x; "
+            f"target < 10 s: {'met' if batch_s < 10 else 'MISSED'}"
+        )
         return 0 if ok else 1
     finally:
         shutil.rmtree(root, ignore_errors=True)

@@ -64,9 +64,7 @@ def test_db_init_info_normalize_and_stats(tmp_path, env):
 
     query = json.loads(run(["query", "stats", "--json"], env).stdout)
     assert query["groups_by_state"] == {"pending": 1}
-    assert query["per_day"] == [
-        {"date": "2025-01-15", "groups": 1, "subband_files": 16, "ms": 0}
-    ]
+    assert query["per_day"] == [{"date": "2025-01-15", "groups": 1, "subband_files": 16, "ms": 0}]
     assert query["bytes_per_tier"]["hdd_input"]["files"] == 16
     text = run(["query", "stats"], env).stdout
     assert "pending=1" in text

@@ -93,8 +93,9 @@ def test_unmatched_names_are_left_alone_and_reported(tmp_path, registry):
         touch(tmp_path, bad)
     stats = normalize_directory(tmp_path, registry=registry, details=True)
     assert stats["unmatched"] == 3 and stats["skipped"] == 3
-    assert names(tmp_path) == sorted(["notes.txt", "2025-01-15T12:00:00_sb16.hdf5",
-                                      "2025-01-15T12:00:00.hdf5"])
+    assert names(tmp_path) == sorted(
+        ["notes.txt", "2025-01-15T12:00:00_sb16.hdf5", "2025-01-15T12:00:00.hdf5"]
+    )
     reasons = {f["name"]: f["reason"] for f in stats["files"]}
     assert "outside sb00..sb15" in reasons["2025-01-15T12:00:00_sb16.hdf5"]
 
@@ -130,8 +131,10 @@ def test_incomplete_and_still_writing_files_wait(tmp_path, registry):
     assert stats["incomplete"] == 1 and stats["still_writing"] == 1
     assert stats["files_registered"] == 0
     # The correlator finishes: rename, and time passes.
-    os.rename(tmp_path / "2025-01-15T12:00:00_sb00_incomplete.hdf5",
-              tmp_path / "2025-01-15T12:00:00_sb00.hdf5")
+    os.rename(
+        tmp_path / "2025-01-15T12:00:00_sb00_incomplete.hdf5",
+        tmp_path / "2025-01-15T12:00:00_sb00.hdf5",
+    )
     for p in tmp_path.iterdir():
         os.utime(p, (0, os.path.getmtime(p) - 60))
     stats = normalize_directory(tmp_path, registry=registry, settle_s=5)

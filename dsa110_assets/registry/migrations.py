@@ -184,6 +184,11 @@ MIGRATIONS: tuple[Migration, ...] = (
             """,
         ),
     ),
+    Migration(
+        3,
+        "partial groups: which subbands were missing when a group stopped waiting",
+        ("ALTER TABLE processing_queue ADD COLUMN missing_subbands TEXT",),  # JSON list
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

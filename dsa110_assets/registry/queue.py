@@ -12,6 +12,7 @@ two workers can never both move a group out of the same state; an illegal move r
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from enum import StrEnum
@@ -178,3 +179,63 @@ def promote_complete_groups(
             [(now, g) for g in ready],
         )
     return ready
+
+
+@dataclass(frozen=True)
+class StaleGroups:
+    """Groups that stopped waiting for subbands (see :func:`expire_stale_groups`)."""
+
+    partial: dict[str, list[int]]  # promoted to pending: group_id -> missing subbands
+    failed: dict[str, str]  # marked failed: group_id -> message
+    missing: dict[str, list[int]]  # every expired group: group_id -> missing subbands
+
+
+def expire_stale_groups(
+    registry: Registry,
+    *,
+    wait_s: float,
+    min_subbands: int,
+    now: float | None = None,
+    n_subbands: int = 16,
+) -> StaleGroups:
+    """Stop waiting for groups still ``collecting`` ``wait_s`` after their last file.
+
+    A group with at least ``min_subbands`` goes on as ``pending`` with its missing subbands
+    recorded in ``missing_subbands``; one with fewer is ``failed`` with a clear message. Only
+    collecting groups older than the cut-off are read (index on state, last_update).
+    """
+    now = time.time() if now is None else now
+    partial: dict[str, list[int]] = {}
+    failed: dict[str, str] = {}
+    missing_by_group: dict[str, list[int]] = {}
+    with registry.transaction():
+        rows = registry.query(
+            "SELECT q.group_id, group_concat(sf.subband_idx) AS present"
+            " FROM processing_queue q LEFT JOIN subband_files sf ON sf.group_id = q.group_id"
+            " WHERE q.state = 'collecting' AND q.last_update <= ? GROUP BY q.group_id",
+            (now - wait_s,),
+        )
+        for row in rows:
+            present = {int(x) for x in (row["present"] or "").split(",") if x}
+            missing = sorted(set(range(n_subbands)) - present)
+            missing_by_group[row["group_id"]] = missing
+            if len(present) >= min_subbands:
+                partial[row["group_id"]] = missing
+            else:
+                failed[row["group_id"]] = (
+                    f"only {len(present)} of {n_subbands} subbands arrived within "
+                    f"{wait_s:g} s of the last file (at least {min_subbands} needed); "
+                    f"missing {missing}"
+                )
+        registry.conn.executemany(
+            "UPDATE processing_queue SET state = 'pending', missing_subbands = ?,"
+            " last_update = ? WHERE group_id = ? AND state = 'collecting'",
+            [(json.dumps(m), now, g) for g, m in partial.items()],
+        )
+        registry.conn.executemany(
+            "UPDATE processing_queue SET state = 'failed', error = 'IncompleteGroup',"
+            " error_message = ?, missing_subbands = ?, last_update = ?"
+            " WHERE group_id = ? AND state = 'collecting'",
+            [(msg, json.dumps(missing_by_group[g]), now, g) for g, msg in failed.items()],
+        )
+    return StaleGroups(partial, failed, missing_by_group)

@@ -1,0 +1,1 @@
+"""Dagster definitions, one folder per domain (as dagster-open-platform's ``defs/``)."""
