@@ -292,6 +292,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--dec", type=float, help="pointing declination in degrees (default: the calibrator's)"
     )
     sim.add_argument(
+        "--continue",
+        dest="continue_",
+        action="store_true",
+        help="start after the newest group already registered or on disk",
+    )
+    sim.add_argument(
         "--preset",
         choices=("full", "small"),
         default="full",
