@@ -18,3 +18,21 @@ def touch(folder: Path, name: str, *, age_s: float = 600.0, content: bytes | Non
 
 def names(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir())
+
+
+def tier_folders(root: Path) -> dict[str, str]:
+    """Every tier folder inside ``root``, keyed by ``Settings`` field name."""
+    return {
+        "input_dir": str(root / "incoming"),
+        "scratch_dir": str(root / "stage"),
+        "state_dir": str(root / "state"),
+        "tmpfs_dir": str(root / "shm"),
+        "archive_dir": str(root / "archive"),
+    }
+
+
+def tier_env(root: Path) -> dict[str, str]:
+    """The same folders as ``PIPELINE_*`` environment variables."""
+    from dsa110_assets.settings import Settings
+
+    return {Settings.ENV[field]: value for field, value in tier_folders(root).items()}

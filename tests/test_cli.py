@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import names, touch
+from helpers import names, tier_env, touch
 
 SUBCOMMANDS = [
     ["simulate"], ["normalize"], ["db"], ["db", "init"], ["db", "info"], ["query"],
@@ -32,13 +32,7 @@ def run(args: list[str], env: dict[str, str], check: bool = True) -> subprocess.
 
 @pytest.fixture
 def env(tmp_path: Path) -> dict[str, str]:
-    return {
-        "PIPELINE_INPUT_DIR": str(tmp_path / "incoming"),
-        "PIPELINE_SCRATCH_DIR": str(tmp_path / "stage"),
-        "PIPELINE_STATE_DIR": str(tmp_path / "state"),
-        "PIPELINE_TMPFS_DIR": str(tmp_path / "shm"),
-        "PIPELINE_ARCHIVE_DIR": str(tmp_path / "archive"),
-    }
+    return tier_env(tmp_path)
 
 
 @pytest.mark.parametrize("sub", SUBCOMMANDS, ids=" ".join)

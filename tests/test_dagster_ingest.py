@@ -7,7 +7,7 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
-from helpers import touch
+from helpers import tier_folders, touch
 
 from dsa110_assets.definitions import build_definitions
 from dsa110_assets.defs.ingest.assets import subband_group
@@ -23,11 +23,7 @@ GID = "2025-01-15T12:00:00"
 
 def make_pipeline(root: Path, **overrides) -> PipelineResource:
     fields = {
-        "input_dir": str(root / "incoming"),
-        "scratch_dir": str(root / "stage"),
-        "state_dir": str(root / "state"),
-        "tmpfs_dir": str(root / "shm"),
-        "archive_dir": str(root / "archive"),
+        **tier_folders(root),
         "group_timeout_s": 600,
         "min_subbands": 12,
     }
