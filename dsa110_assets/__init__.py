@@ -2,8 +2,8 @@
 
 The science lives in plain modules (naming, registry, ingest, simulation, ...); Dagster assets,
 sensors, resources and IO managers only wire it together.
+Modules that compute with astropy import :mod:`dsa110_assets.offline` first, so astropy never
+tries to download; it is not imported here because it costs ~2 s, which every CLI call would pay.
 """
-
-from dsa110_assets import offline as _offline  # noqa: F401  (astropy never downloads)
 
 __version__ = "0.1.0"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
+from dsa110_assets import offline  # noqa: F401  (astropy never downloads)
 from dsa110_assets.defs.ingest.assets import subband_group
 from resources.io_managers import TierIOManager
 from resources.pipeline import PipelineResource

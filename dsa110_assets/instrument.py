@@ -18,6 +18,8 @@ import numpy as np
 from astropy.coordinates import EarthLocation
 from scipy.special import j1
 
+from dsa110_assets import offline  # noqa: F401  (astropy never downloads)
+
 N_SUBBANDS = 16
 CHANNELS_PER_SUBBAND = 48
 CHANNEL_WIDTH_HZ = 244140.625

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from helpers import tier_env
 
+from dsa110_assets import offline  # noqa: F401  (astropy never downloads in tests)
 from dsa110_assets.registry import Registry
 from dsa110_assets.settings import Settings
 
