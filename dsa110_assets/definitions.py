@@ -5,13 +5,14 @@ from __future__ import annotations
 import dagster as dg
 
 from dsa110_assets import offline  # noqa: F401  (astropy never downloads)
+from dsa110_assets.defs.conversion.assets import measurement_set
 from dsa110_assets.defs.ingest.assets import subband_group
 from resources.io_managers import TierIOManager
 from resources.pipeline import PipelineResource
 from sensors.incoming import build_incoming_sensor
 
 #: Everything that runs per observation, in one run per group_id partition.
-PER_GROUP_GROUPS = ("ingest",)
+PER_GROUP_GROUPS = ("ingest", "conversion")
 
 process_group_job = dg.define_asset_job(
     "process_group",
@@ -24,7 +25,7 @@ def build_definitions(pipeline: PipelineResource | None = None) -> dg.Definition
     """Definitions wired to ``pipeline`` (default: the PIPELINE_* environment)."""
     pipeline = pipeline or PipelineResource()
     return dg.Definitions(
-        assets=[subband_group],
+        assets=[subband_group, measurement_set],
         jobs=[process_group_job],
         sensors=[build_incoming_sensor(process_group_job)],
         resources={

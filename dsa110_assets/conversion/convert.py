@@ -1,0 +1,711 @@
+"""Convert one group of DSA-110 subband files into one 16-window Measurement Set, safely.
+
+Orchestration, in order: validate every file's header and their agreement (nothing is written
+for a bad group); compute the per-integration ICRS phase centres and UVW (:mod:`.meridian`);
+choose the staging tier from the estimated MS size; stream the subbands, lowest frequency first,
+through the convention mapping into the MS writer (:mod:`.ms_writer`), holding one subband in
+memory at a time; then publish the finished MS at its destination atomically.
+
+Sign convention. The correlator files hold ``V = S A exp(-2 pi i nu/c b.(s - s0))`` with
+``b = x(ant2) - x(ant1)`` (the DSA-110 file format as specified, and what the simulator
+writes). Two facts were established empirically with pyuvdata 3.2.8:
+
+* its MS writer (tested against CASA) writes ``ANTENNA1/2 = ant_1/2_array``,
+  ``UVW = -uvw_array`` and ``DATA = conj(data_array)`` (a UVData written with ``write_ms`` and
+  read back with casacore);
+* its own internal convention is the complex conjugate of the file format's: rephasing a
+  point source with ``UVData.phase`` gives ``arg V = +2 pi (u l + v m + w (n - 1))`` for its
+  ``uvw = x(ant2) - x(ant1)``.
+
+Composing the two, the visibilities are written unchanged (``DATA = visdata``) with
+``UVW = -(u, v, w)``, the projection of ``x(ant1) - x(ant2)``; in MS terms
+``DATA = S exp(+2 pi i (u l + v m + w (n - 1)))`` in the written UVW. The WSClean test images the
+simulated calibrator at its catalog position with this mapping (conjugating DATA, as
+``write_ms`` would for these files, mirrors it through the phase centre). Channels are written in
+ascending frequency, and the windows too (window 0 = sb15).
+
+Weights follow CASA's Nyquist convention (``initweights(wtmode='nyq')``): per correlation,
+``WEIGHT = 2 dnu dt <nsamples>`` (mean over the unflagged channels; 0 when all are flagged) and
+``SIGMA = 1 / sqrt(WEIGHT)`` (the nominal value when flagged). Samples with ``nsamples <= 0`` or
+non-finite visibilities are flagged (and zeroed), since they hold no measurement.
+
+Staging, per the converter readme: the MS is written under a unique hidden name in the tmpfs
+folder when its estimated size is below 80% of the free space there, else in the SSD scratch
+folder; publishing renames it next to the destination (same filesystem) or copies it there
+(another filesystem; all-zero blocks such as the fresh MODEL_DATA become holes, so they cost
+no disk bandwidth), fsyncs it, and renames it into place. A partial MS never appears at the
+destination, and staging leftovers are removed whether the conversion succeeds or fails.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import secrets
+import shutil
+import time
+from collections.abc import Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import astropy.units as u
+import numpy as np
+from astropy.coordinates import EarthLocation
+
+from dsa110_assets.conversion.meridian import (
+    MeridianFields,
+    drift_basis,
+    field_name,
+    icrs_uvw,
+    meridian_fields,
+)
+from dsa110_assets.conversion.ms_writer import (
+    MainLayout,
+    MeasurementSetWriter,
+    RowGeometry,
+    estimate_ms_bytes,
+    polarization_from_aips,
+)
+from dsa110_assets.conversion.uvh5_reader import (
+    InvalidSubbandFile,
+    SubbandBuffers,
+    SubbandHeader,
+    SubbandVisibilities,
+    check_same_observation,
+    read_header,
+    read_visibilities,
+)
+from dsa110_assets.instrument import N_SUBBANDS, SUBBAND_WIDTH_HZ, subband_frequencies
+from dsa110_assets.safe_fs import rename_no_replace
+
+log = logging.getLogger(__name__)
+
+Tier = Literal["tmpfs", "ssd"]
+TMPFS_FILL_FRACTION = 0.8  # stage in tmpfs only below this fraction of its free space
+TELESCOPE_NAME = "OVRO_MMA"  # known to casacore/CASA measures (DSA_110 is not)
+_MJD_JD_OFFSET = 2400000.5
+_SECONDS_PER_DAY = 86400.0
+_UVW_WARN_M = 0.05  # file uvw_array vs antenna positions: beyond float32 rounding
+_COPY_BLOCK = 4 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class ConversionResult:
+    """What was written, for the registry (``ms_index``) and the logs."""
+
+    ms_path: Path
+    tier: Tier
+    n_rows: int
+    n_spw: int
+    n_channels: int  # total over all windows
+    n_antennas: int  # antennas with data
+    n_times: int
+    start_mjd: float  # start of the first integration
+    mid_mjd: float
+    end_mjd: float  # end of the last integration
+    pointing_ra_deg: float  # ICRS phase centre of the central field
+    pointing_dec_deg: float
+    field_name: str  # the central field
+    missing_subbands: list[int]
+    size_bytes: int  # apparent size of the MS (holes count as their length)
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def plan_staging(
+    estimated_bytes: int,
+    tmpfs_dir: Path | None,
+    scratch_dir: Path,
+    *,
+    tmpfs_free_bytes: int | None = None,
+) -> tuple[Tier, Path]:
+    """Where to write an MS of ``estimated_bytes``: ``("tmpfs", tmpfs_dir)`` or
+    ``("ssd", scratch_dir)``.
+
+    tmpfs is RAM: it is used only when the estimate is below 80% of its free space, so a
+    conversion can never exhaust it. Pure given ``tmpfs_free_bytes``; when that is None the
+    free space of ``tmpfs_dir`` is read from the filesystem (0 if it does not exist).
+    """
+    if estimated_bytes < 0:
+        raise ValueError(f"estimated_bytes must be >= 0, got {estimated_bytes}")
+    if tmpfs_dir is not None:
+        free = _free_bytes(tmpfs_dir) if tmpfs_free_bytes is None else tmpfs_free_bytes
+        if estimated_bytes < TMPFS_FILL_FRACTION * free:
+            return "tmpfs", Path(tmpfs_dir)
+    return "ssd", Path(scratch_dir)
+
+
+def _free_bytes(folder: Path) -> int:
+    try:
+        return shutil.disk_usage(folder).free
+    except OSError:
+        return 0
+
+
+def _check_space(folder: Path, needed: int, role: str) -> None:
+    free = _free_bytes(folder)
+    if free < needed:
+        raise OSError(
+            errno.ENOSPC,
+            f"{role} folder {folder} has {free} bytes free, the Measurement Set needs about "
+            f"{needed}",
+        )
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _sweep_stale(folder: Path, ms_path: Path) -> None:
+    """Clean up after conversions of ``ms_path`` whose process died (kill -9, power loss).
+
+    Their hidden ``.{name}.staging-{pid}-*`` / ``.partial-*`` copies are deleted; an
+    ``.old-*`` copy (a replaced MS set aside) is put back if ``ms_path`` is missing, so an
+    interrupted ``overwrite`` never loses the previous MS. Entries of live processes (same
+    host) are left alone.
+    """
+    prefix = f".{ms_path.name}."
+    try:
+        entries = [e for e in folder.iterdir() if e.name.startswith(prefix)]
+    except OSError:
+        return
+    for entry in entries:
+        kind, _, rest = entry.name[len(prefix) :].partition("-")
+        pid = rest.split("-", 1)[0]
+        if kind not in ("staging", "partial", "old") or not pid.isdigit() or _pid_alive(int(pid)):
+            continue
+        if kind == "old" and not ms_path.exists() and entry.parent == ms_path.parent:
+            log.warning("restoring %s from an interrupted overwrite (%s)", ms_path, entry.name)
+            rename_no_replace(entry, ms_path)
+            continue
+        log.warning("removing stale conversion leftover %s", entry)
+        shutil.rmtree(entry, ignore_errors=True)
+
+
+@dataclass(frozen=True, slots=True)
+class _Group:
+    """A validated group: headers by subband and the window order."""
+
+    headers: dict[int, SubbandHeader]
+    reference: SubbandHeader
+    spw_subbands: list[int]  # subband of each window, lowest frequency first
+    missing: list[int]
+
+
+def convert_group(
+    files: Mapping[int, Path],
+    ms_path: Path,
+    *,
+    tmpfs_dir: Path | None,
+    scratch_dir: Path,
+    expected_subbands: int = N_SUBBANDS,
+    overwrite: bool = False,
+    durable: bool = True,
+    tmpfs_free_bytes: int | None = None,
+) -> ConversionResult:
+    """Convert the subband files of one group into the Measurement Set ``ms_path``.
+
+    ``files`` maps subband index (0 = highest frequency) to its file; absent subbands of
+    ``range(expected_subbands)`` become fully flagged windows at their nominal frequencies.
+    ``durable`` fsyncs the MS before it is renamed into place (off only for throwaway output);
+    ``tmpfs_free_bytes`` overrides the measured free space of ``tmpfs_dir`` (tests, reserves).
+
+    Raises
+    ------
+    InvalidSubbandFile
+        A file is unreadable, malformed or inconsistent with the rest of the group.
+    FileExistsError
+        ``ms_path`` exists and ``overwrite`` is False.
+    ValueError
+        No files, or subband indices outside ``range(expected_subbands)``.
+    OSError
+        Not enough space on the staging tier, or an I/O error while writing.
+    """
+    t_start = time.perf_counter()
+    timings: dict[str, float] = {}
+    ms_path = Path(ms_path)
+    ms_path.parent.mkdir(parents=True, exist_ok=True)
+    _sweep_stale(ms_path.parent, ms_path)
+    if ms_path.exists() and not overwrite:
+        raise FileExistsError(f"{ms_path} already exists (pass overwrite=True to replace it)")
+
+    t = time.perf_counter()
+    group = _validate_group(files, expected_subbands)
+    timings["validate_s"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    ref = group.reference
+    location = EarthLocation.from_geodetic(
+        lon=ref.longitude_deg * u.deg, lat=ref.latitude_deg * u.deg, height=ref.altitude_m * u.m
+    )
+    fields = meridian_fields(ref.times_jd, location, ref.phase_center_dec_rad)
+    geometry, uvw_check_m = _row_geometry(ref, fields)
+    timings["phase_s"] = time.perf_counter() - t
+
+    layout = MainLayout(
+        n_spw=len(group.spw_subbands),
+        rows_per_spw=ref.n_blts,
+        n_chan=ref.n_freqs,
+        n_corr=ref.n_pols,
+    )
+    estimate = estimate_ms_bytes(layout, len(ref.antenna_numbers), ref.n_times)
+    tier, folder = plan_staging(estimate, tmpfs_dir, scratch_dir, tmpfs_free_bytes=tmpfs_free_bytes)
+    folder.mkdir(parents=True, exist_ok=True)
+    _sweep_stale(folder, ms_path)
+    _check_space(folder, estimate, "staging")
+    if os.stat(folder).st_dev != os.stat(ms_path.parent).st_dev:
+        _check_space(ms_path.parent, estimate, "destination")
+    token = f"{os.getpid()}-{secrets.token_hex(4)}"
+    staged = folder / f".{ms_path.name}.staging-{token}"
+    partial = ms_path.parent / f".{ms_path.name}.partial-{token}"
+    try:
+        timings.update(
+            _write_ms(staged, group, layout, geometry, fields, location, uvw_check_m, tier)
+        )
+        t = time.perf_counter()
+        _publish(staged, partial, ms_path, overwrite=overwrite, durable=durable)
+        timings["publish_s"] = time.perf_counter() - t
+    finally:
+        for leftover in (staged, partial):
+            if leftover.exists():
+                shutil.rmtree(leftover, ignore_errors=True)
+    timings["total_s"] = time.perf_counter() - t_start
+
+    centre = ref.n_times // 2
+    half = ref.integration_s / 2.0
+    start_mjd = float(ref.times_jd[0] - half[0] / _SECONDS_PER_DAY - _MJD_JD_OFFSET)
+    end_mjd = float(ref.times_jd[-1] + half[-1] / _SECONDS_PER_DAY - _MJD_JD_OFFSET)
+    used = np.union1d(ref.ant_1, ref.ant_2)
+    return ConversionResult(
+        ms_path=ms_path,
+        tier=tier,
+        n_rows=layout.n_rows,
+        n_spw=layout.n_spw,
+        n_channels=layout.n_spw * layout.n_chan,
+        n_antennas=int(used.size),
+        n_times=ref.n_times,
+        start_mjd=start_mjd,
+        mid_mjd=0.5 * (start_mjd + end_mjd),
+        end_mjd=end_mjd,
+        pointing_ra_deg=float(np.degrees(fields.ra_rad[centre])),
+        pointing_dec_deg=float(np.degrees(fields.dec_rad[centre])),
+        field_name=field_name(centre),
+        missing_subbands=list(group.missing),
+        size_bytes=_tree_size(ms_path),
+        timings=timings,
+    )
+
+
+def _validate_group(files: Mapping[int, Path], expected_subbands: int) -> _Group:
+    """Read and cross-check every header; decide the window order and the missing subbands."""
+    if not 1 <= expected_subbands <= N_SUBBANDS:
+        raise ValueError(f"expected_subbands must be in 1..{N_SUBBANDS}, got {expected_subbands}")
+    if not files:
+        raise ValueError("no subband files to convert")
+    bad = sorted(sb for sb in files if not 0 <= int(sb) < expected_subbands)
+    if bad:
+        raise ValueError(f"subband indices {bad} are outside 0..{expected_subbands - 1}")
+    headers: dict[int, SubbandHeader] = {}
+    for sb in sorted(files):
+        header = read_header(Path(files[sb]))
+        _check_subband_frequencies(header, int(sb))
+        if headers:
+            check_same_observation(next(iter(headers.values())), header)
+        headers[int(sb)] = header
+    reference = headers[min(headers)]
+    missing = [sb for sb in range(expected_subbands) if sb not in headers]
+    return _Group(
+        headers=headers,
+        reference=reference,
+        spw_subbands=list(range(expected_subbands - 1, -1, -1)),  # sb15 (lowest) first
+        missing=missing,
+    )
+
+
+def _check_subband_frequencies(header: SubbandHeader, subband: int) -> None:
+    """The file's band must be the nominal band of the subband it is filed as."""
+    nominal = subband_frequencies(subband, header.n_freqs)
+    offset = abs(float(header.freqs_hz.mean()) - float(nominal.mean()))
+    if offset >= SUBBAND_WIDTH_HZ / 2:
+        lo, hi = header.freqs_hz.min() / 1e6, header.freqs_hz.max() / 1e6
+        raise InvalidSubbandFile(
+            header.path,
+            f"channels {lo:.3f}-{hi:.3f} MHz do not belong to sb{subband:02d} "
+            f"(nominally {nominal.min() / 1e6:.3f}-{nominal.max() / 1e6:.3f} MHz)",
+        )
+
+
+def _row_geometry(ref: SubbandHeader, fields: MeridianFields) -> tuple[RowGeometry, float]:
+    """Per-row metadata of one window block, and the file-vs-antenna uvw discrepancy (m)."""
+    order = np.argsort(ref.antenna_numbers)
+    rows = np.empty_like(order)
+    rows[order] = np.arange(order.size)
+    index1 = rows[np.searchsorted(ref.antenna_numbers[order], ref.ant_1)]
+    index2 = rows[np.searchsorted(ref.antenna_numbers[order], ref.ant_2)]
+    offsets = ref.antenna_offsets_m
+    baselines = offsets[index2] - offsets[index1]  # the files' b = x(ant2) - x(ant1)
+
+    lon = np.radians(ref.longitude_deg)
+    expected = baselines @ drift_basis(lon, ref.phase_center_dec_rad).T
+    uvw_check = float(np.abs(expected - ref.uvw_m).max()) if baselines.size else 0.0
+    if uvw_check > _UVW_WARN_M:
+        log.warning(
+            "%s: uvw_array differs from the antenna positions by up to %.3f m; UVW are "
+            "recomputed from the antenna positions",
+            ref.path,
+            uvw_check,
+        )
+
+    uvw = icrs_uvw(baselines, fields)  # (n_times, n_bls, 3), sign of b
+    n_times, n_bls = ref.n_times, ref.n_bls
+    times_s = (fields.times_jd - _MJD_JD_OFFSET) * _SECONDS_PER_DAY
+    geometry = RowGeometry(
+        antenna1=np.tile(index1, n_times).astype(np.int32),
+        antenna2=np.tile(index2, n_times).astype(np.int32),
+        uvw_m=np.ascontiguousarray(-uvw.reshape(n_times * n_bls, 3)),  # MS sign
+        time_mjd_s=np.repeat(times_s, n_bls),
+        interval_s=np.repeat(ref.integration_s, n_bls),
+        field_id=np.repeat(np.arange(n_times, dtype=np.int32), n_bls),
+        scan_number=np.ones(n_times * n_bls, dtype=np.int32),
+    )
+    return geometry, uvw_check
+
+
+@dataclass(frozen=True, slots=True)
+class MSBlock:
+    """One window's main-table arrays in MS order and sign (reused between subbands)."""
+
+    data: np.ndarray  # (rows, n_chan, n_corr) complex64
+    flags: np.ndarray  # (rows, n_chan, n_corr) bool
+    weight: np.ndarray  # (rows, n_corr) float32
+    sigma: np.ndarray  # (rows, n_corr) float32
+
+    @classmethod
+    def empty(cls, rows: int, n_chan: int, n_corr: int) -> MSBlock:
+        cube = (rows, n_chan, n_corr)
+        return cls(
+            np.empty(cube, np.complex64),
+            np.empty(cube, np.bool_),
+            np.empty((rows, n_corr), np.float32),
+            np.empty((rows, n_corr), np.float32),
+        )
+
+    def as_tuple(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        return self.data, self.flags, self.weight, self.sigma
+
+
+def ms_block(
+    vis: SubbandVisibilities,
+    ascending: bool,
+    weight_unit: np.ndarray,
+    out: MSBlock | None = None,
+) -> MSBlock:
+    """Map one file's arrays to MS order: DATA = visdata (see the module docstring for the
+    sign), channels ascending, FLAG, and Nyquist WEIGHT/SIGMA (``weight_unit`` = ``2 dnu dt``
+    per row).
+
+    Written as a few whole-array numpy passes (which release the GIL) with fast paths for
+    the usual case of no flags and uniform ``nsamples``.
+    """
+    rows, n_chan, n_corr = vis.visdata.shape
+    out = MSBlock.empty(rows, n_chan, n_corr) if out is None else out
+    chan = slice(None) if ascending else slice(None, None, -1)
+    nsamples = vis.nsamples[:, chan, :]
+    np.copyto(out.data, vis.visdata[:, chan, :])
+    flags = out.flags
+    np.copyto(flags, vis.flags[:, chan, :])
+    ns_min, ns_max = float(nsamples.min()), float(nsamples.max())
+    if not ns_min > 0:  # also catches NaN: samples without a measurement
+        flags |= ~(nsamples > 0)
+    if not np.isfinite(out.data.view(np.float32).sum()):
+        bad = ~np.isfinite(out.data)
+        flags |= bad
+        out.data[bad] = 0
+    unit = weight_unit[:, None]
+    if ns_min == ns_max and ns_min > 0 and not flags.any():
+        np.multiply(unit, ns_min, out=out.weight, casting="unsafe")
+        np.power(out.weight, -0.5, out=out.sigma)
+        return out
+    good_samples = np.where(flags, np.float32(0), nsamples).sum(axis=1)  # (rows, n_corr)
+    n_good = n_chan - np.count_nonzero(flags, axis=1)
+    mean_samples = good_samples / np.maximum(n_good, 1)
+    np.multiply(unit, mean_samples, out=out.weight, casting="unsafe")
+    nominal = np.broadcast_to(np.power(unit, -0.5), out.sigma.shape)
+    out.sigma[...] = np.where(
+        out.weight > 0, np.power(np.maximum(out.weight, 1e-30), -0.5), nominal
+    )
+    return out
+
+
+def _flagged_block(rows: int, n_chan: int, n_corr: int, weight_unit: np.ndarray) -> MSBlock:
+    """The block of a missing subband: zeros, all flagged, zero weight, nominal sigma."""
+    sigma = np.broadcast_to(np.power(weight_unit, -0.5)[:, None], (rows, n_corr))
+    return MSBlock(
+        np.zeros((rows, n_chan, n_corr), np.complex64),
+        np.ones((rows, n_chan, n_corr), np.bool_),
+        np.zeros((rows, n_corr), np.float32),
+        sigma.astype(np.float32),
+    )
+
+
+@dataclass(slots=True)
+class _Slot:
+    """Buffers for one subband in flight: as read, and as mapped for the MS."""
+
+    raw: SubbandBuffers
+    block: MSBlock
+
+
+def _write_ms(
+    staged: Path,
+    group: _Group,
+    layout: MainLayout,
+    geometry: RowGeometry,
+    fields: MeridianFields,
+    location: EarthLocation,
+    uvw_check_m: float,
+    tier: Tier,
+) -> dict[str, float]:
+    """Write a new MS at ``staged``: subtables, then the subbands lowest frequency first.
+
+    A reader thread loads and maps subband k+1 (HDF5 reads and numpy passes, which release
+    the GIL) while the main thread writes subband k with casacore (which holds it): two sets
+    of buffers, so at most two subbands are in memory. Returns thread times: ``read_s`` and
+    ``map_s`` (reader, overlapping the writes), ``write_s`` and ``wait_s`` (main thread).
+    """
+    ref = group.reference
+    weight_unit = 2.0 * ref.channel_width_hz * np.repeat(ref.integration_s, ref.n_bls)
+    dims = (layout.rows_per_spw, layout.n_chan, layout.n_corr)
+    times = {"read_s": 0.0, "map_s": 0.0, "write_s": 0.0, "wait_s": 0.0}
+    present = [sb for sb in group.spw_subbands if sb in group.headers]
+    slots = [_Slot(SubbandBuffers.for_header(ref), MSBlock.empty(*dims)) for _ in present[:2]]
+
+    def load(sb: int, slot: _Slot) -> _Slot:
+        header = group.headers[sb]
+        t0 = time.perf_counter()
+        vis = read_visibilities(header, slot.raw)
+        t1 = time.perf_counter()
+        ms_block(vis, header.ascending, weight_unit, slot.block)
+        times["read_s"] += t1 - t0
+        times["map_s"] += time.perf_counter() - t1
+        return slot
+
+    t = time.perf_counter()
+    with (
+        ThreadPoolExecutor(max_workers=1, thread_name_prefix="uvh5-reader") as reader,
+        MeasurementSetWriter(staged, layout, geometry) as writer,
+    ):
+        pending: Future[_Slot] | None = None
+        if present:
+            pending = reader.submit(load, present[0], slots[0])
+        _write_metadata(writer, group, fields, location, uvw_check_m, tier)
+        times["write_s"] += time.perf_counter() - t
+        flagged: MSBlock | None = None
+        loaded = 0
+        try:
+            for spw, sb in enumerate(group.spw_subbands):
+                if sb in group.headers:
+                    t = time.perf_counter()
+                    assert pending is not None
+                    slot = pending.result()
+                    times["wait_s"] += time.perf_counter() - t
+                    loaded += 1
+                    pending = None
+                    if loaded < len(present):
+                        pending = reader.submit(load, present[loaded], slots[loaded % 2])
+                    block = slot.block
+                else:
+                    if flagged is None:
+                        flagged = _flagged_block(*dims, weight_unit)
+                    block = flagged
+                t = time.perf_counter()
+                writer.write_spw(spw, *block.as_tuple())
+                times["write_s"] += time.perf_counter() - t
+        finally:
+            if pending is not None:
+                pending.cancel()
+        t = time.perf_counter()
+    times["write_s"] += time.perf_counter() - t
+    return times
+
+
+def _spw_frequencies(group: _Group) -> np.ndarray:
+    """Ascending channel frequencies of each window (nominal for missing subbands)."""
+    n_chan = group.reference.n_freqs
+    rows = []
+    for sb in group.spw_subbands:
+        header = group.headers.get(sb)
+        freqs = subband_frequencies(sb, n_chan) if header is None else header.freqs_hz
+        rows.append(np.sort(freqs))
+    return np.array(rows)
+
+
+def _antenna_name(name: str) -> str:
+    """``DSA-001`` for the correlator's numeric names: unambiguous in CASA selections."""
+    return f"DSA-{int(name):03d}" if name.isdigit() else name
+
+
+def _write_metadata(
+    writer: MeasurementSetWriter,
+    group: _Group,
+    fields: MeridianFields,
+    location: EarthLocation,
+    uvw_check_m: float,
+    tier: Tier,
+) -> None:
+    """Subtables, keywords and history of the MS being written."""
+    ref = group.reference
+    order = np.argsort(ref.antenna_numbers)
+    centre_itrf = np.array([c.to_value(u.m) for c in location.to_geocentric()])
+    times_s = (fields.times_jd - _MJD_JD_OFFSET) * _SECONDS_PER_DAY
+    half = ref.integration_s / 2.0
+    time_range = (float(times_s[0] - half[0]), float(times_s[-1] + half[-1]))
+    pol = polarization_from_aips(ref.polarizations)
+    names = [
+        f"sb{sb:02d}" + ("_missing" if sb in group.missing else "") for sb in group.spw_subbands
+    ]
+    layout_rows = writer.layout.n_rows
+    writer.write_antennas(
+        names=[_antenna_name(ref.antenna_names[i]) for i in order],
+        stations=[ref.antenna_names[i] for i in order],
+        positions_itrf_m=centre_itrf[None, :] + ref.antenna_offsets_m[order],
+        diameters_m=ref.antenna_diameters_m[order],
+    )
+    writer.write_feeds(
+        len(order), pol.receptors, float(times_s[0]), float(np.finfo(np.float64).max)
+    )
+    writer.write_spectral_windows(_spw_frequencies(group), ref.channel_width_hz, names)
+    writer.write_polarization(pol)
+    writer.write_fields(fields.names, fields.ra_rad, fields.dec_rad, times_s)
+    writer.write_observation(TELESCOPE_NAME, time_range, "DSA-110", "dsa110-continuum")
+    writer.write_processor("DSA-110")
+    missing = ", ".join(f"sb{sb:02d}" for sb in group.missing) or "none"
+    present = ", ".join(f"sb{sb:02d}={h.path.name}" for sb, h in sorted(group.headers.items()))
+    writer.write_history(
+        [
+            f"Converted {len(group.headers)} DSA-110 subband files ({present}) into "
+            f"{len(group.spw_subbands)} spectral windows, ascending in frequency "
+            f"(window 0 = sb{group.spw_subbands[0]:02d}); {layout_rows} rows; staged on "
+            f"{tier}.",
+            f"Missing subbands: {missing} (written as fully flagged windows at nominal "
+            "frequencies).",
+            "One FIELD per integration (meridian_icrs_t{i}): the ICRS position of the "
+            "meridian fringe-stop centre (HA 0, Dec "
+            f"{np.degrees(ref.phase_center_dec_rad):.6f} deg of date) at each integration "
+            "centre; visibilities are not rotated (already phased there); UVW recomputed "
+            "from the antenna positions in each field's ICRS frame.",
+            "Sign convention: UVW is the projection of x(ant1) - x(ant2) and DATA = visdata "
+            "(files: V = exp(-2 pi i nu/c (x2 - x1).(s - s0))); DATA = "
+            "exp(+2 pi i (ul + vm + w(n-1))) in the written UVW.",
+            f"File uvw_array vs antenna positions: max difference {uvw_check_m:.4f} m.",
+            f"Correlator history ({ref.path.name}): {ref.history or '(none)'}",
+        ],
+        origin="dsa110_assets.conversion",
+        application="dsa110_assets",
+    )
+    writer.put_keywords(
+        {
+            "DSA110_MISSING_SUBBANDS": np.array(group.missing, dtype=np.int32),
+            "DSA110_SPW_SUBBANDS": np.array(group.spw_subbands, dtype=np.int32),
+            "DSA110_FRINGE_STOP_DEC_RAD": float(ref.phase_center_dec_rad),
+            "DSA110_CONVERTER": "dsa110_assets.conversion",
+        }
+    )
+
+
+def _publish(staged: Path, partial: Path, ms_path: Path, *, overwrite: bool, durable: bool) -> None:
+    """Move the finished MS from staging to ``ms_path`` without ever exposing a partial one."""
+    dest_dir = ms_path.parent
+    if os.stat(staged).st_dev == os.stat(dest_dir).st_dev:
+        if durable:
+            _fsync_tree(staged)
+        os.rename(staged, partial)
+    else:
+        _copy_tree(staged, partial, durable=durable)
+    if durable:
+        _fsync_dir(dest_dir)
+    try:
+        rename_no_replace(partial, ms_path)
+    except FileExistsError:
+        if not overwrite:
+            raise FileExistsError(f"{ms_path} appeared during the conversion") from None
+        aside = dest_dir / f".{ms_path.name}.old-{os.getpid()}-{secrets.token_hex(4)}"
+        os.rename(ms_path, aside)
+        try:
+            rename_no_replace(partial, ms_path)
+        except BaseException:
+            os.rename(aside, ms_path)
+            raise
+        shutil.rmtree(aside, ignore_errors=True)
+    if durable:
+        _fsync_dir(dest_dir)
+
+
+def _copy_tree(src: Path, dst: Path, *, durable: bool) -> None:
+    """Copy a table tree to another filesystem; all-zero 4 MiB blocks become holes."""
+    dst.mkdir()
+    for root, dirs, names in os.walk(src):
+        rel = Path(root).relative_to(src)
+        for d in dirs:
+            (dst / rel / d).mkdir()
+        for name in names:
+            _copy_file_sparse(Path(root) / name, dst / rel / name, durable=durable)
+        if durable:
+            _fsync_dir(dst / rel)
+
+
+def _copy_file_sparse(src: Path, dst: Path, *, durable: bool) -> None:
+    size = src.stat().st_size
+    buf = bytearray(_COPY_BLOCK)
+    view = memoryview(buf)
+    words = np.frombuffer(buf, dtype=np.uint64)
+    fd_out = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        with open(src, "rb", buffering=0) as fin:
+            while True:
+                n = fin.readinto(view)
+                if not n:
+                    break
+                if n == _COPY_BLOCK and not words.any():
+                    os.lseek(fd_out, n, os.SEEK_CUR)
+                    continue
+                written = 0
+                while written < n:
+                    written += os.write(fd_out, view[written:n])
+        os.ftruncate(fd_out, size)
+        if durable:
+            os.fsync(fd_out)
+    finally:
+        os.close(fd_out)
+    shutil.copymode(src, dst)
+
+
+def _fsync_tree(root: Path) -> None:
+    for folder, _dirs, names in os.walk(root, topdown=False):
+        for name in names:
+            fd = os.open(Path(folder) / name, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        _fsync_dir(Path(folder))
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _tree_size(root: Path) -> int:
+    return sum((Path(d) / n).stat().st_size for d, _s, names in os.walk(root) for n in names)

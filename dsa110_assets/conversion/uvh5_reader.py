@@ -1,0 +1,428 @@
+"""Read and validate one DSA-110 correlator subband file (old UVH5 layout) with h5py.
+
+The converter trusts nothing it has not checked: a file that cannot be opened, lacks a dataset,
+has shapes that disagree with its own header, is not time-major, or disagrees with the other
+subbands of its group raises :class:`InvalidSubbandFile` naming the file and the problem, before
+anything is written. Reading is split in two so a whole group can be validated cheaply first:
+:func:`read_header` (metadata and the small per-baseline-time arrays) and
+:func:`read_visibilities` (the three big ``Data`` arrays).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+# Tolerances for "the same observation" across the subbands of a group.
+TIME_TOLERANCE_S = 0.05  # integration centres (0.05 s of Earth rotation is < 1 cm of uvw)
+POSITION_TOLERANCE_M = 1e-3
+ANGLE_TOLERANCE_RAD = 1e-9
+# Integration centres of one time step must agree to this (a time-major file).
+_SAME_TIME_TOLERANCE_DAYS = 1e-3 / 86400.0
+# AIPS memo 117 polarization codes the converter can carry into an MS.
+KNOWN_POLARIZATIONS = frozenset({1, 2, 3, 4, -1, -2, -3, -4, -5, -6, -7, -8})
+
+
+class InvalidSubbandFile(ValueError):
+    """A subband file that cannot be converted; the message names the file and the problem."""
+
+    def __init__(self, path: Path | str, problem: str) -> None:
+        self.path = Path(path)
+        self.problem = problem
+        super().__init__(f"{self.path}: {problem}")
+
+
+@dataclass(frozen=True, slots=True)
+class SubbandHeader:
+    """What one subband file says about itself, validated.
+
+    Per-baseline arrays (``ant_1``, ``ant_2``, ``uvw_m``) are those of the first integration;
+    the file was checked to repeat the same baselines in the same order at every integration.
+    ``freqs_hz`` is in file order (descending for DSA-110).
+    """
+
+    path: Path
+    n_times: int
+    n_bls: int
+    n_freqs: int
+    n_pols: int
+    vis_shape: tuple[int, ...]
+    times_jd: np.ndarray  # (n_times,) integration centres, UTC
+    integration_s: np.ndarray  # (n_times,)
+    ant_1: np.ndarray  # (n_bls,) antenna numbers
+    ant_2: np.ndarray  # (n_bls,)
+    uvw_m: np.ndarray  # (n_bls, 3) as written (toward the fringe-stop centre)
+    freqs_hz: np.ndarray  # (n_freqs,)
+    channel_width_hz: float
+    polarizations: tuple[int, ...]
+    antenna_numbers: np.ndarray  # (n_ant_telescope,)
+    antenna_names: tuple[str, ...]
+    antenna_offsets_m: np.ndarray  # (n_ant_telescope, 3) ECEF offsets from the location
+    antenna_diameters_m: np.ndarray  # (n_ant_telescope,)
+    latitude_deg: float
+    longitude_deg: float
+    altitude_m: float
+    telescope_name: str
+    instrument: str
+    phase_center_dec_rad: float
+    n_ants_data: int
+    history: str
+
+    @property
+    def n_blts(self) -> int:
+        return self.n_times * self.n_bls
+
+    @property
+    def ascending(self) -> bool:
+        """True when the file's channels run upward in frequency."""
+        return self.n_freqs == 1 or bool(self.freqs_hz[1] > self.freqs_hz[0])
+
+
+@dataclass(frozen=True, slots=True)
+class SubbandVisibilities:
+    """The three ``Data`` arrays of one file, each shaped (Nblts, Nfreqs, Npols) in file order."""
+
+    visdata: np.ndarray  # complex64
+    flags: np.ndarray  # bool
+    nsamples: np.ndarray  # float32
+
+
+def _text(value: object) -> str:
+    if isinstance(value, np.ndarray):
+        value = value.item() if value.size == 1 else value.tolist()
+    if isinstance(value, bytes | np.bytes_):
+        return bytes(value).decode("utf-8", errors="replace").strip()
+    return str(value).strip()
+
+
+class _HeaderReader:
+    """Typed access to ``Header`` datasets that raises :class:`InvalidSubbandFile`."""
+
+    def __init__(self, path: Path, f: h5py.File) -> None:
+        self.path = path
+        self.f = f
+
+    def fail(self, problem: str) -> InvalidSubbandFile:
+        return InvalidSubbandFile(self.path, problem)
+
+    def dataset(self, name: str) -> h5py.Dataset:
+        try:
+            obj = self.f[name]
+        except KeyError:
+            raise self.fail(f"missing dataset {name}") from None
+        except (OSError, RuntimeError) as err:
+            raise self.fail(f"cannot read {name}: {err}") from None
+        if not isinstance(obj, h5py.Dataset):
+            raise self.fail(f"{name} is not a dataset")
+        return obj
+
+    def array(self, name: str, shape: tuple[int, ...] | None = None) -> np.ndarray:
+        dset = self.dataset(name)
+        try:
+            value = np.asarray(dset[()])
+        except (OSError, RuntimeError, ValueError) as err:
+            raise self.fail(f"cannot read {name}: {err}") from None
+        if shape is not None and value.shape != shape:
+            raise self.fail(f"{name} has shape {value.shape}, expected {shape} from the header")
+        return value
+
+    def integer(self, name: str, minimum: int = 0) -> int:
+        value = self.array(name)
+        if value.size != 1 or not np.issubdtype(value.dtype, np.integer):
+            raise self.fail(f"{name} should be an integer scalar, got {value!r}")
+        number = int(value.reshape(()))
+        if number < minimum:
+            raise self.fail(f"{name} = {number} is below {minimum}")
+        return number
+
+    def real(self, name: str) -> float:
+        value = self.array(name)
+        if value.size != 1 or not np.issubdtype(value.dtype, np.number):
+            raise self.fail(f"{name} should be a numeric scalar, got {value!r}")
+        number = float(value.reshape(()))
+        if not math.isfinite(number):
+            raise self.fail(f"{name} is not finite ({number})")
+        return number
+
+    def text(self, name: str, default: str | None = None) -> str:
+        if default is not None and name not in self.f:
+            return default
+        return _text(self.array(name))
+
+
+def read_header(path: Path) -> SubbandHeader:
+    """Open ``path`` and validate its header and per-baseline-time arrays.
+
+    Raises
+    ------
+    InvalidSubbandFile
+        The file is missing, unreadable (truncated, not HDF5), or internally inconsistent.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InvalidSubbandFile(path, "does not exist or is not a regular file")
+    try:
+        f = h5py.File(path, "r")
+    except (OSError, RuntimeError) as err:
+        raise InvalidSubbandFile(
+            path, f"cannot be opened as HDF5 (truncated or not an HDF5 file): {err}"
+        ) from None
+    with f:
+        return _parse_header(_HeaderReader(path, f))
+
+
+def _parse_header(h: _HeaderReader) -> SubbandHeader:
+    n_bls = h.integer("Header/Nbls", 1)
+    n_times = h.integer("Header/Ntimes", 1)
+    n_blts = h.integer("Header/Nblts", 1)
+    n_freqs = h.integer("Header/Nfreqs", 1)
+    n_pols = h.integer("Header/Npols", 1)
+    n_ant_tel = h.integer("Header/Nants_telescope", 1)
+    if "Header/Nspws" in h.f and h.integer("Header/Nspws", 1) != 1:
+        raise h.fail("Nspws must be 1 (one spectral window per subband file)")
+    if n_blts != n_bls * n_times:
+        raise h.fail(f"Nblts = {n_blts} but Nbls x Ntimes = {n_bls} x {n_times}")
+
+    phase_type = h.text("Header/phase_type", default="drift").lower()
+    if phase_type != "drift":
+        raise h.fail(f"phase_type is {phase_type!r}; only meridian drift-scan files are supported")
+    extra = "Header/extra_keywords"
+    if f"{extra}/phase_center_dec" not in h.f:
+        raise h.fail(f"missing {extra}/phase_center_dec (the fringe-stop declination)")
+    dec0 = h.real(f"{extra}/phase_center_dec")
+    if not -math.pi / 2 <= dec0 <= math.pi / 2:
+        raise h.fail(f"phase_center_dec = {dec0} rad is not a declination")
+    if f"{extra}/ha_phase_center" in h.f and abs(h.real(f"{extra}/ha_phase_center")) > 1e-12:
+        raise h.fail("ha_phase_center is not 0: only meridian fringe stopping is supported")
+    epoch = h.text(f"{extra}/phase_center_epoch", default="HADEC").upper()
+    if epoch != "HADEC":
+        raise h.fail(f"phase_center_epoch is {epoch!r}, expected 'HADEC'")
+
+    times = h.array("Header/time_array", (n_blts,)).astype(np.float64)
+    ant_1 = h.array("Header/ant_1_array", (n_blts,)).astype(np.int64)
+    ant_2 = h.array("Header/ant_2_array", (n_blts,)).astype(np.int64)
+    integration = h.array("Header/integration_time", (n_blts,)).astype(np.float64)
+    uvw = h.array("Header/uvw_array", (n_blts, 3)).astype(np.float64)
+    times_tb = times.reshape(n_times, n_bls)
+    if not np.all(np.isfinite(times)):
+        raise h.fail("time_array has non-finite values")
+    if np.ptp(times_tb, axis=1).max() > _SAME_TIME_TOLERANCE_DAYS:
+        raise h.fail("baseline-times are not time-major (one time per block of Nbls rows)")
+    times_jd = times_tb[:, 0].copy()
+    if n_times > 1 and not np.all(np.diff(times_jd) > 0):
+        raise h.fail("integration times are not strictly increasing")
+    a1, a2 = ant_1.reshape(n_times, n_bls), ant_2.reshape(n_times, n_bls)
+    if not (np.array_equal(a1, np.broadcast_to(a1[0], a1.shape))) or not np.array_equal(
+        a2, np.broadcast_to(a2[0], a2.shape)
+    ):
+        raise h.fail("the baseline order differs between integrations")
+    integration_s = integration.reshape(n_times, n_bls)[:, 0].copy()
+    if not np.all(np.isfinite(integration_s) & (integration_s > 0)):
+        raise h.fail("integration_time has non-positive or non-finite values")
+    if not np.all(np.isfinite(uvw)):
+        raise h.fail("uvw_array has non-finite values")
+
+    freqs = h.array("Header/freq_array").astype(np.float64).reshape(-1)
+    if freqs.shape != (n_freqs,):
+        raise h.fail(f"freq_array holds {freqs.size} channels, Nfreqs = {n_freqs}")
+    width = np.abs(h.array("Header/channel_width").astype(np.float64).reshape(-1))
+    if width.size not in (1, n_freqs) or not np.all(np.isfinite(width)) or np.any(width <= 0):
+        raise h.fail(f"channel_width must be positive, one value or one per channel: {width}")
+    if np.ptp(width) > 1e-9 * width.max():
+        raise h.fail("channel_width varies across the subband")
+    channel_width = float(width[0])
+    if not np.all(np.isfinite(freqs)) or np.any(freqs <= 0):
+        raise h.fail("freq_array has non-positive or non-finite values")
+    if n_freqs > 1:
+        steps = np.diff(freqs)
+        if not (np.all(steps > 0) or np.all(steps < 0)):
+            raise h.fail("freq_array is not monotonic")
+        if np.abs(np.abs(steps) - channel_width).max() > 1e-6 * channel_width:
+            raise h.fail("channel spacing differs from channel_width")
+
+    pols = tuple(int(p) for p in h.array("Header/polarization_array", (n_pols,)).reshape(-1))
+    unknown = [p for p in pols if p not in KNOWN_POLARIZATIONS] + (
+        ["duplicate"] if len(set(pols)) != len(pols) else []
+    )
+    if unknown:
+        raise h.fail(f"polarization_array {list(pols)} has unsupported entries {unknown}")
+
+    numbers = h.array("Header/antenna_numbers", (n_ant_tel,)).astype(np.int64)
+    names = tuple(_text(n) for n in h.array("Header/antenna_names", (n_ant_tel,)))
+    offsets = h.array("Header/antenna_positions", (n_ant_tel, 3)).astype(np.float64)
+    if "Header/antenna_diameters" in h.f:
+        diameters = h.array("Header/antenna_diameters").astype(np.float64).reshape(-1)
+        if diameters.size == 1:
+            diameters = np.full(n_ant_tel, diameters[0])
+        if diameters.shape != (n_ant_tel,):
+            raise h.fail(f"antenna_diameters has {diameters.size} entries, expected {n_ant_tel}")
+    else:
+        diameters = np.zeros(n_ant_tel)
+    if len(set(numbers.tolist())) != n_ant_tel or numbers.min() < 0:
+        raise h.fail("antenna_numbers are not unique non-negative integers")
+    if not np.all(np.isfinite(offsets)):
+        raise h.fail("antenna_positions has non-finite values")
+    used = np.union1d(a1[0], a2[0])
+    missing = np.setdiff1d(used, numbers)
+    if missing.size:
+        raise h.fail(f"baselines use antennas {missing.tolist()} not in antenna_numbers")
+
+    vis_shape = _data_shape(h, n_blts, n_freqs, n_pols)
+    n_ants_data = (
+        h.integer("Header/Nants_data", 1) if "Header/Nants_data" in h.f else int(used.size)
+    )
+    return SubbandHeader(
+        path=h.path,
+        n_times=n_times,
+        n_bls=n_bls,
+        n_freqs=n_freqs,
+        n_pols=n_pols,
+        vis_shape=vis_shape,
+        times_jd=times_jd,
+        integration_s=integration_s,
+        ant_1=a1[0].copy(),
+        ant_2=a2[0].copy(),
+        uvw_m=uvw[:n_bls].copy(),
+        freqs_hz=freqs,
+        channel_width_hz=channel_width,
+        polarizations=pols,
+        antenna_numbers=numbers,
+        antenna_names=names,
+        antenna_offsets_m=offsets,
+        antenna_diameters_m=diameters,
+        latitude_deg=h.real("Header/latitude"),
+        longitude_deg=h.real("Header/longitude"),
+        altitude_m=h.real("Header/altitude"),
+        telescope_name=h.text("Header/telescope_name", default=""),
+        instrument=h.text("Header/instrument", default=""),
+        phase_center_dec_rad=dec0,
+        n_ants_data=n_ants_data,
+        history=h.text("Header/history", default=""),
+    )
+
+
+def _data_shape(h: _HeaderReader, n_blts: int, n_freqs: int, n_pols: int) -> tuple[int, ...]:
+    """Check the ``Data`` arrays: (Nblts, 1, Nfreqs, Npols), or without the spw axis."""
+    accepted = ((n_blts, 1, n_freqs, n_pols), (n_blts, n_freqs, n_pols))
+    shapes = {}
+    for name, kinds in (("visdata", "c"), ("flags", "b"), ("nsamples", "fiu")):
+        dset = h.dataset(f"Data/{name}")
+        if dset.shape not in accepted:
+            raise h.fail(
+                f"Data/{name} has shape {dset.shape}, expected {accepted[0]} from the header"
+            )
+        if dset.dtype.kind not in kinds:
+            raise h.fail(f"Data/{name} has dtype {dset.dtype}, expected kind {kinds!r}")
+        shapes[name] = dset.shape
+    if len(set(shapes.values())) != 1:
+        raise h.fail(f"Data arrays disagree in shape: {shapes}")
+    return shapes["visdata"]
+
+
+def check_same_observation(reference: SubbandHeader, other: SubbandHeader) -> None:
+    """Raise unless ``other`` describes the same observation and layout as ``reference``.
+
+    Subbands of one group must share times, baselines, channel count and width,
+    polarizations, array geometry and fringe-stop declination; only the frequencies differ.
+
+    Raises
+    ------
+    InvalidSubbandFile
+        Naming ``other`` and the first field that differs, with both values.
+    """
+
+    def fail(what: str, mine: object, theirs: object) -> InvalidSubbandFile:
+        return InvalidSubbandFile(
+            other.path, f"{what} is {theirs} but {mine} in {reference.path.name} (same group)"
+        )
+
+    for field in ("n_times", "n_bls", "n_freqs", "n_pols", "polarizations"):
+        mine, theirs = getattr(reference, field), getattr(other, field)
+        if mine != theirs:
+            raise fail(field, mine, theirs)
+    if reference.vis_shape != other.vis_shape:
+        raise fail("Data shape", reference.vis_shape, other.vis_shape)
+    dt_s = np.abs(reference.times_jd - other.times_jd).max() * 86400.0
+    if dt_s > TIME_TOLERANCE_S:
+        raise fail("time_array", "the same", f"off by up to {dt_s:.3f} s")
+    if not (
+        np.array_equal(reference.ant_1, other.ant_1)
+        and np.array_equal(reference.ant_2, other.ant_2)
+    ):
+        raise fail("the baseline order (ant_1_array, ant_2_array)", "one order", "another")
+    if abs(reference.channel_width_hz - other.channel_width_hz) > 1e-9 * reference.channel_width_hz:
+        raise fail("channel_width", reference.channel_width_hz, other.channel_width_hz)
+    if not np.array_equal(reference.antenna_numbers, other.antenna_numbers):
+        raise fail("antenna_numbers", "one list", "another")
+    if np.abs(reference.antenna_offsets_m - other.antenna_offsets_m).max() > POSITION_TOLERANCE_M:
+        raise fail("antenna_positions", "one layout", "another")
+    for field in ("latitude_deg", "longitude_deg"):
+        mine, theirs = getattr(reference, field), getattr(other, field)
+        if abs(mine - theirs) > math.degrees(ANGLE_TOLERANCE_RAD):
+            raise fail(field, mine, theirs)
+    if abs(reference.altitude_m - other.altitude_m) > POSITION_TOLERANCE_M:
+        raise fail("altitude", reference.altitude_m, other.altitude_m)
+    if abs(reference.phase_center_dec_rad - other.phase_center_dec_rad) > ANGLE_TOLERANCE_RAD:
+        raise fail("phase_center_dec", reference.phase_center_dec_rad, other.phase_center_dec_rad)
+
+
+@dataclass(frozen=True, slots=True)
+class SubbandBuffers:
+    """Reusable arrays shaped like a file's ``Data`` datasets.
+
+    Reading every subband of a group into the same buffers avoids allocating (and, on a
+    virtual machine, first-touching) ~140 MB of fresh memory per full-size subband.
+    """
+
+    visdata: np.ndarray
+    flags: np.ndarray
+    nsamples: np.ndarray
+
+    @classmethod
+    def for_header(cls, header: SubbandHeader) -> SubbandBuffers:
+        shape = header.vis_shape
+        return cls(
+            np.empty(shape, np.complex64), np.empty(shape, np.bool_), np.empty(shape, np.float32)
+        )
+
+
+def read_visibilities(
+    header: SubbandHeader, out: SubbandBuffers | None = None
+) -> SubbandVisibilities:
+    """Read ``visdata``, ``flags`` and ``nsamples`` of a file already validated by
+    :func:`read_header`, into ``out`` if given. Returns (Nblts, Nfreqs, Npols) views in file
+    channel order.
+
+    Each dataset is one HDF5 read (which releases the GIL, so a reader thread overlaps
+    with MS writing).
+
+    Raises
+    ------
+    InvalidSubbandFile
+        The file changed since its header was read, or its data cannot be read (truncated,
+        corrupt chunks).
+    """
+    path = header.path
+    out = SubbandBuffers.for_header(header) if out is None else out
+    shape3 = (header.n_blts, header.n_freqs, header.n_pols)
+    try:
+        with h5py.File(path, "r") as f:
+            for name in ("visdata", "flags", "nsamples"):
+                dset = f[f"Data/{name}"]
+                buffer = getattr(out, name)
+                if dset.shape != header.vis_shape or buffer.shape != header.vis_shape:
+                    raise InvalidSubbandFile(
+                        path, f"Data/{name} has shape {dset.shape}, expected {header.vis_shape}"
+                    )
+                dset.read_direct(buffer)
+    except InvalidSubbandFile:
+        raise
+    except (OSError, RuntimeError, KeyError, ValueError, TypeError) as err:
+        raise InvalidSubbandFile(path, f"cannot read the visibilities: {err}") from None
+    return SubbandVisibilities(
+        out.visdata.reshape(shape3), out.flags.reshape(shape3), out.nsamples.reshape(shape3)
+    )

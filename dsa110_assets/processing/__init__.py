@@ -1,0 +1,1 @@
+"""Pipeline steps: a science function plus its registry bookkeeping, callable without Dagster."""
