@@ -86,3 +86,49 @@ def test_sensor_to_measurement_set(landed):
         before = ms_path.stat().st_mtime_ns
         again = materialize_group(defs, instance, keys[0])
         assert again.success and ms_path.stat().st_mtime_ns == before
+
+
+def test_truncated_file_fails_its_group_only(tmp_path):
+    pipeline = PipelineResource(**tier_folders(tmp_path))
+    settings = pipeline.settings()
+    sim = simulate_observations(
+        SimulationConfig(
+            output_dir=settings.input_dir,
+            truth_dir=tmp_path / "truth",
+            n_groups=2,
+            n_antennas=6,
+            n_channels=2,
+            n_background_sources=0,
+            seed=3,
+        )
+    )
+    bad = sorted(sim.groups[0].files)[3]
+    with open(bad, "r+b") as handle:  # the disk filled up half way through this file
+        handle.truncate(bad.stat().st_size // 3)
+    for path in sim.files:
+        st = path.stat()
+        os.utime(path, (st.st_atime - 60, st.st_mtime - 60))
+    defs = build_definitions(pipeline)
+    with dg.instance_for_test() as instance:
+        sensor = defs.get_sensor_def("incoming_sensor")
+        tick = sensor(
+            dg.build_sensor_context(
+                instance=instance, definitions=defs, resources={"pipeline": pipeline}
+            )
+        )
+        first, second = sorted(r.partition_key for r in tick.run_requests)
+        instance.add_dynamic_partitions("group_id", [first, second])
+        job = defs.resolve_job_def("process_group")
+        failed = job.execute_in_process(
+            partition_key=first, instance=instance, raise_on_error=False
+        )
+        ok = job.execute_in_process(partition_key=second, instance=instance)
+    assert not failed.success and ok.success
+    with Registry(settings.db_path) as registry:
+        status = get_status(registry, first)
+        assert status.state is QueueState.FAILED
+        assert status.error == "InvalidSubbandFile" and bad.name in status.error_message
+        assert get_status(registry, second).state is QueueState.COMPLETED
+    assert not (settings.output_dir / f"{first}.ms").exists()
+    assert (settings.output_dir / f"{second}.ms").is_dir()
+    assert bad.exists()  # the raw file is never deleted
