@@ -11,10 +11,10 @@ BIN := $(VENV)/bin
 UV = $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
 SUDO = $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help setup demo test lint bench clean-demo
+.PHONY: help setup demo test lint bench
 
 help:
-	@echo "make demo   simulate observations, normalize and register them (runs setup first)"
+	@echo "make demo   simulate observations and run the pipeline in dagster dev (runs setup first)"
 	@echo "make test   run the test suite and lint (runs setup first)"
 	@echo "make setup  install uv, Debian packages ($(DEBIAN_PACKAGES)) and the locked venv"
 	@echo "make bench  run the benchmarks in bench/"
@@ -38,9 +38,14 @@ setup:
 
 demo: setup
 	@$(BIN)/dsa110 db init
-	@$(BIN)/dsa110 simulate --groups 3 --antennas 32 --channels 8 --continue
-	@$(BIN)/dsa110 normalize --settle 0 --verbose "$${PIPELINE_INPUT_DIR:-data/incoming}"
-	@$(BIN)/dsa110 query stats
+	@mkdir -p state/run/dagster_home
+	@echo "demo: simulating 3 observations (the first on a 3C286 transit), one every 40 s"
+	@echo "demo: Dagster UI at http://127.0.0.1:3000 -- watch incoming_sensor and the runs;"
+	@echo "demo: press Ctrl-C to stop (the data stay in data/ and state/ for the next run)"
+	@$(BIN)/dsa110 simulate --groups 3 --antennas 32 --channels 8 --continue --interval 40 \
+	  > state/logs/demo-simulate.log 2>&1 &
+	@DAGSTER_HOME=$(CURDIR)/state/run/dagster_home $(BIN)/dagster dev -w workspace.yaml \
+	  -h 127.0.0.1 -p 3000
 
 test: setup
 	@$(BIN)/python -m pytest -q

@@ -11,6 +11,7 @@ import json
 import os
 import sqlite3
 import sys
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -84,8 +85,12 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     def progress(index: int, paths: list[Path]) -> None:
         total = sum(p.stat().st_size for p in paths)
         print(f"group {index}: wrote {len(paths)} files, {total / 1e6:.1f} MB", flush=True)
+        if args.interval and index < args.groups - 1:
+            time.sleep(args.interval)  # as the correlator does, one group at a time
 
-    result = simulate_observations(config, on_group_written=None if args.json else progress)
+    result = simulate_observations(
+        config, on_group_written=progress if (args.interval or not args.json) else None
+    )
     summary = {
         "output_dir": str(config.output_dir),
         "files": len(result.files),
@@ -290,6 +295,13 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--start", help="UTC start, ISO format (default: calibrator transit)")
     sim.add_argument(
         "--dec", type=float, help="pointing declination in degrees (default: the calibrator's)"
+    )
+    sim.add_argument(
+        "--interval",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="seconds to wait between groups, to drip files in like the correlator",
     )
     sim.add_argument(
         "--continue",
