@@ -82,19 +82,22 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         **size,
     )
 
+    written_bytes: list[int] = []
+
     def progress(index: int, paths: list[Path]) -> None:
-        total = sum(p.stat().st_size for p in paths)
-        print(f"group {index}: wrote {len(paths)} files, {total / 1e6:.1f} MB", flush=True)
+        # Sizes are taken now: once the group is out, ingest may rename its files.
+        total = sum(p.stat().st_size for p in paths if p.exists())
+        written_bytes.append(total)
+        if not args.json:
+            print(f"group {index}: wrote {len(paths)} files, {total / 1e6:.1f} MB", flush=True)
         if args.interval and index < args.groups - 1:
             time.sleep(args.interval)  # as the correlator does, one group at a time
 
-    result = simulate_observations(
-        config, on_group_written=progress if (args.interval or not args.json) else None
-    )
+    result = simulate_observations(config, on_group_written=progress)
     summary = {
         "output_dir": str(config.output_dir),
         "files": len(result.files),
-        "bytes": sum(p.stat().st_size for p in result.files),
+        "bytes": sum(written_bytes),
         "groups": [
             {
                 "index": g.index,
