@@ -17,27 +17,44 @@ from dsa110_assets.simulation import SimulationConfig, simulate_observations
 from resources.pipeline import PipelineResource
 
 
-@pytest.fixture(scope="module")
-def landed(tmp_path_factory):
-    """Two small observations simulated into a fresh input folder, one with 3C286."""
-    root = tmp_path_factory.mktemp("e2e")
+def land_observations(root: Path, *, damage=None, **config):
+    """Simulate two small observations into ``root``'s input folder, written a minute ago.
+
+    ``damage(result)`` may spoil files first (before their times are set back).
+    """
     pipeline = PipelineResource(**tier_folders(root))
-    settings = pipeline.settings()
     result = simulate_observations(
         SimulationConfig(
-            output_dir=settings.input_dir,
+            output_dir=pipeline.settings().input_dir,
             truth_dir=root / "truth",
             n_groups=2,
-            n_antennas=8,
             n_channels=2,
-            n_background_sources=2,
-            seed=7,
+            **config,
         )
     )
-    for path in result.files:  # let them settle, as if written a minute ago
+    if damage is not None:
+        damage(result)
+    for path in result.files:
         st = path.stat()
         os.utime(path, (st.st_atime - 60, st.st_mtime - 60))
     return pipeline, result
+
+
+def first_tick(defs: dg.Definitions, instance, pipeline: PipelineResource):
+    sensor = defs.get_sensor_def("incoming_sensor")
+    return sensor(
+        dg.build_sensor_context(
+            instance=instance, definitions=defs, resources={"pipeline": pipeline}
+        )
+    )
+
+
+@pytest.fixture(scope="module")
+def landed(tmp_path_factory):
+    """Two small observations in a fresh input folder, the first on a 3C286 transit."""
+    return land_observations(
+        tmp_path_factory.mktemp("e2e"), n_antennas=8, n_background_sources=2, seed=7
+    )
 
 
 def materialize_group(defs: dg.Definitions, instance, group_id: str):
@@ -49,12 +66,7 @@ def test_sensor_to_measurement_set(landed):
     pipeline, sim = landed
     defs = build_definitions(pipeline)
     with dg.instance_for_test() as instance:
-        sensor = defs.get_sensor_def("incoming_sensor")
-        tick = sensor(
-            dg.build_sensor_context(
-                instance=instance, definitions=defs, resources={"pipeline": pipeline}
-            )
-        )
+        tick = first_tick(defs, instance, pipeline)
         keys = [r.partition_key for r in tick.run_requests]
         assert len(keys) == 2
         instance.add_dynamic_partitions("group_id", keys)
@@ -89,33 +101,18 @@ def test_sensor_to_measurement_set(landed):
 
 
 def test_truncated_file_fails_its_group_only(tmp_path):
-    pipeline = PipelineResource(**tier_folders(tmp_path))
-    settings = pipeline.settings()
-    sim = simulate_observations(
-        SimulationConfig(
-            output_dir=settings.input_dir,
-            truth_dir=tmp_path / "truth",
-            n_groups=2,
-            n_antennas=6,
-            n_channels=2,
-            n_background_sources=0,
-            seed=3,
-        )
+    def truncate(result):  # the disk filled up half way through one file
+        with open(sorted(result.groups[0].files)[3], "r+b") as handle:
+            handle.truncate(handle.seek(0, 2) // 3)
+
+    pipeline, sim = land_observations(
+        tmp_path, damage=truncate, n_antennas=6, n_background_sources=0, seed=3
     )
+    settings = pipeline.settings()
     bad = sorted(sim.groups[0].files)[3]
-    with open(bad, "r+b") as handle:  # the disk filled up half way through this file
-        handle.truncate(bad.stat().st_size // 3)
-    for path in sim.files:
-        st = path.stat()
-        os.utime(path, (st.st_atime - 60, st.st_mtime - 60))
     defs = build_definitions(pipeline)
     with dg.instance_for_test() as instance:
-        sensor = defs.get_sensor_def("incoming_sensor")
-        tick = sensor(
-            dg.build_sensor_context(
-                instance=instance, definitions=defs, resources={"pipeline": pipeline}
-            )
-        )
+        tick = first_tick(defs, instance, pipeline)
         first, second = sorted(r.partition_key for r in tick.run_requests)
         instance.add_dynamic_partitions("group_id", [first, second])
         job = defs.resolve_job_def("process_group")
