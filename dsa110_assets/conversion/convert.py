@@ -71,12 +71,12 @@ from dsa110_assets.conversion.ms_writer import (
 )
 from dsa110_assets.conversion.uvh5_reader import (
     InvalidSubbandFile,
+    ReadPlan,
     SubbandBuffers,
     SubbandHeader,
-    SubbandVisibilities,
+    VisibilityReader,
     check_same_observation,
     read_header,
-    read_visibilities,
 )
 from dsa110_assets.instrument import N_SUBBANDS, SUBBAND_WIDTH_HZ, subband_frequencies
 from dsa110_assets.safe_fs import rename_no_replace
@@ -195,6 +195,7 @@ class _Group:
     """A validated group: headers by subband and the window order."""
 
     headers: dict[int, SubbandHeader]
+    plans: dict[int, ReadPlan]  # where each file's visibility chunks lie
     reference: SubbandHeader
     spw_subbands: list[int]  # subband of each window, lowest frequency first
     missing: list[int]
@@ -239,17 +240,8 @@ def convert_group(
 
     t = time.perf_counter()
     group = _validate_group(files, expected_subbands)
-    timings["validate_s"] = time.perf_counter() - t
-
-    t = time.perf_counter()
     ref = group.reference
-    location = EarthLocation.from_geodetic(
-        lon=ref.longitude_deg * u.deg, lat=ref.latitude_deg * u.deg, height=ref.altitude_m * u.m
-    )
-    fields = meridian_fields(ref.times_jd, location, ref.phase_center_dec_rad)
-    geometry, uvw_check_m = _row_geometry(ref, fields)
-    timings["phase_s"] = time.perf_counter() - t
-
+    timings["validate_s"] = time.perf_counter() - t
     layout = MainLayout(
         n_spw=len(group.spw_subbands),
         rows_per_spw=ref.n_blts,
@@ -267,9 +259,20 @@ def convert_group(
     staged = folder / f".{ms_path.name}.staging-{token}"
     partial = ms_path.parent / f".{ms_path.name}.partial-{token}"
     try:
-        timings.update(
-            _write_ms(staged, group, layout, geometry, fields, location, uvw_check_m, tier)
-        )
+        with _SubbandLoader(group) as loader:  # the first subband is read from here on
+            t = time.perf_counter()
+            location = EarthLocation.from_geodetic(
+                lon=ref.longitude_deg * u.deg,
+                lat=ref.latitude_deg * u.deg,
+                height=ref.altitude_m * u.m,
+            )
+            fields = meridian_fields(ref.times_jd, location, ref.phase_center_dec_rad)
+            geometry, uvw_check_m = _row_geometry(ref, fields)
+            timings["phase_s"] = time.perf_counter() - t
+            timings["write_s"] = _write_ms(
+                staged, group, loader, layout, geometry, fields, location, uvw_check_m, tier
+            )
+        timings.update(loader.times)
         t = time.perf_counter()
         _publish(staged, partial, ms_path, overwrite=overwrite, durable=durable)
         timings["publish_s"] = time.perf_counter() - t
@@ -322,8 +325,10 @@ def _validate_group(files: Mapping[int, Path], expected_subbands: int) -> _Group
         headers[int(sb)] = header
     reference = headers[min(headers)]
     missing = [sb for sb in range(expected_subbands) if sb not in headers]
+    plans = {sb: VisibilityReader.plan(header) for sb, header in headers.items()}
     return _Group(
         headers=headers,
+        plans=plans,
         reference=reference,
         spw_subbands=list(range(expected_subbands - 1, -1, -1)),  # sb15 (lowest) first
         missing=missing,
@@ -381,68 +386,46 @@ def _row_geometry(ref: SubbandHeader, fields: MeridianFields) -> tuple[RowGeomet
 
 @dataclass(frozen=True, slots=True)
 class MSBlock:
-    """One window's main-table arrays in MS order and sign (reused between subbands)."""
+    """One window's main-table arrays in MS order and sign."""
 
     data: np.ndarray  # (rows, n_chan, n_corr) complex64
     flags: np.ndarray  # (rows, n_chan, n_corr) bool
     weight: np.ndarray  # (rows, n_corr) float32
     sigma: np.ndarray  # (rows, n_corr) float32
 
-    @classmethod
-    def empty(cls, rows: int, n_chan: int, n_corr: int) -> MSBlock:
-        cube = (rows, n_chan, n_corr)
-        return cls(
-            np.empty(cube, np.complex64),
-            np.empty(cube, np.bool_),
-            np.empty((rows, n_corr), np.float32),
-            np.empty((rows, n_corr), np.float32),
-        )
-
     def as_tuple(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         return self.data, self.flags, self.weight, self.sigma
 
 
-def ms_block(
-    vis: SubbandVisibilities,
-    ascending: bool,
-    weight_unit: np.ndarray,
-    out: MSBlock | None = None,
-) -> MSBlock:
-    """Map one file's arrays to MS order: DATA = visdata (see the module docstring for the
-    sign), channels ascending, FLAG, and Nyquist WEIGHT/SIGMA (``weight_unit`` = ``2 dnu dt``
-    per row).
+def ms_block(vis: SubbandBuffers, weight_unit: np.ndarray) -> MSBlock:
+    """Turn one file's arrays (channels ascending, as read) into an MS block, in place.
 
-    Written as a few whole-array numpy passes (which release the GIL) with fast paths for
-    the usual case of no flags and uniform ``nsamples``.
+    DATA is ``visdata`` unchanged (see the module docstring for the sign); samples with
+    ``nsamples <= 0`` (or NaN) and non-finite visibilities are flagged, the latter zeroed;
+    WEIGHT is ``weight_unit`` (``2 dnu dt`` per row) times the mean ``nsamples`` of the
+    unflagged channels, SIGMA its inverse square root (the nominal value when all are
+    flagged). Whole-array numpy passes (which release the GIL), with a fast path for the usual
+    case of no flags and uniform ``nsamples``.
     """
-    rows, n_chan, n_corr = vis.visdata.shape
-    out = MSBlock.empty(rows, n_chan, n_corr) if out is None else out
-    chan = slice(None) if ascending else slice(None, None, -1)
-    nsamples = vis.nsamples[:, chan, :]
-    np.copyto(out.data, vis.visdata[:, chan, :])
-    flags = out.flags
-    np.copyto(flags, vis.flags[:, chan, :])
+    data, flags, nsamples = vis.visdata, vis.flags, vis.nsamples
+    n_chan = data.shape[1]
+    unit = weight_unit[:, None].astype(np.float64)
     ns_min, ns_max = float(nsamples.min()), float(nsamples.max())
     if not ns_min > 0:  # also catches NaN: samples without a measurement
         flags |= ~(nsamples > 0)
-    if not np.isfinite(out.data.view(np.float32).sum()):
-        bad = ~np.isfinite(out.data)
+    if not np.isfinite(data.view(np.float32).sum()):
+        bad = ~np.isfinite(data)
         flags |= bad
-        out.data[bad] = 0
-    unit = weight_unit[:, None]
+        data[bad] = 0
     if ns_min == ns_max and ns_min > 0 and not flags.any():
-        np.multiply(unit, ns_min, out=out.weight, casting="unsafe")
-        np.power(out.weight, -0.5, out=out.sigma)
-        return out
+        weight = np.broadcast_to(unit * ns_min, (data.shape[0], data.shape[2]))
+        return MSBlock(data, flags, weight.astype(np.float32), (weight**-0.5).astype(np.float32))
     good_samples = np.where(flags, np.float32(0), nsamples).sum(axis=1)  # (rows, n_corr)
     n_good = n_chan - np.count_nonzero(flags, axis=1)
-    mean_samples = good_samples / np.maximum(n_good, 1)
-    np.multiply(unit, mean_samples, out=out.weight, casting="unsafe")
-    nominal = np.broadcast_to(np.power(unit, -0.5), out.sigma.shape)
-    out.sigma[...] = np.where(
-        out.weight > 0, np.power(np.maximum(out.weight, 1e-30), -0.5), nominal
-    )
-    return out
+    weight = unit * good_samples / np.maximum(n_good, 1)
+    nominal = np.broadcast_to(unit**-0.5, weight.shape)
+    sigma = np.where(weight > 0, np.maximum(weight, 1e-300) ** -0.5, nominal)
+    return MSBlock(data, flags, weight.astype(np.float32), sigma.astype(np.float32))
 
 
 def _flagged_block(rows: int, n_chan: int, n_corr: int, weight_unit: np.ndarray) -> MSBlock:
@@ -456,85 +439,101 @@ def _flagged_block(rows: int, n_chan: int, n_corr: int, weight_unit: np.ndarray)
     )
 
 
-@dataclass(slots=True)
-class _Slot:
-    """Buffers for one subband in flight: as read, and as mapped for the MS."""
+class _SubbandLoader:
+    """Reads and maps the group's subbands in a thread, one ahead of the MS writer.
 
-    raw: SubbandBuffers
-    block: MSBlock
+    The reader thread loads subband k+1 (file reads and numpy passes, which release the GIL)
+    while the main thread writes subband k with casacore (which holds it). Two sets of buffers,
+    reused for every subband, so at most two subbands are in memory. Reading starts as soon as
+    the loader is entered, overlapping the phase-centre computation. Thread times are kept in
+    ``times``: ``read_s`` and ``map_s`` (reader thread), ``wait_s`` (main thread waiting).
+    """
+
+    def __init__(self, group: _Group) -> None:
+        self.group = group
+        ref = group.reference
+        self.weight_unit = 2.0 * ref.channel_width_hz * np.repeat(ref.integration_s, ref.n_bls)
+        self.present = [sb for sb in group.spw_subbands if sb in group.headers]
+        self.times = {"read_s": 0.0, "map_s": 0.0, "wait_s": 0.0}
+        self._slots = [SubbandBuffers.for_header(ref) for _ in self.present[:2]]
+        self._reader = VisibilityReader()  # used by the reader thread only
+        self._executor: ThreadPoolExecutor | None = None
+        self._pending: Future[MSBlock] | None = None
+        self._loaded = 0
+
+    def __enter__(self) -> _SubbandLoader:
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="uvh5-reader")
+        self._submit_next()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._pending is not None:
+            self._pending.cancel()
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)  # a running read finishes into its own buffers
+
+    def _load(self, sb: int, slot: SubbandBuffers) -> MSBlock:
+        t0 = time.perf_counter()
+        self._reader.read(self.group.headers[sb], slot, self.group.plans[sb])
+        t1 = time.perf_counter()
+        block = ms_block(slot, self.weight_unit)
+        self.times["read_s"] += t1 - t0
+        self.times["map_s"] += time.perf_counter() - t1
+        return block
+
+    def _submit_next(self) -> None:
+        if self._executor is None or self._loaded >= len(self.present):
+            self._pending = None
+            return
+        slot = self._slots[self._loaded % 2]
+        self._pending = self._executor.submit(self._load, self.present[self._loaded], slot)
+
+    def next_block(self) -> MSBlock:
+        """The next present subband's block (waits for the reader); starts reading the one
+        after, into the other buffers, once this one has been handed over."""
+        if self._pending is None:
+            raise RuntimeError("no subband left to read")
+        t = time.perf_counter()
+        block = self._pending.result()
+        self.times["wait_s"] += time.perf_counter() - t
+        self._loaded += 1
+        self._submit_next()
+        return block
 
 
 def _write_ms(
     staged: Path,
     group: _Group,
+    loader: _SubbandLoader,
     layout: MainLayout,
     geometry: RowGeometry,
     fields: MeridianFields,
     location: EarthLocation,
     uvw_check_m: float,
     tier: Tier,
-) -> dict[str, float]:
-    """Write a new MS at ``staged``: subtables, then the subbands lowest frequency first.
-
-    A reader thread loads and maps subband k+1 (HDF5 reads and numpy passes, which release
-    the GIL) while the main thread writes subband k with casacore (which holds it): two sets
-    of buffers, so at most two subbands are in memory. Returns thread times: ``read_s`` and
-    ``map_s`` (reader, overlapping the writes), ``write_s`` and ``wait_s`` (main thread).
-    """
-    ref = group.reference
-    weight_unit = 2.0 * ref.channel_width_hz * np.repeat(ref.integration_s, ref.n_bls)
-    dims = (layout.rows_per_spw, layout.n_chan, layout.n_corr)
-    times = {"read_s": 0.0, "map_s": 0.0, "write_s": 0.0, "wait_s": 0.0}
-    present = [sb for sb in group.spw_subbands if sb in group.headers]
-    slots = [_Slot(SubbandBuffers.for_header(ref), MSBlock.empty(*dims)) for _ in present[:2]]
-
-    def load(sb: int, slot: _Slot) -> _Slot:
-        header = group.headers[sb]
-        t0 = time.perf_counter()
-        vis = read_visibilities(header, slot.raw)
-        t1 = time.perf_counter()
-        ms_block(vis, header.ascending, weight_unit, slot.block)
-        times["read_s"] += t1 - t0
-        times["map_s"] += time.perf_counter() - t1
-        return slot
-
+) -> float:
+    """Write a new MS at ``staged``: subtables, then the windows lowest frequency first, each
+    from ``loader`` (or fully flagged for a missing subband). Returns the main thread's
+    writing time."""
     t = time.perf_counter()
-    with (
-        ThreadPoolExecutor(max_workers=1, thread_name_prefix="uvh5-reader") as reader,
-        MeasurementSetWriter(staged, layout, geometry) as writer,
-    ):
-        pending: Future[_Slot] | None = None
-        if present:
-            pending = reader.submit(load, present[0], slots[0])
+    write_s = 0.0
+    with MeasurementSetWriter(staged, layout, geometry) as writer:
         _write_metadata(writer, group, fields, location, uvw_check_m, tier)
-        times["write_s"] += time.perf_counter() - t
+        write_s += time.perf_counter() - t
         flagged: MSBlock | None = None
-        loaded = 0
-        try:
-            for spw, sb in enumerate(group.spw_subbands):
-                if sb in group.headers:
-                    t = time.perf_counter()
-                    assert pending is not None
-                    slot = pending.result()
-                    times["wait_s"] += time.perf_counter() - t
-                    loaded += 1
-                    pending = None
-                    if loaded < len(present):
-                        pending = reader.submit(load, present[loaded], slots[loaded % 2])
-                    block = slot.block
-                else:
-                    if flagged is None:
-                        flagged = _flagged_block(*dims, weight_unit)
-                    block = flagged
-                t = time.perf_counter()
-                writer.write_spw(spw, *block.as_tuple())
-                times["write_s"] += time.perf_counter() - t
-        finally:
-            if pending is not None:
-                pending.cancel()
+        for spw, sb in enumerate(group.spw_subbands):
+            if sb in group.headers:
+                block = loader.next_block()
+            else:
+                if flagged is None:
+                    dims = (layout.rows_per_spw, layout.n_chan, layout.n_corr)
+                    flagged = _flagged_block(*dims, loader.weight_unit)
+                block = flagged
+            t = time.perf_counter()
+            writer.write_spw(spw, *block.as_tuple())
+            write_s += time.perf_counter() - t
         t = time.perf_counter()
-    times["write_s"] += time.perf_counter() - t
-    return times
+    return write_s + time.perf_counter() - t
 
 
 def _spw_frequencies(group: _Group) -> np.ndarray:

@@ -48,7 +48,7 @@ _MFREQ_TOPO = 5  # casacore MFrequency::TOPO
 _TILE_BYTES = 1 << 20
 _PUNCH_BLOCK = 4 << 20
 _PUNCH_HOLE, _KEEP_SIZE = 0x02, 0x01  # fallocate(2) modes
-_PUT_TILES = 2
+_PUT_TILES = 8
 _INCREMENTAL_COLUMNS = (
     "ARRAY_ID",
     "DATA_DESC_ID",
@@ -260,10 +260,11 @@ class MeasurementSetWriter:
         desc, dminfo = _main_table_description(layout)
         self._main = pt.default_ms(str(self.path), desc, dminfo)
         self._main.addrows(layout.n_rows)
+        self._write_constant_columns()
         self._written: set[int] = set()
-        # Rows per putcol: a few whole DATA tiles (~8 MiB). casacore holds the GIL during a
-        # putcol; short calls let a reader thread hand work to the GIL-free parts of HDF5 and
-        # numpy often, so reading the next subband overlaps with writing this one.
+        # Rows per DATA putcol: a few whole tiles (~8 MiB). casacore holds the GIL during a
+        # putcol; short calls let the reader thread win it back often, so reading the next
+        # subband overlaps with writing this one.
         cell_bytes = layout.n_chan * layout.n_corr * 8
         self._chunk_rows = _PUT_TILES * _tile_rows(cell_bytes)
 
@@ -310,39 +311,40 @@ class MeasurementSetWriter:
             raise ValueError(f"data/flags shapes {data.shape}/{flags.shape}, expected {cube}")
         if weight.shape != cube[::2] or sigma.shape != cube[::2]:
             raise ValueError(f"weight/sigma shapes {weight.shape}/{sigma.shape}")
-        first = spw * lay.rows_per_spw
+        first, n = spw * lay.rows_per_spw, lay.rows_per_spw
         step = self._chunk_rows
-        for offset in range(0, lay.rows_per_spw, step):
-            rows = slice(offset, min(offset + step, lay.rows_per_spw))
-            start, n = first + offset, rows.stop - rows.start
-            self._put("DATA", data[rows], start, n)
-            self._put("CORRECTED_DATA", data[rows], start, n)
-            self._put("FLAG", flags[rows], start, n)
-            self._put("FLAG_ROW", flags[rows].all(axis=(1, 2)), start, n)
-            self._put("WEIGHT", weight[rows], start, n)
-            self._put("SIGMA", sigma[rows], start, n)
-            self._write_geometry(spw, rows, start, n)
+        for offset in range(0, n, step):  # the big columns in GIL-friendly pieces
+            rows = slice(offset, min(offset + step, n))
+            start, count = first + offset, rows.stop - rows.start
+            self._put("DATA", data[rows], start, count)
+            self._put("CORRECTED_DATA", data[rows], start, count)
+            self._put("FLAG", flags[rows], start, count)
+        g = self.geometry
+        self._put("FLAG_ROW", flags.all(axis=(1, 2)), first, n)
+        self._put("WEIGHT", weight, first, n)
+        self._put("SIGMA", sigma, first, n)
+        self._put("ANTENNA1", g.antenna1, first, n)
+        self._put("ANTENNA2", g.antenna2, first, n)
+        self._put("UVW", g.uvw_m, first, n)
+        self._put("TIME", g.time_mjd_s, first, n)
+        self._put("TIME_CENTROID", g.time_mjd_s, first, n)
+        self._put("INTERVAL", g.interval_s, first, n)
+        self._put("EXPOSURE", g.interval_s, first, n)
+        self._put("FIELD_ID", g.field_id, first, n)
+        self._put("SCAN_NUMBER", g.scan_number, first, n)
+        self._put("DATA_DESC_ID", np.full(n, spw, dtype=np.int32), first, n)
         self._written.add(spw)
 
     def _put(self, column: str, values: np.ndarray, start: int, n: int) -> None:
         self._main.putcol(column, values, start, n)
 
-    def _write_geometry(self, spw: int, rows: slice, start: int, n: int) -> None:
-        g = self.geometry
+    def _write_constant_columns(self) -> None:
+        """Columns with one value for the whole MS (the incremental manager stores it once)."""
+        n = self.layout.n_rows
         zeros = np.zeros(n, dtype=np.int32)
-        self._put("ANTENNA1", g.antenna1[rows], start, n)
-        self._put("ANTENNA2", g.antenna2[rows], start, n)
-        self._put("UVW", g.uvw_m[rows], start, n)
-        self._put("TIME", g.time_mjd_s[rows], start, n)
-        self._put("TIME_CENTROID", g.time_mjd_s[rows], start, n)
-        self._put("INTERVAL", g.interval_s[rows], start, n)
-        self._put("EXPOSURE", g.interval_s[rows], start, n)
-        self._put("FIELD_ID", g.field_id[rows], start, n)
-        self._put("SCAN_NUMBER", g.scan_number[rows], start, n)
-        self._put("DATA_DESC_ID", np.full(n, spw, dtype=np.int32), start, n)
         for column in ("ARRAY_ID", "OBSERVATION_ID", "PROCESSOR_ID", "FEED1", "FEED2"):
-            self._put(column, zeros, start, n)
-        self._put("STATE_ID", np.full(n, -1, dtype=np.int32), start, n)
+            self._put(column, zeros, 0, n)
+        self._put("STATE_ID", np.full(n, -1, dtype=np.int32), 0, n)
 
     def missing_windows(self) -> list[int]:
         """Windows not yet written (all must be written before closing)."""
