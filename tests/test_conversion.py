@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import uuid
+from datetime import timedelta
 from pathlib import Path
 
 import astropy.units as u
@@ -92,7 +93,7 @@ def _convert(files: dict[int, Path], root: Path, tag: str, **kwargs) -> Conversi
     return convert_group(
         files,
         d["out"] / "group.ms",
-        tmpfs_dir=kwargs.pop("tmpfs_dir", d["tmpfs_dir"]),
+        tmpfs_dir=d["tmpfs_dir"],
         scratch_dir=d["scratch_dir"],
         **kwargs,
     )
@@ -291,7 +292,8 @@ def test_uvw_match_pyuvdata_in_the_ms_sign_convention(converted: ConversionResul
         telescope_lon=location.lon.rad,
     )
     baseline = np.linalg.norm(positions[ant2] - positions[ant1], axis=1)
-    # The two routes differ only by how aberration bends the local north (~1e-5 rad).
+    # Both take the local ICRS north by a finite difference (0.5 deg there, 1e-4 rad here):
+    # they agree to 1e-5 of the baseline, far below what would move a source.
     error = np.linalg.norm(uvw - (-expected), axis=1)
     assert np.all(error <= 2e-5 * baseline + 1e-3)
     np.testing.assert_allclose(np.linalg.norm(uvw, axis=1), baseline, rtol=0, atol=1e-6)
@@ -397,14 +399,34 @@ def _other_channel_count(path: Path, folder: Path) -> Path:
     return result.files[0]
 
 
+def _other_observation(path: Path, folder: Path) -> Path:
+    """The same subband from the next five minutes: its integration times differ."""
+    sb = parse_subband_filename(path.name).subband
+    with h5py.File(path) as f:
+        first_jd = float(f["Header/time_array"][0])
+    start = Time(first_jd, format="jd").to_datetime() + timedelta(minutes=6)
+    result = simulate_observations(
+        SimulationConfig(
+            output_dir=folder / "incoming",
+            truth_dir=folder / "truth",
+            subbands=(sb,),
+            start=start,
+            dec_deg=30.5091553,
+            **SIM,
+        )
+    )
+    return result.files[0]
+
+
 @pytest.mark.parametrize(
     ("make_bad", "problem"),
     [
         (_truncated, "cannot be opened as HDF5"),
         (_garbage, "cannot be opened as HDF5"),
-        (_other_channel_count, "n_freqs is 2 but 4"),
+        (_other_channel_count, "n_freqs is 2 instead of 4"),
+        (_other_observation, "time_array"),
     ],
-    ids=["truncated", "garbage", "nfreqs"],
+    ids=["truncated", "garbage", "nfreqs", "other-observation"],
 )
 def test_bad_files_raise_invalid_subband_file_naming_the_file(
     make_bad, problem: str, files: dict[int, Path], tmp_path: Path
@@ -682,3 +704,40 @@ def test_reader_fast_path_and_h5py_fallback_agree(files: dict[int, Path], tmp_pa
         buffers = reader.read(header)
         for name, values in expected.items():
             np.testing.assert_array_equal(getattr(buffers, name), values)
+
+
+def test_flags_and_weights_follow_nsamples_and_bad_values() -> None:
+    from dsa110_assets.conversion.convert import ms_block
+    from dsa110_assets.conversion.uvh5_reader import SubbandBuffers
+
+    rows, n_chan = 3, 4
+    vis = SubbandBuffers(
+        np.ones((rows, n_chan, 2), np.complex64),
+        np.zeros((rows, n_chan, 2), bool),
+        np.ones((rows, n_chan, 2), np.float32),
+    )
+    vis.nsamples[0, 1, :] = 0.0  # no measurement: flagged, not counted
+    vis.nsamples[1, :, :] = 0.5  # half a measurement: half the weight
+    vis.visdata[2, 3, 1] = np.nan  # a non-finite value: flagged and zeroed
+    vis.flags[2, :, 0] = True  # a fully flagged correlation: zero weight
+    unit = np.full(rows, 100.0)
+    block = ms_block(vis, unit)
+    assert block.flags[0, 1].all() and block.flags[2, 3, 1] and block.data[2, 3, 1] == 0
+    assert block.flags.sum() == 2 + 1 + n_chan
+    np.testing.assert_allclose(block.weight, [[100, 100], [50, 50], [0, 100]])
+    np.testing.assert_allclose(block.sigma, [[0.1, 0.1], [50**-0.5, 50**-0.5], [0.1, 0.1]])
+
+
+def test_punch_zero_blocks_keeps_content(tmp_path: Path) -> None:
+    from dsa110_assets.conversion.ms_writer import punch_zero_blocks
+
+    block = 4 << 20
+    content = np.zeros(4 * block, np.uint8)
+    content[block + 17] = 1  # only the second block holds data
+    path = tmp_path / "model.bin"
+    path.write_bytes(content.tobytes())
+    punched = punch_zero_blocks(path)
+    assert punched in (0, 3 * block)  # 0 where the filesystem cannot punch holes
+    assert path.read_bytes() == content.tobytes()
+    if punched:
+        assert path.stat().st_blocks * 512 <= block + 4096

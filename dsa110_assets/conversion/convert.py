@@ -1,10 +1,11 @@
 """Convert one group of DSA-110 subband files into one 16-window Measurement Set, safely.
 
-Orchestration, in order: validate every file's header and their agreement (nothing is written
-for a bad group); compute the per-integration ICRS phase centres and UVW (:mod:`.meridian`);
-choose the staging tier from the estimated MS size; stream the subbands, lowest frequency first,
-through the convention mapping into the MS writer (:mod:`.ms_writer`), holding one subband in
-memory at a time; then publish the finished MS at its destination atomically.
+Orchestration, in order: validate every file's header and their agreement, and map where each
+file's visibility chunks lie (nothing is written for a bad group); compute the per-integration
+ICRS phase centres and UVW (:mod:`.meridian`); choose the staging tier from the estimated MS
+size; stream the subbands, lowest frequency first, into the MS writer (:mod:`.ms_writer`) while
+a reader thread reads and maps the next one (at most two subbands in memory); then publish the
+finished MS at its destination atomically.
 
 Sign convention. The correlator files hold ``V = S A exp(-2 pi i nu/c b.(s - s0))`` with
 ``b = x(ant2) - x(ant1)`` (the DSA-110 file format as specified, and what the simulator
@@ -31,10 +32,13 @@ non-finite visibilities are flagged (and zeroed), since they hold no measurement
 
 Staging, per the converter readme: the MS is written under a unique hidden name in the tmpfs
 folder when its estimated size is below 80% of the free space there, else in the SSD scratch
-folder; publishing renames it next to the destination (same filesystem) or copies it there
-(another filesystem; all-zero blocks such as the fresh MODEL_DATA become holes, so they cost
-no disk bandwidth), fsyncs it, and renames it into place. A partial MS never appears at the
-destination, and staging leftovers are removed whether the conversion succeeds or fails.
+folder; publishing renames it next to the destination (same filesystem) or copies it there in
+the kernel (another filesystem; holes such as the fresh MODEL_DATA stay holes), fsyncs it
+(``durable``), and renames it into place. A partial MS never appears at the destination;
+staging leftovers are removed whether the conversion succeeds or fails, and those of a killed
+conversion are swept by the next one. Because this writer streams sequentially, staging on the
+destination's own SSD lets the kernel write back while converting, whereas tmpfs staging adds
+a full copy afterwards (``bench/convert.py`` measures both); pass ``tmpfs_dir=None`` to skip it.
 """
 
 from __future__ import annotations
@@ -89,7 +93,6 @@ TELESCOPE_NAME = "OVRO_MMA"  # known to casacore/CASA measures (DSA_110 is not)
 _MJD_JD_OFFSET = 2400000.5
 _SECONDS_PER_DAY = 86400.0
 _UVW_WARN_M = 0.05  # file uvw_array vs antenna positions: beyond float32 rounding
-_COPY_BLOCK = 4 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -662,29 +665,70 @@ def _copy_tree(src: Path, dst: Path, *, durable: bool) -> None:
 
 
 def _copy_file_sparse(src: Path, dst: Path, *, durable: bool) -> None:
-    size = src.stat().st_size
-    buf = bytearray(_COPY_BLOCK)
-    view = memoryview(buf)
-    words = np.frombuffer(buf, dtype=np.uint64)
-    fd_out = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    """Copy ``src`` to a new ``dst`` in the kernel, keeping holes as holes.
+
+    Data extents are found with ``SEEK_DATA``/``SEEK_HOLE`` (MODEL_DATA was punched into
+    holes) and copied with ``copy_file_range``, or ``sendfile`` where the kernel refuses a
+    cross-filesystem range copy.
+    """
+    fd_in = os.open(src, os.O_RDONLY)
     try:
-        with open(src, "rb", buffering=0) as fin:
-            while True:
-                n = fin.readinto(view)
-                if not n:
-                    break
-                if n == _COPY_BLOCK and not words.any():
-                    os.lseek(fd_out, n, os.SEEK_CUR)
-                    continue
-                written = 0
-                while written < n:
-                    written += os.write(fd_out, view[written:n])
-        os.ftruncate(fd_out, size)
-        if durable:
-            os.fsync(fd_out)
+        size = os.fstat(fd_in).st_size
+        fd_out = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            for start, stop in _data_extents(fd_in, size):
+                _copy_range(fd_in, fd_out, start, stop - start)
+            os.ftruncate(fd_out, size)
+            if durable:
+                os.fsync(fd_out)
+        finally:
+            os.close(fd_out)
     finally:
-        os.close(fd_out)
+        os.close(fd_in)
     shutil.copymode(src, dst)
+
+
+def _data_extents(fd: int, size: int) -> list[tuple[int, int]]:
+    """(start, stop) of the non-hole regions of a file (the whole file if unsupported)."""
+    extents, offset = [], 0
+    try:
+        while offset < size:
+            try:
+                start = os.lseek(fd, offset, os.SEEK_DATA)
+            except OSError as err:
+                if err.errno == errno.ENXIO:  # only a hole remains
+                    break
+                raise
+            stop = os.lseek(fd, start, os.SEEK_HOLE)
+            extents.append((start, stop))
+            offset = stop
+    except OSError as err:
+        if err.errno not in (errno.EINVAL, errno.EOPNOTSUPP):
+            raise
+        return [(0, size)] if size else []
+    return extents
+
+
+def _copy_range(fd_in: int, fd_out: int, offset: int, count: int) -> None:
+    """Copy ``count`` bytes at ``offset`` between the files, in the kernel."""
+    done = 0
+    use_range = hasattr(os, "copy_file_range")
+    while done < count:
+        position = offset + done
+        if use_range:
+            try:
+                n = os.copy_file_range(fd_in, fd_out, count - done, position, position)
+            except OSError as err:
+                if err.errno not in (errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL):
+                    raise
+                use_range = False
+                continue
+        else:
+            os.lseek(fd_out, position, os.SEEK_SET)
+            n = os.sendfile(fd_out, fd_in, position, count - done)
+        if n == 0:
+            raise OSError(errno.EIO, f"unexpected end of file copying at byte {position}")
+        done += n
 
 
 def _fsync_tree(root: Path) -> None:

@@ -10,8 +10,11 @@ sign (see :mod:`.convert`). Layout choices, and why:
   memory at a time.
 * Every window has the same channel count, so the visibility columns have a fixed cell shape
   and use ``TiledColumnStMan`` (one hypercube per column, tiles of about 1 MiB, one file per
-  column): writing DATA, MODEL_DATA and CORRECTED_DATA is a near-memcpy, readers (CASA,
-  WSClean) iterate rows efficiently, and FLAG is stored as bits.
+  column): writing DATA and CORRECTED_DATA is a near-memcpy, readers (CASA, WSClean) iterate
+  rows efficiently, and FLAG is stored as bits. MODEL_DATA is never written: casacore fills
+  tiles nobody put with zeros, and those zeros are then turned into holes
+  (:func:`punch_zero_blocks`), so the fresh model costs neither RAM in tmpfs nor disk
+  bandwidth; CASA or WSClean writing a model later simply allocates the blocks.
 * Columns that change slowly with row number (TIME, FIELD_ID, DATA_DESC_ID, ...) use the
   ``IncrementalStMan`` so they cost almost nothing on disk.
 """
@@ -133,20 +136,15 @@ def punch_zero_blocks(path: Path, block: int = _PUNCH_BLOCK) -> int:
         return 0
     buf = bytearray(block)
     words = np.frombuffer(buf, dtype=np.uint64)
-    punched = 0
+    punched = offset = 0
     fd = os.open(path, os.O_RDWR)
     try:
-        offset = 0
-        with os.fdopen(os.dup(fd), "rb", buffering=0) as reader:
-            while True:
-                n = reader.readinto(buf)
-                if not n:
-                    break
-                if n == block and not words.any():
-                    if _fallocate(fd, _PUNCH_HOLE | _KEEP_SIZE, offset, n) != 0:
-                        return punched  # EOPNOTSUPP and friends: leave the zeros in place
-                    punched += n
-                offset += n
+        while n := os.preadv(fd, [buf], offset):
+            if n == block and not words.any():
+                if _fallocate(fd, _PUNCH_HOLE | _KEEP_SIZE, offset, n) != 0:
+                    break  # EOPNOTSUPP and friends: leave the zeros in place
+                punched += n
+            offset += n
     finally:
         os.close(fd)
     return punched
@@ -345,10 +343,6 @@ class MeasurementSetWriter:
         for column in ("ARRAY_ID", "OBSERVATION_ID", "PROCESSOR_ID", "FEED1", "FEED2"):
             self._put(column, zeros, 0, n)
         self._put("STATE_ID", np.full(n, -1, dtype=np.int32), 0, n)
-
-    def missing_windows(self) -> list[int]:
-        """Windows not yet written (all must be written before closing)."""
-        return sorted(set(range(self.layout.n_spw)) - self._written)
 
     def put_keywords(self, keywords: dict[str, object]) -> None:
         """Add keywords to the main table (provenance the MS format has no column for)."""

@@ -329,39 +329,46 @@ def check_same_observation(reference: SubbandHeader, other: SubbandHeader) -> No
         Naming ``other`` and the first field that differs, with both values.
     """
 
-    def fail(what: str, mine: object, theirs: object) -> InvalidSubbandFile:
-        return InvalidSubbandFile(
-            other.path, f"{what} is {theirs} but {mine} in {reference.path.name} (same group)"
-        )
+    name = reference.path.name
 
-    for field in ("n_times", "n_bls", "n_freqs", "n_pols", "polarizations"):
-        mine, theirs = getattr(reference, field), getattr(other, field)
+    def fail(problem: str) -> InvalidSubbandFile:
+        return InvalidSubbandFile(other.path, f"{problem} (compared with {name} of the same group)")
+
+    def differs(what: str, mine: object, theirs: object) -> InvalidSubbandFile:
+        return fail(f"{what} is {theirs} instead of {mine}")
+
+    for attr in ("n_times", "n_bls", "n_freqs", "n_pols", "polarizations", "vis_shape"):
+        mine, theirs = getattr(reference, attr), getattr(other, attr)
         if mine != theirs:
-            raise fail(field, mine, theirs)
-    if reference.vis_shape != other.vis_shape:
-        raise fail("Data shape", reference.vis_shape, other.vis_shape)
-    dt_s = np.abs(reference.times_jd - other.times_jd).max() * 86400.0
+            raise differs(attr, mine, theirs)
+    dt_s = float(np.abs(reference.times_jd - other.times_jd).max()) * 86400.0
     if dt_s > TIME_TOLERANCE_S:
-        raise fail("time_array", "the same", f"off by up to {dt_s:.3f} s")
+        raise fail(
+            f"time_array differs by up to {dt_s:.3f} s (tolerance {TIME_TOLERANCE_S} s): "
+            "not the same observation"
+        )
     if not (
         np.array_equal(reference.ant_1, other.ant_1)
         and np.array_equal(reference.ant_2, other.ant_2)
     ):
-        raise fail("the baseline order (ant_1_array, ant_2_array)", "one order", "another")
+        raise fail("the baseline order (ant_1_array, ant_2_array) differs")
     if abs(reference.channel_width_hz - other.channel_width_hz) > 1e-9 * reference.channel_width_hz:
-        raise fail("channel_width", reference.channel_width_hz, other.channel_width_hz)
+        raise differs("channel_width", reference.channel_width_hz, other.channel_width_hz)
     if not np.array_equal(reference.antenna_numbers, other.antenna_numbers):
-        raise fail("antenna_numbers", "one list", "another")
-    if np.abs(reference.antenna_offsets_m - other.antenna_offsets_m).max() > POSITION_TOLERANCE_M:
-        raise fail("antenna_positions", "one layout", "another")
-    for field in ("latitude_deg", "longitude_deg"):
-        mine, theirs = getattr(reference, field), getattr(other, field)
+        raise fail("antenna_numbers differ")
+    moved = float(np.abs(reference.antenna_offsets_m - other.antenna_offsets_m).max())
+    if moved > POSITION_TOLERANCE_M:
+        raise fail(f"antenna_positions differ by up to {moved:.4f} m")
+    for attr in ("latitude_deg", "longitude_deg"):
+        mine, theirs = getattr(reference, attr), getattr(other, attr)
         if abs(mine - theirs) > math.degrees(ANGLE_TOLERANCE_RAD):
-            raise fail(field, mine, theirs)
+            raise differs(attr, mine, theirs)
     if abs(reference.altitude_m - other.altitude_m) > POSITION_TOLERANCE_M:
-        raise fail("altitude", reference.altitude_m, other.altitude_m)
+        raise differs("altitude", reference.altitude_m, other.altitude_m)
     if abs(reference.phase_center_dec_rad - other.phase_center_dec_rad) > ANGLE_TOLERANCE_RAD:
-        raise fail("phase_center_dec", reference.phase_center_dec_rad, other.phase_center_dec_rad)
+        raise differs(
+            "phase_center_dec", reference.phase_center_dec_rad, other.phase_center_dec_rad
+        )
 
 
 @dataclass(frozen=True, slots=True)
