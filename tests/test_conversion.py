@@ -741,3 +741,65 @@ def test_punch_zero_blocks_keeps_content(tmp_path: Path) -> None:
     assert path.read_bytes() == content.tobytes()
     if punched:
         assert path.stat().st_blocks * 512 <= block + 4096
+
+
+_KILLED_CHILD = """
+import sys, time
+from pathlib import Path
+from dsa110_assets.conversion import convert_group
+from dsa110_assets.conversion.ms_writer import MeasurementSetWriter
+
+original = MeasurementSetWriter.write_spw
+marker = Path(sys.argv[1])
+
+
+def write_then_hang(self, spw, *args, **kwargs):
+    result = original(self, spw, *args, **kwargs)
+    if spw == 5:  # half written: tell the parent, then wait for SIGKILL
+        marker.write_text("half")
+        time.sleep(120)
+    return result
+
+
+MeasurementSetWriter.write_spw = write_then_hang
+files = {int(a.split("=")[0]): Path(a.split("=")[1]) for a in sys.argv[4:]}
+convert_group(files, Path(sys.argv[2]), tmpfs_dir=None, scratch_dir=Path(sys.argv[3]))
+"""
+
+
+def test_a_process_killed_mid_write_leaves_no_ms_and_the_retry_succeeds(
+    files: dict[int, Path], tmp_path: Path
+) -> None:
+    """SIGKILL (no cleanup handler can run) while the MS is half written: nothing appears at
+    the destination, and the next conversion sweeps the dead process's staging and succeeds."""
+    import signal
+    import sys
+    import time
+
+    scratch, out = tmp_path / "scratch", tmp_path / "ms"
+    ms_path, marker = out / "group.ms", tmp_path / "half-written"
+    args = [f"{sb}={p}" for sb, p in files.items()]
+    child = subprocess.Popen(
+        [sys.executable, "-c", _KILLED_CHILD, str(marker), str(ms_path), str(scratch), *args]
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not marker.exists():
+            assert child.poll() is None, "the conversion ended before it was killed"
+            assert time.monotonic() < deadline, "the conversion never reached window 5"
+            time.sleep(0.05)
+        staged = _hidden_entries(scratch)
+        assert staged, "the half-written MS should be in staging"
+        child.send_signal(signal.SIGKILL)
+        assert child.wait(timeout=30) == -signal.SIGKILL
+    finally:
+        if child.poll() is None:
+            child.kill()
+    assert not ms_path.exists() and not _hidden_entries(out)
+    assert all(p.exists() for p in staged)  # the dead process's leftovers are still there
+
+    result = convert_group(files, ms_path, tmpfs_dir=None, scratch_dir=scratch)
+    assert result.ms_path == ms_path
+    with _table(ms_path, "SPECTRAL_WINDOW") as t:
+        assert t.nrows() == 16
+    assert not _hidden_entries(scratch, out), "the retry sweeps the dead process's staging"
