@@ -277,6 +277,127 @@ def cmd_query_stats(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- catalog ------------------------------------------------------------------------------
+
+
+def cmd_catalog_ingest(args: argparse.Namespace) -> int:
+    from dsa110_assets.catalogs import ingest_survey
+
+    settings = _settings()
+    report = ingest_survey(
+        args.survey, Path(args.file), settings.catalogs_dir, strip_width_deg=args.strip_width
+    )
+    if args.json:
+        _print_json(
+            {
+                "survey": report.survey,
+                "file": str(report.file),
+                "rows": report.n_rows,
+                "sources": report.n_sources,
+                "skipped": report.n_skipped,
+                "strips": [str(p) for p in report.strips],
+                "removed_strips": [str(p) for p in report.removed_strips],
+                "strip_width_deg": report.strip_width_deg,
+                "seconds": round(report.elapsed_s, 3),
+            }
+        )
+        return 0
+    print(
+        f"ingested {report.n_sources} {report.survey} sources from {report.file} into "
+        f"{len(report.strips)} strips of {report.strip_width_deg:g} deg in "
+        f"{settings.catalogs_dir} ({report.n_skipped} rows skipped, {report.elapsed_s:.1f} s)"
+    )
+    return 0
+
+
+def cmd_catalog_calibrators(args: argparse.Namespace) -> int:
+    from dsa110_assets.catalogs import build_calibrator_db, ensure_calibrator_db, load_calibrators
+    from dsa110_assets.catalogs.vla import DB_FILENAME
+
+    settings = _settings()
+    if args.build:
+        path = build_calibrator_db(settings.catalogs_dir / DB_FILENAME)
+    else:
+        path = ensure_calibrator_db(settings.catalogs_dir)
+    calibrators = sorted(load_calibrators(path), key=lambda c: c.ra_deg)
+    if args.json:
+        _print_json(
+            {
+                "database": str(path),
+                "calibrators": [
+                    {
+                        "name": c.name,
+                        "ra_deg": c.ra_deg,
+                        "dec_deg": c.dec_deg,
+                        "flux_1400_jy": c.flux_1400_jy,
+                        "spectral_index": c.spectral_index,
+                    }
+                    for c in calibrators
+                ],
+            }
+        )
+        return 0
+    print(f"{len(calibrators)} VLA calibrators in {path}")
+    print(f"  {'name':<12} {'ra_deg':>11} {'dec_deg':>11} {'S1.4/Jy':>8} {'alpha':>6}")
+    for c in calibrators:
+        print(
+            f"  {c.name:<12} {c.ra_deg:>11.6f} {c.dec_deg:>+11.6f} {c.flux_1400_jy:>8.2f}"
+            f" {c.spectral_index:>6.2f}"
+        )
+    return 0
+
+
+def cmd_catalog_cone(args: argparse.Namespace) -> int:
+    from dsa110_assets.catalogs import cone_search
+
+    settings = Settings.from_env()
+    sources = cone_search(
+        settings.catalogs_dir,
+        args.survey,
+        args.ra,
+        args.dec,
+        args.radius,
+        min_flux_jy=args.min_flux,
+    )
+    shown = sources if args.limit is None else sources[: args.limit]
+    if args.json:
+        _print_json(
+            {
+                "survey": args.survey,
+                "ra_deg": args.ra,
+                "dec_deg": args.dec,
+                "radius_deg": args.radius,
+                "count": len(sources),
+                "sources": [
+                    {
+                        "source_id": s.source_id,
+                        "ra_deg": s.ra_deg,
+                        "dec_deg": s.dec_deg,
+                        "flux_jy": s.flux_jy,
+                        "flux_err_jy": s.flux_err_jy,
+                        "major_arcsec": s.major_arcsec,
+                        "minor_arcsec": s.minor_arcsec,
+                        "pa_deg": s.pa_deg,
+                        "separation_deg": s.separation_deg,
+                    }
+                    for s in shown
+                ],
+            }
+        )
+        return 0
+    print(
+        f"{len(sources)} {args.survey} sources within {args.radius:g} deg of "
+        f"RA {args.ra:g}, Dec {args.dec:+g}"
+        + (f" (showing {len(shown)})" if shown != sources else "")
+    )
+    for s in shown:
+        print(
+            f"  {s.source_id:<24} {s.ra_deg:>11.6f} {s.dec_deg:>+11.6f}"
+            f" {s.flux_jy * 1e3:>10.2f} mJy {s.separation_deg:>8.4f} deg"
+        )
+    return 0
+
+
 # --- parser -------------------------------------------------------------------------------
 
 
@@ -389,7 +510,62 @@ def build_parser() -> argparse.ArgumentParser:
     )
     stats.add_argument("--json", action="store_true")
     stats.set_defaults(func=cmd_query_stats)
+
+    _add_catalog_parser(sub)
     return parser
+
+
+# Same values as dsa110_assets.catalogs.survey.SURVEYS / DEFAULT_STRIP_WIDTH_DEG (a test checks);
+# not imported here because the catalogs package needs numpy, 0.3 s on every command's start.
+SURVEYS = ("nvss", "first", "vlass")
+DEFAULT_STRIP_WIDTH_DEG = 1.0
+
+
+def _add_catalog_parser(sub: Any) -> None:
+    catalog = sub.add_parser("catalog", help="survey catalogs and the VLA calibrator list")
+    c_sub = catalog.add_subparsers(dest="catalog_command", required=True, metavar="ACTION")
+    ingest = c_sub.add_parser(
+        "ingest",
+        help="load a survey catalog file into declination strips",
+        description="Load an NVSS, FIRST or VLASS catalog (FITS or CSV) into "
+        "STATE/catalogs/{survey}_dec{+XX.X}.sqlite3 strips, replacing the survey's previous "
+        "strips.",
+    )
+    ingest.add_argument("--survey", required=True, choices=SURVEYS, help="which survey")
+    ingest.add_argument("file", metavar="FILE", help="catalog file (.fits or .csv)")
+    ingest.add_argument(
+        "--strip-width",
+        type=float,
+        default=DEFAULT_STRIP_WIDTH_DEG,
+        metavar="DEG",
+        help=f"declination strip width in degrees (default {DEFAULT_STRIP_WIDTH_DEG:g})",
+    )
+    ingest.add_argument("--json", action="store_true", help="print the report as JSON")
+    ingest.set_defaults(func=cmd_catalog_ingest)
+
+    cals = c_sub.add_parser(
+        "calibrators",
+        help="build and list the VLA calibrator database",
+        description="List the VLA calibrators in STATE/catalogs/vla_calibrators.sqlite3, "
+        "building it from the packaged list if missing or out of date.",
+    )
+    cals.add_argument("--build", action="store_true", help="rebuild the database first")
+    cals.add_argument("--json", action="store_true", help="print the list as JSON")
+    cals.set_defaults(func=cmd_catalog_calibrators)
+
+    cone = c_sub.add_parser(
+        "cone",
+        help="sources of a survey around a position",
+        description="Cone search an ingested survey; sources brightest first.",
+    )
+    cone.add_argument("--survey", required=True, choices=SURVEYS, help="which survey")
+    cone.add_argument("ra", type=float, metavar="RA", help="right ascension (deg, J2000)")
+    cone.add_argument("dec", type=float, metavar="DEC", help="declination (deg, J2000)")
+    cone.add_argument("radius", type=float, metavar="RADIUS", help="radius (deg)")
+    cone.add_argument("--min-flux", type=float, default=0.0, metavar="JY", help="in Jy")
+    cone.add_argument("--limit", type=int, metavar="N", help="show at most N sources")
+    cone.add_argument("--json", action="store_true", help="print the sources as JSON")
+    cone.set_defaults(func=cmd_catalog_cone)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -5,9 +5,15 @@ Assets declare what they produce with ``metadata={"dsa110/kind": KIND}`` (and
 straight to their final home (atomically), so the asset returns the path and this IO manager
 checks it is exactly where the rule says (``{tier_root}/{kind}/{partition}{suffix}`` on the
 kind's tier), records path, size and tier as metadata, and hands the path to downstream assets.
-Raw subband groups stay on the HDD input tier and are read back from the registry.
+Products whose names carry more than the partition (``{group_id}-{field}-image.fits``)
+declare ``"dsa110/pattern"`` instead (``{partition}`` is substituted, shell wildcards allowed);
+an asset producing several files (or none: calibration tables of a group without a calibrator)
+returns a list of paths, each checked. Raw subband groups stay on the HDD input tier and are
+read back from the registry.
 """
 
+import fnmatch
+import glob
 import os
 from pathlib import Path
 from typing import Any
@@ -36,6 +42,11 @@ def _kind_and_suffix(metadata: dict[str, Any] | None, where: str) -> tuple[str, 
     return str(kind), str(metadata.get("dsa110/suffix", ""))
 
 
+def _pattern(metadata: dict[str, Any] | None, partition: str) -> str | None:
+    pattern = (metadata or {}).get("dsa110/pattern")
+    return str(pattern).replace("{partition}", glob.escape(partition)) if pattern else None
+
+
 class TierIOManager(dg.ConfigurableIOManager):
     """Checks placement on output and returns product paths on input."""
 
@@ -48,26 +59,41 @@ class TierIOManager(dg.ConfigurableIOManager):
             for path in obj.files.values():
                 check_placement(settings, kind, path)
             return
-        if not isinstance(obj, Path):
-            raise TypeError(
-                f"{context.asset_key.to_user_string()} returned {type(obj).__name__}; "
-                "file products must return their pathlib.Path"
-            )
-        tier = check_placement(settings, kind, obj)
+        paths = list(obj) if isinstance(obj, (list, tuple)) else [obj]
+        for path in paths:
+            if not isinstance(path, Path):
+                raise TypeError(
+                    f"{context.asset_key.to_user_string()} returned {type(path).__name__}; "
+                    "file products must return their pathlib.Path (or a list of them)"
+                )
+        pattern = _pattern(context.definition_metadata, context.partition_key)
         expected = product_path(settings, kind, context.partition_key, suffix)
-        if obj.resolve() != expected.resolve():
-            raise WrongTierError(
-                f"{kind} for {context.partition_key} must be at {expected}, not {obj}"
-            )
-        if not obj.exists():
-            raise FileNotFoundError(f"{kind} product {obj} was not written")
-        context.add_output_metadata(
-            {
-                "path": dg.MetadataValue.path(str(obj)),
-                "size_bytes": dg.MetadataValue.int(_tree_bytes(obj)),
-                "tier": tier.value,
-            }
-        )
+        tiers = set()
+        for path in paths:
+            tiers.add(check_placement(settings, kind, path))
+            if pattern is not None:
+                ok = path.parent.resolve() == expected.parent.resolve() and fnmatch.fnmatchcase(
+                    path.name, pattern
+                )
+                want = expected.parent / pattern
+            else:
+                ok = path.resolve() == expected.resolve()
+                want = expected
+            if not ok:
+                raise WrongTierError(
+                    f"{kind} for {context.partition_key} must be at {want}, not {path}"
+                )
+            if not path.exists():
+                raise FileNotFoundError(f"{kind} product {path} was not written")
+        metadata: dict[str, Any] = {
+            "size_bytes": dg.MetadataValue.int(sum(_tree_bytes(p) for p in paths)),
+            "tier": ", ".join(sorted(t.value for t in tiers)) or "none",
+        }
+        if isinstance(obj, Path):
+            metadata["path"] = dg.MetadataValue.path(str(obj))
+        else:
+            metadata["paths"] = dg.MetadataValue.json([str(p) for p in paths])
+        context.add_output_metadata(metadata)
 
     def load_input(self, context: dg.InputContext) -> Any:
         settings = self.pipeline.settings()
@@ -80,6 +106,15 @@ class TierIOManager(dg.ConfigurableIOManager):
             with self.pipeline.registry() as registry:
                 return describe_group(registry, partition)
         path = product_path(settings, kind, partition, suffix)
+        pattern = _pattern(upstream.definition_metadata, partition)
+        if pattern is not None:
+            found = sorted(path.parent.glob(pattern))
+            if len(found) > 1:
+                raise FileExistsError(
+                    f"{upstream.asset_key.to_user_string()} for {partition}: several products "
+                    f"match {path.parent / pattern}: {[p.name for p in found]}"
+                )
+            path = found[0] if found else path.parent / pattern
         if not path.exists():
             raise FileNotFoundError(
                 f"{upstream.asset_key.to_user_string()} for {partition} is missing at {path}; "

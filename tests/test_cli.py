@@ -91,3 +91,71 @@ def test_errors_are_one_line_and_nonzero(env, args, extra_env, message):
     lines = result.stderr.strip().splitlines()
     assert message in result.stderr
     assert len(lines) == 1 or lines[0].startswith("usage:")  # argparse prints usage first
+
+
+# --- catalog --------------------------------------------------------------------------------
+
+CATALOG_SUBCOMMANDS = [
+    ["catalog"], ["catalog", "ingest"], ["catalog", "calibrators"], ["catalog", "cone"],
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("sub", CATALOG_SUBCOMMANDS, ids=" ".join)
+def test_catalog_subcommands_have_help(sub, env):
+    assert run([*sub, "--help"], env).stdout.startswith("usage: dsa110 catalog")
+
+
+def test_catalog_calibrators_ingest_and_cone(tmp_path, env):
+    from dsa110_assets.catalogs import packaged_calibrators
+
+    n_cals = len(packaged_calibrators())
+    db = tmp_path / "state" / "catalogs" / "vla_calibrators.sqlite3"
+    out = run(["catalog", "calibrators"], env).stdout
+    assert out.splitlines()[0] == f"{n_cals} VLA calibrators in {db}"
+    assert db.is_file() and len(out.splitlines()) == n_cals + 2
+    line = next(x for x in out.splitlines() if x.split()[0] == "3C286")
+    assert line.split()[1:4] == ["202.784534", "+30.509155", "14.90"]
+    payload = json.loads(run(["catalog", "calibrators", "--build", "--json"], env).stdout)
+    assert len(payload["calibrators"]) == n_cals
+    assert {c["name"]: c for c in payload["calibrators"]}["3C48"]["flux_1400_jy"] == 16.0
+
+    file = tmp_path / "nvss.csv"
+    file.write_text(
+        "NVSS,RAJ2000,DEJ2000,S1.4,e_S1.4,MajAxis,MinAxis,PA\n"
+        "J133108+303032,13 31 08.29,+30 30 32.9,14900.0,450,,,\n"
+        "near,202.9,30.9,120.5,0.5,25.0,20.0,10\n"
+        "far,10.0,-10.0,5.0,0.5,,,\n"
+    )
+    out = run(["catalog", "ingest", "--survey", "nvss", str(file)], env).stdout
+    assert out.startswith(f"ingested 3 nvss sources from {file} into 2 strips of 1 deg in ")
+    report = json.loads(
+        run(["catalog", "ingest", "--survey", "nvss", str(file), "--strip-width", "2", "--json"],
+            env).stdout
+    )  # fmt: skip
+    assert report["sources"] == 3 and len(report["removed_strips"]) == 2
+    assert sorted(Path(p).name for p in report["strips"]) == [
+        "nvss_dec+31.0.sqlite3", "nvss_dec-09.0.sqlite3",
+    ]  # fmt: skip
+    cone = json.loads(
+        run(["catalog", "cone", "--survey", "nvss", "202.78", "30.5", "1", "--json"], env).stdout
+    )
+    assert cone["count"] == 2
+    assert [(s["source_id"], s["flux_jy"]) for s in cone["sources"]] == [
+        ("J133108+303032", 14.9), ("near", 0.1205),
+    ]  # fmt: skip
+    assert cone["sources"][1]["major_arcsec"] == 25.0
+    text = run(["catalog", "cone", "--survey", "nvss", "202.78", "30.5", "1", "--limit", "1"], env)
+    assert text.stdout.splitlines()[0] == (
+        "2 nvss sources within 1 deg of RA 202.78, Dec +30.5 (showing 1)"
+    )
+
+
+def test_catalog_errors_are_one_line(tmp_path, env):
+    result = run(["catalog", "cone", "--survey", "vlass", "10", "20", "1"], env, check=False)
+    assert result.returncode == 1 and len(result.stderr.strip().splitlines()) == 1
+    assert "survey vlass has not been ingested" in result.stderr
+    bad = tmp_path / "first.csv"
+    bad.write_text("FIRST,RAJ2000,DEJ2000,S_int\na,1,2,3\n")
+    result = run(["catalog", "ingest", "--survey", "first", str(bad)], env, check=False)
+    assert result.returncode == 1 and len(result.stderr.strip().splitlines()) == 1
+    assert f"dsa110 catalog: error: {bad}: no flux column for survey first" in result.stderr

@@ -371,7 +371,7 @@ def test_catalog_has_calibrator_and_background(base_run) -> None:
 
 def test_vla_calibrator_positions() -> None:
     cals = load_vla_calibrators()
-    assert set(cals) == {"3C48", "3C138", "3C147", "3C196", "0834+555", "3C286", "3C295"}
+    assert {"3C48", "3C138", "3C147", "3C196", "0834+555", "3C286", "3C295"} <= set(cals)
     c = SkyCoord("13:31:08.2881 +30:30:32.959", unit=(u.hourangle, u.deg))
     assert cals["3C286"].ra_deg == pytest.approx(c.ra.deg, abs=1e-6)
     assert cals["3C286"].dec_deg == pytest.approx(c.dec.deg, abs=1e-6)

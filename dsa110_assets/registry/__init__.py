@@ -16,6 +16,7 @@ from dsa110_assets.registry.queue import (
     promote_complete_groups,
     transition,
 )
+from dsa110_assets.registry.stages import StageOutcome, StageStatus, get_stage, record_stage
 
 __all__ = [
     "LATEST_VERSION",
@@ -28,6 +29,10 @@ __all__ = [
     "RetriesExhausted",
     "UnknownGroup",
     "StaleGroups",
+    "StageOutcome",
+    "StageStatus",
+    "get_stage",
+    "record_stage",
     "count_by_state",
     "expire_stale_groups",
     "get_status",

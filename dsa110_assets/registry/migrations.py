@@ -6,7 +6,9 @@ edit a released migration: append a new one.
 
 Migration 1 is the storage architecture's schema (``processing_queue``, ``subband_files``,
 ``ms_index`` exactly as documented, plus ``images``, ``calibration_tables``, ``photometry`` and
-``mosaics`` designed from it and the instrument facts). Migration 2 adds ingest bookkeeping.
+``mosaics`` designed from it and the instrument facts). Migration 2 adds ingest bookkeeping,
+3 the missing subbands of partial groups, 4 calibration/imaging bookkeeping and the outcome of
+every stage after conversion (``stage_status``).
 """
 
 from __future__ import annotations
@@ -188,6 +190,29 @@ MIGRATIONS: tuple[Migration, ...] = (
         3,
         "partial groups: which subbands were missing when a group stopped waiting",
         ("ALTER TABLE processing_queue ADD COLUMN missing_subbands TEXT",),  # JSON list
+    ),
+    Migration(
+        4,
+        "calibration and imaging: what was applied to each MS, and each stage's outcome",
+        (
+            "ALTER TABLE ms_index ADD COLUMN cal_status TEXT",  # applied/uncalibrated
+            "ALTER TABLE ms_index ADD COLUMN bandpass_table TEXT",
+            "ALTER TABLE ms_index ADD COLUMN gain_table TEXT",
+            "ALTER TABLE ms_index ADD COLUMN phased_field TEXT",  # field all rows are phased to
+            "ALTER TABLE images ADD COLUMN expected_noise_jy REAL",  # radiometer equation
+            """
+            CREATE TABLE stage_status (
+                group_id TEXT NOT NULL REFERENCES processing_queue(group_id),
+                stage TEXT NOT NULL,              -- calibrate/apply/image/thumbnail/...
+                status TEXT NOT NULL CHECK (status IN
+                    ('running', 'done', 'waiting', 'skipped', 'failed')),
+                detail TEXT,                      -- what happened, or the error message
+                error TEXT,                       -- error type when failed
+                updated_at REAL NOT NULL,
+                PRIMARY KEY (group_id, stage)
+            )
+            """,
+        ),
     ),
 )
 

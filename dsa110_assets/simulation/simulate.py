@@ -66,6 +66,7 @@ from dsa110_assets.simulation.sky import (
     get_calibrator,
     random_background_sources,
     write_catalog,
+    write_nvss_catalog,
 )
 from dsa110_assets.simulation.uvh5_writer import CorrelatorHeader, write_correlator_file
 from dsa110_assets.simulation.visibilities import (
@@ -78,6 +79,7 @@ from dsa110_assets.simulation.visibilities import (
 
 DEFAULT_DATE = date(2026, 1, 15)
 CATALOG_FILENAME = "sky_catalog.csv"
+NVSS_CATALOG_FILENAME = "sky_catalog_nvss.csv"
 TRUTH_FILENAME = "simulation_truth.h5"
 PRESETS: dict[str, dict[str, int]] = {
     "full": dict(n_antennas=96, n_channels=48),
@@ -185,6 +187,7 @@ class SimulationResult:
     start: datetime
     dec_deg: float
     sources: list[PointSource] = field(default_factory=list)
+    nvss_catalog_path: Path | None = None  # the same sky as an NVSS-format CSV
 
 
 def simulate_observations(
@@ -239,6 +242,7 @@ def simulate_observations(
     cfg.truth_dir.mkdir(parents=True, exist_ok=True)
     cfg.output_dir.mkdir(parents=True, exist_ok=True)
     catalog_path = write_catalog(cfg.truth_dir / CATALOG_FILENAME, sources)
+    nvss_catalog_path = write_nvss_catalog(cfg.truth_dir / NVSS_CATALOG_FILENAME, sources)
     truth_path = _write_truth(
         cfg.truth_dir / TRUTH_FILENAME,
         cfg=cfg,
@@ -318,6 +322,7 @@ def simulate_observations(
         start=start,
         dec_deg=dec_deg,
         sources=sources,
+        nvss_catalog_path=nvss_catalog_path,
     )
 
 

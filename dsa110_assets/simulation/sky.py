@@ -20,6 +20,9 @@ import numpy as np
 
 REFERENCE_FREQ_HZ = 1.4e9
 CATALOG_COLUMNS = ("name", "ra_deg", "dec_deg", "flux_1400_jy", "spectral_index")
+# The same sky in the column names of the NVSS catalog on VizieR (VIII/65): S1.4 in mJy,
+# positions in degrees; sizes and errors empty (point sources, exact fluxes).
+NVSS_COLUMNS = ("NVSS", "RAJ2000", "DEJ2000", "S1.4", "e_S1.4", "MajAxis", "MinAxis", "PA")
 _CALIBRATOR_CSV = "vla_calibrators.csv"
 
 # Background population: log-uniform fluxes, Gaussian spectral indices (typical steep spectra).
@@ -131,6 +134,37 @@ def write_catalog(path: Path, sources: Sequence[PointSource]) -> Path:
                 f"{src.dec_deg:.{_DECIMALS['dec_deg']}f}",
                 f"{src.flux_1400_jy:.{_DECIMALS['flux_1400_jy']}f}",
                 f"{src.spectral_index:.{_DECIMALS['spectral_index']}f}",
+            ]
+        )
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(buffer.getvalue(), encoding="utf-8")
+    tmp.replace(path)
+    return path
+
+
+def write_nvss_catalog(path: Path, sources: Sequence[PointSource]) -> Path:
+    """Write the sky model as an NVSS-format CSV (1.4 GHz flux densities in mJy).
+
+    Why: the pipeline loads survey catalogs with ``catalogs.ingest_survey("nvss", ...)``; the
+    simulated sky in that format goes through the very same path as the real NVSS. Values are
+    the catalog's exact decimals (mJy with 3 decimals is exactly the Jy value with 6).
+    Written to a temporary name and moved into place.
+    """
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(NVSS_COLUMNS)
+    for src in sources:
+        writer.writerow(
+            [
+                src.name,
+                f"{src.ra_deg:.{_DECIMALS['ra_deg']}f}",
+                f"{src.dec_deg:.{_DECIMALS['dec_deg']}f}",
+                f"{src.flux_1400_jy * 1e3:.{_DECIMALS['flux_1400_jy'] - 3}f}",
+                "",
+                "",
+                "",
+                "",
             ]
         )
     path = Path(path)
