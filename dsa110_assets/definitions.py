@@ -5,14 +5,23 @@ from __future__ import annotations
 import dagster as dg
 
 from dsa110_assets import offline  # noqa: F401  (astropy never downloads)
+from dsa110_assets.defs.calibration.assets import calibrated_ms, calibration_tables
 from dsa110_assets.defs.conversion.assets import measurement_set
+from dsa110_assets.defs.conversion.checks import ms_rows_and_windows
+from dsa110_assets.defs.imaging.assets import image, thumbnail
+from dsa110_assets.defs.imaging.checks import (
+    calibrator_recovered,
+    image_is_finite_and_nonzero,
+    noise_near_radiometer,
+)
 from dsa110_assets.defs.ingest.assets import subband_group
 from resources.io_managers import TierIOManager
 from resources.pipeline import PipelineResource
+from resources.wsclean import WSCleanResource
 from sensors.incoming import build_incoming_sensor
 
 #: Everything that runs per observation, in one run per group_id partition.
-PER_GROUP_GROUPS = ("ingest", "conversion")
+PER_GROUP_GROUPS = ("ingest", "conversion", "calibration", "imaging")
 
 process_group_job = dg.define_asset_job(
     "process_group",
@@ -21,16 +30,32 @@ process_group_job = dg.define_asset_job(
 )
 
 
-def build_definitions(pipeline: PipelineResource | None = None) -> dg.Definitions:
-    """Definitions wired to ``pipeline`` (default: the PIPELINE_* environment)."""
+def build_definitions(
+    pipeline: PipelineResource | None = None, wsclean: WSCleanResource | None = None
+) -> dg.Definitions:
+    """Definitions wired to ``pipeline`` (default: the PIPELINE_* environment) and ``wsclean``."""
     pipeline = pipeline or PipelineResource()
     return dg.Definitions(
-        assets=[subband_group, measurement_set],
+        assets=[
+            subband_group,
+            measurement_set,
+            calibration_tables,
+            calibrated_ms,
+            image,
+            thumbnail,
+        ],
+        asset_checks=[
+            ms_rows_and_windows,
+            image_is_finite_and_nonzero,
+            noise_near_radiometer,
+            calibrator_recovered,
+        ],
         jobs=[process_group_job],
         sensors=[build_incoming_sensor(process_group_job)],
         resources={
             "pipeline": pipeline,
             "tier_io_manager": TierIOManager(pipeline=pipeline),
+            "wsclean": wsclean or WSCleanResource(),
         },
     )
 

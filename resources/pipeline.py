@@ -6,6 +6,7 @@ from contextlib import contextmanager
 
 import dagster as dg
 
+from dsa110_assets.processing.calibrate_step import CalibrationPolicy
 from dsa110_assets.registry import Registry
 from dsa110_assets.settings import Settings
 
@@ -27,6 +28,15 @@ class PipelineResource(dg.ConfigurableResource):
     group_timeout_s: float = 600.0
     min_subbands: int = 12
     max_files_per_tick: int = 4000
+    # Calibration: see dsa110_assets.processing.calibrate_step.CalibrationPolicy.
+    uv_min_klambda: float = 1.0
+    bandpass_validity_h: float = 24.0
+    gain_validity_h: float = 1.0
+    min_beam_response: float = 0.3
+    calibration_wait_s: float = 900.0
+    calibration_poll_s: float = 60.0
+    # Imaging: primary-beam cutoff of the pb-corrected image.
+    pb_cutoff: float = 0.2
 
     def settings(self) -> Settings:
         overrides = {
@@ -43,6 +53,15 @@ class PipelineResource(dg.ConfigurableResource):
             if (value := getattr(self, name)) is not None
         }
         return Settings.from_env({**os.environ, **overrides}).ensure_dirs()
+
+    def calibration_policy(self) -> CalibrationPolicy:
+        return CalibrationPolicy(
+            uv_min_klambda=self.uv_min_klambda,
+            bandpass_validity_h=self.bandpass_validity_h,
+            gain_validity_h=self.gain_validity_h,
+            min_beam_response=self.min_beam_response,
+            wait_s=self.calibration_wait_s,
+        )
 
     @contextmanager
     def registry(self) -> Iterator[Registry]:

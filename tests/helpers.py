@@ -36,3 +36,30 @@ def tier_env(root: Path) -> dict[str, str]:
     from dsa110_assets.settings import Settings
 
     return {Settings.ENV[field]: value for field, value in tier_folders(root).items()}
+
+
+def land_observations(root: Path, *, damage=None, n_groups: int = 2, n_channels: int = 2, **config):
+    """Simulate small observations into ``root``'s input folder, written a minute ago.
+
+    Returns ``(PipelineResource, SimulationResult)``; ``damage(result)`` may spoil files first
+    (before their times are set back).
+    """
+    from dsa110_assets.simulation import SimulationConfig, simulate_observations
+    from resources.pipeline import PipelineResource
+
+    pipeline = PipelineResource(**tier_folders(root))
+    result = simulate_observations(
+        SimulationConfig(
+            output_dir=pipeline.settings().input_dir,
+            truth_dir=root / "truth",
+            n_groups=n_groups,
+            n_channels=n_channels,
+            **config,
+        )
+    )
+    if damage is not None:
+        damage(result)
+    for path in result.files:
+        st = path.stat()
+        os.utime(path, (st.st_atime - 60, st.st_mtime - 60))
+    return pipeline, result

@@ -2,42 +2,17 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import dagster as dg
 import numpy as np
 import pytest
 from casacore.tables import table
-from helpers import tier_folders
+from helpers import land_observations
 
 from dsa110_assets.definitions import build_definitions
 from dsa110_assets.registry import QueueState, Registry, get_status
-from dsa110_assets.simulation import SimulationConfig, simulate_observations
 from resources.pipeline import PipelineResource
-
-
-def land_observations(root: Path, *, damage=None, **config):
-    """Simulate two small observations into ``root``'s input folder, written a minute ago.
-
-    ``damage(result)`` may spoil files first (before their times are set back).
-    """
-    pipeline = PipelineResource(**tier_folders(root))
-    result = simulate_observations(
-        SimulationConfig(
-            output_dir=pipeline.settings().input_dir,
-            truth_dir=root / "truth",
-            n_groups=2,
-            n_channels=2,
-            **config,
-        )
-    )
-    if damage is not None:
-        damage(result)
-    for path in result.files:
-        st = path.stat()
-        os.utime(path, (st.st_atime - 60, st.st_mtime - 60))
-    return pipeline, result
 
 
 def first_tick(defs: dg.Definitions, instance, pipeline: PipelineResource):
@@ -57,9 +32,15 @@ def landed(tmp_path_factory):
     )
 
 
-def materialize_group(defs: dg.Definitions, instance, group_id: str):
+#: These tests stop at the Measurement Set; calibration and imaging have their own tests.
+CONVERSION = [dg.AssetKey("subband_group"), dg.AssetKey("measurement_set")]
+
+
+def materialize_group(defs: dg.Definitions, instance, group_id: str, **kwargs):
     job = defs.resolve_job_def("process_group")
-    return job.execute_in_process(partition_key=group_id, instance=instance)
+    return job.execute_in_process(
+        partition_key=group_id, instance=instance, asset_selection=CONVERSION, **kwargs
+    )
 
 
 def test_sensor_to_measurement_set(landed):
@@ -115,11 +96,8 @@ def test_truncated_file_fails_its_group_only(tmp_path):
         tick = first_tick(defs, instance, pipeline)
         first, second = sorted(r.partition_key for r in tick.run_requests)
         instance.add_dynamic_partitions("group_id", [first, second])
-        job = defs.resolve_job_def("process_group")
-        failed = job.execute_in_process(
-            partition_key=first, instance=instance, raise_on_error=False
-        )
-        ok = job.execute_in_process(partition_key=second, instance=instance)
+        failed = materialize_group(defs, instance, first, raise_on_error=False)
+        ok = materialize_group(defs, instance, second)
     assert not failed.success and ok.success
     with Registry(settings.db_path) as registry:
         status = get_status(registry, first)

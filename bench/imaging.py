@@ -1,0 +1,153 @@
+"""Benchmark: WSClean itself against the platform's work around it, on one simulated group.
+
+Simulates one group (default 64 antennas, 16 subbands x 16 channels, 24 integrations, 3C286,
+40 background sources, noise, no corruptions), converts it, then times each imaging step:
+
+* separately: ``rephase`` (every row to the central field's phase centre, in place: a one-off
+  I/O pass over the MS, proportional to its size, not to the image) and
+  ``expected_image_noise`` (a quality figure computed once per MS, also one pass over it);
+* overhead: ``choose_image_geometry``, ``image_statistics`` (image and residual),
+  ``primary_beam_image`` + ``write_pb_products``, ``make_thumbnail`` + ``thumbnail_markdown``,
+  and the runner's own cost (the wall time of ``run_wsclean`` minus
+  WSClean's process time);
+* WSClean: the subprocess, with the geometry chosen for the MS (4 pixels per beam, twice the
+  primary-beam FWHM, capped at ``--max-size``), Briggs 0.5, 2000 iterations.
+
+Prints every figure and the ratio overhead / WSClean (target < 5%). Everything generated is
+deleted unless ``--keep``.
+
+Usage: ``python bench/imaging.py [--antennas 64] [--channels 16] [--max-size 4096] [--dir /tmp]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from dsa110_assets.conversion import convert_group
+from dsa110_assets.imaging import (
+    WSCleanParams,
+    choose_image_geometry,
+    expected_image_noise,
+    image_statistics,
+    make_thumbnail,
+    phase_to_common_centre,
+    primary_beam_image,
+    run_wsclean,
+    thumbnail_markdown,
+    write_pb_products,
+)
+from dsa110_assets.naming import parse_subband_filename
+from dsa110_assets.simulation import SimulationConfig, simulate_observations
+
+
+def _timed(label: str, timings: dict[str, float], func, *args, **kwargs):
+    started = time.perf_counter()
+    value = func(*args, **kwargs)
+    timings[label] = time.perf_counter() - started
+    return value
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--antennas", type=int, default=64)
+    parser.add_argument("--channels", type=int, default=16)
+    parser.add_argument("--max-size", type=int, default=4096)
+    parser.add_argument("--niter", type=int, default=2000)
+    parser.add_argument("--dir", default=tempfile.gettempdir())
+    parser.add_argument("--keep", action="store_true")
+    args = parser.parse_args()
+
+    root = Path(tempfile.mkdtemp(prefix="bench-imaging-", dir=args.dir))
+    try:
+        t0 = time.perf_counter()
+        sim = simulate_observations(
+            SimulationConfig(
+                output_dir=root / "incoming",
+                truth_dir=root / "truth",
+                n_groups=1,
+                n_antennas=args.antennas,
+                n_channels=args.channels,
+                seed=7,
+                n_background_sources=40,
+                corruptions=False,
+            )
+        )
+        files = {parse_subband_filename(p.name).subband: p for p in sim.groups[0].files}
+        ms = root / "ms" / "group.ms"
+        conversion = convert_group(files, ms, tmpfs_dir=None, scratch_dir=root / "scratch")
+        print(
+            f"group: {args.antennas} antennas, 16 x {args.channels} channels, "
+            f"{conversion.n_rows} rows, MS {conversion.size_bytes / 1e6:.0f} MB "
+            f"(simulated and converted in {time.perf_counter() - t0:.1f} s)"
+        )
+
+        overhead: dict[str, float] = {}
+        separate: dict[str, float] = {}
+        rephase = _timed("rephase", separate, phase_to_common_centre, ms)
+        geometry = _timed(
+            "choose_image_geometry", overhead, choose_image_geometry, ms, max_size=args.max_size
+        )
+        print(
+            f"image: {geometry.size} px at {geometry.scale_arcsec} arcsec "
+            f"({geometry.fov_deg:.2f} deg{', capped' if geometry.capped else ''})"
+        )
+        params = WSCleanParams(
+            size=geometry.size,
+            scale_arcsec=geometry.scale_arcsec,
+            niter=args.niter,
+            auto_mask=None,
+            data_column="DATA",
+        )
+        images = root / "images"
+        run_started = time.perf_counter()
+        result = run_wsclean(ms, images, f"group-{rephase.field_name}", params)
+        run_total = time.perf_counter() - run_started
+        wsclean_s = result.duration_s
+        overhead["run_wsclean (excluding WSClean)"] = run_total - wsclean_s
+        stats = _timed("image_statistics (image)", overhead, image_statistics, result.image)
+        _timed("image_statistics (residual)", overhead, image_statistics, result.residual)
+        pb = _timed("primary_beam_image", overhead, primary_beam_image, ms, result.image)
+        _timed("write_pb_products", overhead, write_pb_products, result.image, pb)
+        png = _timed("make_thumbnail", overhead, make_thumbnail, result.image, root / "thumb.png")
+        markdown = _timed("thumbnail_markdown", overhead, thumbnail_markdown, png)
+        expected = _timed(
+            "expected_image_noise",
+            separate,
+            expected_image_noise,
+            ms,
+            data_column="DATA",
+            image_size=geometry.size,
+            scale_arcsec=geometry.scale_arcsec,
+        )
+
+        print(f"\n{'step':40s} {'seconds':>9s}")
+        print(f"{'WSClean (subprocess)':40s} {wsclean_s:9.2f}")
+        for label, seconds in overhead.items():
+            print(f"{label:40s} {seconds:9.2f}")
+        total = sum(overhead.values())
+        print(f"{'overhead total':40s} {total:9.2f}")
+        for label, seconds in separate.items():
+            print(f"{label + ' (separate)':40s} {seconds:9.2f}")
+        print(f"\noverhead / WSClean = {100 * total / wsclean_s:.1f}% (target < 5%)")
+        print(
+            f"overhead + rephase / WSClean = {100 * (total + separate['rephase']) / wsclean_s:.1f}%"
+        )
+        print(
+            f"image noise {1e3 * stats.noise_jy:.3f} mJy, radiometer (Briggs 0.5) "
+            f"{1e3 * expected:.3f} mJy, peak {stats.peak_jy:.2f} Jy, "
+            f"thumbnail markdown {len(markdown) / 1e3:.0f} kB"
+        )
+    finally:
+        if args.keep:
+            print(f"\nkept {root}")
+        else:
+            shutil.rmtree(root, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

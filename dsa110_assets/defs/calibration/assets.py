@@ -1,0 +1,109 @@
+"""Calibration assets: solutions on calibrator groups, applied to every group's MS."""
+
+import math
+from pathlib import Path
+
+import dagster as dg
+
+from dsa110_assets.defs.ingest.assets import OWNERS
+from dsa110_assets.defs.partitions import group_id_partitions
+from dsa110_assets.processing.apply_step import CalStatus, apply_and_register
+from dsa110_assets.processing.calibrate_step import ms_record, solve_and_register
+from resources.pipeline import PipelineResource
+
+
+@dg.asset(
+    partitions_def=group_id_partitions,
+    group_name="calibration",
+    kinds={"casa", "numpy"},
+    owners=OWNERS,
+    io_manager_key="tier_io_manager",
+    metadata={"dsa110/kind": "caltables", "dsa110/pattern": "{partition}_*cal"},
+    description="Which VLA calibrators transit the primary beam during the observation "
+    "(has_calibrator / calibrators in processing_queue) and, on a calibrator group, the "
+    "bandpass (B Jones) and complex gain (G Jones) solutions as CASA calibration tables in "
+    "{products}/caltables, registered with their validity windows. Empty on other groups.",
+)
+def calibration_tables(
+    context: dg.AssetExecutionContext, pipeline: PipelineResource, measurement_set: Path
+) -> list[Path]:
+    settings = pipeline.settings()
+    with pipeline.registry() as registry:
+        record = ms_record(registry, context.partition_key)
+        outcome = solve_and_register(settings, registry, record, pipeline.calibration_policy())
+    transits = {
+        t.name: {
+            "transit_mjd": round(t.transit_mjd, 6),
+            "beam_response": round(t.beam_response, 3),
+            "apparent_flux_jy": round(t.apparent_flux_jy, 2),
+        }
+        for t in outcome.transits
+    }
+    context.add_output_metadata(
+        {
+            "has_calibrator": bool(outcome.transits),
+            "calibrators": dg.MetadataValue.json(transits),
+            "solved_on": outcome.calibrator or "none (no calibrator in the beam)",
+            "refant": outcome.refant or "n/a",
+            "field_model_sources": dg.MetadataValue.json(
+                [
+                    {"name": f.name, "flux_1400_jy": round(f.flux_1400_jy, 3)}
+                    for f in outcome.field_sources
+                ]
+            ),
+            "solve_s": round(outcome.solve_s, 2),
+            "write_s": round(outcome.write_s, 2),
+            **{k: v for k, v in outcome.details.items() if isinstance(v, (int, float, str))},
+        }
+    )
+    return outcome.tables
+
+
+@dg.asset(
+    partitions_def=group_id_partitions,
+    group_name="calibration",
+    kinds={"casa", "numpy"},
+    owners=OWNERS,
+    io_manager_key="tier_io_manager",
+    deps=[calibration_tables],
+    metadata={"dsa110/kind": "ms", "dsa110/suffix": ".ms"},
+    description="The group's Measurement Set with the nearest valid bandpass and gain "
+    "solutions applied into CORRECTED_DATA (ms_index.cal_applied = 1). With no valid solution "
+    "it waits up to calibration_wait_s after the MS was made, then goes on uncalibrated "
+    "(CORRECTED_DATA = DATA) and says so here and in ms_index.cal_status.",
+)
+def calibrated_ms(
+    context: dg.AssetExecutionContext, pipeline: PipelineResource, measurement_set: Path
+) -> Path:
+    policy = pipeline.calibration_policy()
+    with pipeline.registry() as registry:
+        record = ms_record(registry, context.partition_key)
+        outcome = apply_and_register(registry, record, policy)
+    if outcome.status is CalStatus.WAITING:
+        poll = max(1.0, min(pipeline.calibration_poll_s, outcome.wait_left_s))
+        context.log.info(
+            f"no valid calibration for {context.partition_key} yet; checking again in "
+            f"{poll:.0f} s (at most {outcome.wait_left_s:.0f} s more)"
+        )
+        raise dg.RetryRequested(
+            max_retries=math.ceil(policy.wait_s / max(1.0, pipeline.calibration_poll_s)) + 1,
+            seconds_to_wait=poll,
+        )
+    for reason in outcome.rejected:
+        context.log.warning(f"calibration table not applied: {reason}")
+    metadata: dict[str, object] = {
+        "cal_status": outcome.status.value,
+        "cal_applied": outcome.status is CalStatus.APPLIED,
+        "apply_s": round(outcome.duration_s, 2),
+        "rejected_tables": len(outcome.rejected),
+    }
+    if outcome.pair is not None:
+        metadata["bandpass_table"] = dg.MetadataValue.path(str(outcome.pair.bandpass))
+        metadata["gain_table"] = dg.MetadataValue.path(str(outcome.pair.gain))
+        metadata["calibrator"] = outcome.pair.calibrator or ""
+        metadata["solved_in_group"] = outcome.pair.source_group or ""
+    else:
+        metadata["note"] = "no valid calibration: CORRECTED_DATA = DATA (uncalibrated)"
+    metadata.update({k: v for k, v in outcome.details.items() if isinstance(v, (int, float))})
+    context.add_output_metadata(metadata)
+    return record.path

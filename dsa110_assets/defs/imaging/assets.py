@@ -1,0 +1,90 @@
+"""Imaging assets: the WSClean image of each group and its thumbnail."""
+
+from pathlib import Path
+
+import dagster as dg
+
+from dsa110_assets.defs.ingest.assets import OWNERS
+from dsa110_assets.defs.partitions import group_id_partitions
+from dsa110_assets.imaging.thumbnail import thumbnail_markdown
+from dsa110_assets.processing.calibrate_step import ms_record
+from dsa110_assets.processing.image_step import image_and_register, thumbnail_and_register
+from resources.pipeline import PipelineResource
+from resources.wsclean import WSCleanResource
+
+
+@dg.asset(
+    partitions_def=group_id_partitions,
+    group_name="imaging",
+    kinds={"wsclean", "fits"},
+    owners=OWNERS,
+    io_manager_key="tier_io_manager",
+    metadata={"dsa110/kind": "images", "dsa110/pattern": "{partition}-*-image.fits"},
+    description="WSClean image of the whole group (every integration phased to the central "
+    "field): {group_id}-{field}-image/residual/model/psf.fits plus our Airy primary beam "
+    "(-pb.fits) and the primary-beam-corrected image (-image-pb.fits), on the SSD products "
+    "tier, each registered in `images` with beam, noise and dynamic range.",
+)
+def image(
+    context: dg.AssetExecutionContext,
+    pipeline: PipelineResource,
+    wsclean: WSCleanResource,
+    calibrated_ms: Path,
+) -> Path:
+    settings = pipeline.settings()
+    params = wsclean.params_for(calibrated_ms, data_column="CORRECTED_DATA")
+    with pipeline.registry() as registry:
+        record = ms_record(registry, context.partition_key)
+        outcome = image_and_register(
+            settings,
+            registry,
+            record,
+            params,
+            wsclean_bin=wsclean.binary,
+            timeout_s=wsclean.timeout_s,
+            pb_cutoff=pipeline.pb_cutoff,
+        )
+    s = outcome.stats
+    wsclean_s = outcome.timings.get("wsclean_s", 0.0)
+    overhead = sum(v for k, v in outcome.timings.items() if k not in ("wsclean_s", "rephase_s"))
+    context.add_output_metadata(
+        {
+            "field": outcome.field,
+            "calibrated": outcome.cal_applied,
+            "calibrator": outcome.calibrator or "none",
+            "noise_mjy_per_beam": round(s.noise_jy * 1e3, 4),
+            "residual_noise_mjy_per_beam": round(outcome.residual_noise_jy * 1e3, 4),
+            "expected_noise_mjy_per_beam": round(outcome.expected_noise_jy * 1e3, 4),
+            "peak_jy_per_beam": round(s.peak_jy, 5),
+            "dynamic_range": round(s.dynamic_range, 1),
+            "beam_arcsec": f"{s.beam_major_arcsec or 0:.1f} x {s.beam_minor_arcsec or 0:.1f} "
+            f"@ {s.beam_pa_deg or 0:.0f} deg",
+            "image_size_px": s.nx,
+            "cell_arcsec": round(s.cell_arcsec, 3),
+            "products": dg.MetadataValue.json({k: str(v) for k, v in outcome.products.items()}),
+            "wsclean_command": " ".join(outcome.command),
+            **{k: round(v, 2) for k, v in outcome.timings.items()},
+            "overhead_vs_wsclean": round(overhead / wsclean_s, 4) if wsclean_s else 0.0,
+        }
+    )
+    return outcome.image
+
+
+@dg.asset(
+    partitions_def=group_id_partitions,
+    group_name="imaging",
+    kinds={"png"},
+    owners=OWNERS,
+    io_manager_key="tier_io_manager",
+    metadata={"dsa110/kind": "thumbnails", "dsa110/suffix": ".png"},
+    description="PNG preview (asinh stretch, 512 px, north up) of the group's image in "
+    "{products}/thumbnails, shown inline here; regenerable from the FITS.",
+)
+def thumbnail(context: dg.AssetExecutionContext, pipeline: PipelineResource, image: Path) -> Path:
+    settings = pipeline.settings()
+    with pipeline.registry() as registry:
+        png = thumbnail_and_register(settings, registry, context.partition_key, image)
+    context.add_output_metadata(
+        {"preview": dg.MetadataValue.md(thumbnail_markdown(png)), "image": str(image)}
+    )
+    return png

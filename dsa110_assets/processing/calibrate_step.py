@@ -1,0 +1,292 @@
+"""Find the calibrators a group saw, solve on the brightest, and register the tables.
+
+Detection runs on every group and fills ``processing_queue.has_calibrator`` and
+``calibrators`` (JSON: name, transit MJD, beam response, apparent flux). On a calibrator group
+the bandpass and gains are solved against that calibrator and written as CASA B and G Jones
+tables, ``{products}/caltables/{group_id}_{calibrator}.bcal`` / ``.gcal``, registered in
+``calibration_tables`` with validity windows centred on the observation (bandpass 24 h, gains
+1 h by default). A failed solve writes no table and fails the stage with the reason.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from dsa110_assets.calibration import (
+    CalibrationSolution,
+    solve_calibrator,
+    write_bandpass_table,
+    write_gain_table,
+)
+from dsa110_assets.catalogs.survey import (
+    SURVEYS,
+    CatalogError,
+    angular_separation_deg,
+    cone_search,
+)
+from dsa110_assets.catalogs.transits import CalibratorTransit, calibrators_in_beam
+from dsa110_assets.catalogs.vla import ensure_calibrator_db, load_calibrators
+from dsa110_assets.instrument import airy_power_beam
+from dsa110_assets.registry import Registry, StageOutcome, record_stage
+from dsa110_assets.settings import Settings
+from dsa110_assets.storage import product_path
+
+STAGE = "calibrate"
+
+
+@dataclass(frozen=True)
+class CalibrationPolicy:
+    """How calibration is done and for how long its solutions hold."""
+
+    uv_min_klambda: float = 1.0
+    bandpass_validity_h: float = 24.0
+    gain_validity_h: float = 1.0
+    gain_solint_s: float | None = None  # None: the solver's default
+    min_beam_response: float = 0.3  # a calibrator counts when the beam sees this much of it
+    max_field_sources: int = 10  # brightest catalog sources added to the calibrator's model
+    field_radius_deg: float = 2.5  # searched around the pointing (beam FWHM ~2.9 deg + drift)
+    field_min_apparent_jy: float = 0.05
+    wait_s: float = 900.0  # how long a target waits for a solution before imaging uncalibrated
+
+
+@dataclass(frozen=True)
+class MSRecord:
+    """The registry's row for a group's Measurement Set."""
+
+    path: Path
+    group_id: str
+    start_mjd: float
+    mid_mjd: float
+    end_mjd: float
+    pointing_ra_deg: float
+    pointing_dec_deg: float
+    created_at: float
+
+
+@dataclass(frozen=True)
+class FieldSource:
+    """A catalog source in the calibrator's field, in the form the solver's model takes."""
+
+    name: str
+    ra_deg: float
+    dec_deg: float
+    flux_1400_jy: float
+    spectral_index: float = -0.7  # survey catalogs have one frequency: a typical index
+
+
+@dataclass
+class CalibrationOutcome:
+    transits: list[CalibratorTransit]
+    calibrator: str | None = None
+    tables: list[Path] = field(default_factory=list)
+    refant: str | None = None
+    solve_s: float = 0.0
+    write_s: float = 0.0
+    details: dict[str, object] = field(default_factory=dict)
+    field_sources: list[FieldSource] = field(default_factory=list)
+
+
+def ms_record(registry: Registry, group_id: str) -> MSRecord:
+    """The ``ms_index`` row of ``group_id``; raises LookupError if the group has none."""
+    row = registry.execute(
+        "SELECT path, group_id, start_mjd, mid_mjd, end_mjd, pointing_ra_deg,"
+        " pointing_dec_deg, created_at FROM ms_index WHERE group_id = ?"
+        " ORDER BY created_at DESC LIMIT 1",
+        (group_id,),
+    ).fetchone()
+    if row is None:
+        raise LookupError(f"group {group_id} has no Measurement Set in ms_index")
+    return MSRecord(Path(row[0]), *row[1:])
+
+
+def caltable_paths(settings: Settings, group_id: str, calibrator: str) -> tuple[Path, Path]:
+    """(bandpass, gain) table paths of a calibrator group."""
+    stem = f"{group_id}_{calibrator}"
+    return (
+        product_path(settings, "caltables", stem, ".bcal"),
+        product_path(settings, "caltables", stem, ".gcal"),
+    )
+
+
+def detect_calibrators(
+    settings: Settings, registry: Registry, record: MSRecord, policy: CalibrationPolicy
+) -> list[CalibratorTransit]:
+    """Calibrators transiting in the primary beam during the group, recorded in the queue."""
+    calibrators = load_calibrators(ensure_calibrator_db(settings.state_dir / "catalogs"))
+    transits = [
+        t
+        for t in calibrators_in_beam(
+            record.start_mjd,
+            record.end_mjd,
+            record.pointing_dec_deg,
+            calibrators,
+            min_response=policy.min_beam_response,
+        )
+        if t.in_window
+    ]
+    listed = [
+        {
+            "name": t.name,
+            "transit_mjd": round(t.transit_mjd, 7),
+            "beam_response": round(t.beam_response, 4),
+            "apparent_flux_jy": round(t.apparent_flux_jy, 3),
+        }
+        for t in transits
+    ]
+    with registry.transaction():
+        registry.execute(
+            "UPDATE processing_queue SET has_calibrator = ?, calibrators = ?, last_update = ?"
+            " WHERE group_id = ?",
+            (int(bool(transits)), json.dumps(listed), time.time(), record.group_id),
+        )
+    return transits
+
+
+def field_sources(
+    settings: Settings, record: MSRecord, calibrator: object, policy: CalibrationPolicy
+) -> list[FieldSource]:
+    """The brightest (by beam-weighted flux) catalog sources around the pointing, other than
+    the calibrator, from the first ingested survey of NVSS, FIRST, VLASS (none: empty)."""
+    catalogs_dir = settings.state_dir / "catalogs"
+    for survey in SURVEYS:
+        try:
+            found = cone_search(
+                catalogs_dir,
+                survey,
+                record.pointing_ra_deg,
+                record.pointing_dec_deg,
+                policy.field_radius_deg,
+                min_flux_jy=policy.field_min_apparent_jy,
+            )
+        except CatalogError:
+            continue
+        cal_ra, cal_dec = float(calibrator.ra_deg), float(calibrator.dec_deg)
+        ranked = []
+        for src in found:
+            if angular_separation_deg(src.ra_deg, src.dec_deg, cal_ra, cal_dec) < 1.0 / 60:
+                continue  # the calibrator itself
+            response = float(airy_power_beam(np.radians(src.separation_deg), np.array([1.4e9]))[0])
+            apparent = src.flux_jy * response
+            if apparent >= policy.field_min_apparent_jy:
+                ranked.append((apparent, src))
+        ranked.sort(key=lambda item: -item[0])
+        return [
+            FieldSource(f"{survey}:{s.source_id}", s.ra_deg, s.dec_deg, s.flux_jy)
+            for _, s in ranked[: policy.max_field_sources]
+        ]
+    return []
+
+
+def solve_and_register(
+    settings: Settings, registry: Registry, record: MSRecord, policy: CalibrationPolicy
+) -> CalibrationOutcome:
+    """Detect calibrators; on a calibrator group solve, write and register B and G tables.
+
+    Raises whatever the solver raised (after recording the stage as failed); no table is
+    written or registered then.
+    """
+    transits = detect_calibrators(settings, registry, record, policy)
+    outcome = CalibrationOutcome(transits=transits)
+    if not transits:
+        record_stage(
+            registry, record.group_id, STAGE, StageOutcome.SKIPPED, "no calibrator in the beam"
+        )
+        return outcome
+    best = transits[0]
+    calibrators = {
+        c.name: c for c in load_calibrators(ensure_calibrator_db(settings.state_dir / "catalogs"))
+    }
+    source = calibrators[best.name]
+    record_stage(registry, record.group_id, STAGE, StageOutcome.RUNNING, f"solving on {best.name}")
+    bandpass_path, gain_path = caltable_paths(settings, record.group_id, best.name)
+    try:
+        started = time.perf_counter()
+        kwargs: dict[str, object] = {"uv_min_klambda": policy.uv_min_klambda}
+        if policy.gain_solint_s is not None:
+            kwargs["gain_solint_s"] = policy.gain_solint_s
+        outcome.field_sources = field_sources(settings, record, source, policy)
+        solution = solve_calibrator(
+            record.path, source, field_sources=outcome.field_sources, **kwargs
+        )
+        outcome.solve_s = time.perf_counter() - started
+        started = time.perf_counter()
+        bandpass_path.parent.mkdir(parents=True, exist_ok=True)
+        write_bandpass_table(bandpass_path, solution, record.path, overwrite=True)
+        write_gain_table(gain_path, solution, record.path, overwrite=True)
+        outcome.write_s = time.perf_counter() - started
+    except BaseException as exc:
+        record_stage(
+            registry,
+            record.group_id,
+            STAGE,
+            StageOutcome.FAILED,
+            f"solving on {best.name} failed: {exc}",
+            error=type(exc).__name__,
+        )
+        raise
+    outcome.calibrator = best.name
+    outcome.tables = [bandpass_path, gain_path]
+    outcome.refant = solution.antenna_names[solution.refant]
+    outcome.details = solution_summary(solution)
+    now = time.time()
+    rows = [
+        (bandpass_path, "bandpass", policy.bandpass_validity_h, None),
+        (gain_path, "gain", policy.gain_validity_h, policy.gain_solint_s),
+    ]
+    with registry.transaction():
+        for path, table_type, validity_h, solint in rows:
+            half = validity_h / 48.0  # hours -> days, halved
+            registry.execute(
+                "INSERT INTO calibration_tables(path, group_id, table_type, calibrator, refant,"
+                " valid_start_mjd, valid_end_mjd, solution_interval_s, n_antennas,"
+                " flagged_fraction, status, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'valid', ?)"
+                " ON CONFLICT(path) DO UPDATE SET refant = excluded.refant,"
+                " valid_start_mjd = excluded.valid_start_mjd,"
+                " valid_end_mjd = excluded.valid_end_mjd,"
+                " solution_interval_s = excluded.solution_interval_s,"
+                " n_antennas = excluded.n_antennas,"
+                " flagged_fraction = excluded.flagged_fraction, status = 'valid',"
+                " created_at = excluded.created_at",
+                (
+                    str(path),
+                    record.group_id,
+                    table_type,
+                    best.name,
+                    outcome.refant,
+                    record.mid_mjd - half,
+                    record.mid_mjd + half,
+                    solint if solint is not None else outcome.details.get("gain_solint_s"),
+                    outcome.details.get("n_antennas"),
+                    outcome.details.get(f"{table_type}_flagged_fraction"),
+                    now,
+                ),
+            )
+    record_stage(
+        registry,
+        record.group_id,
+        STAGE,
+        StageOutcome.DONE,
+        f"solved on {best.name} (refant {outcome.refant}) in {outcome.solve_s:.1f} s",
+    )
+    return outcome
+
+
+def solution_summary(solution: CalibrationSolution) -> dict[str, object]:
+    """Numbers worth showing about a solution, for the registry and the Dagster UI."""
+    stats = solution.stats
+    return {
+        "n_antennas": int(stats.get("n_antennas_solved", 0)),
+        "bandpass_flagged_fraction": round(float(stats.get("bandpass_flagged_fraction", 0)), 4),
+        "gain_flagged_fraction": round(float(stats.get("gain_flagged_fraction", 0)), 4),
+        "gain_solint_s": float(solution.gain_solint_s),
+        "gain_intervals": int(len(solution.gain_time_s)),
+        "iterations": int(stats.get("iterations", 0)),
+        "uv_min_klambda": float(solution.uv_min_klambda),
+        "peak_beam_response": round(float(solution.peak_beam), 4),
+    }

@@ -1,0 +1,289 @@
+"""End to end through Dagster: sensor, convert, solve, apply, image, thumbnail and checks.
+
+Two small simulated observations with gain and bandpass corruptions and thermal noise; the
+first is centred on 3C286's transit (a calibrator group), the second five minutes later is a
+target calibrated with the first one's tables.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import dagster as dg
+import numpy as np
+import pytest
+from casacore import tables as pt
+from helpers import land_observations
+
+from dsa110_assets.catalogs.survey import ingest_survey
+from dsa110_assets.definitions import build_definitions
+from dsa110_assets.imaging.image_stats import find_peak, image_statistics
+from dsa110_assets.imaging.primary_beam import primary_beam_at
+from dsa110_assets.registry import Registry, get_stage
+from resources.pipeline import PipelineResource
+from resources.wsclean import WSCleanResource
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.filterwarnings("ignore::astropy.wcs.FITSFixedWarning"),
+    pytest.mark.skipif(shutil.which("wsclean") is None, reason="wsclean is not installed"),
+]
+
+SIM = dict(
+    n_antennas=32,
+    n_channels=4,
+    seed=11,
+    calibrator="3C286",
+    n_background_sources=30,
+    noise=True,
+    corruptions=True,
+)
+
+
+#: Smaller images than production (2.4 deg instead of the whole primary beam) keep it quick.
+WSCLEAN = WSCleanResource(max_size=2048, threads=2)
+
+
+def _tick(defs: dg.Definitions, instance, pipeline: PipelineResource) -> list[str]:
+    sensor = defs.get_sensor_def("incoming_sensor")
+    result = sensor(
+        dg.build_sensor_context(
+            instance=instance, definitions=defs, resources={"pipeline": pipeline}
+        )
+    )
+    keys = sorted(r.partition_key for r in result.run_requests)
+    instance.add_dynamic_partitions("group_id", keys)
+    return keys
+
+
+def _run(defs: dg.Definitions, instance, group_id: str, **kwargs):
+    job = defs.resolve_job_def("process_group")
+    return job.execute_in_process(partition_key=group_id, instance=instance, **kwargs)
+
+
+def _checks(run) -> dict[str, bool]:
+    return {e.check_name: e.passed for e in run.get_asset_check_evaluations()}
+
+
+def _check_metadata(run, name: str) -> dict[str, object]:
+    (evaluation,) = [e for e in run.get_asset_check_evaluations() if e.check_name == name]
+    return {k: v.value for k, v in evaluation.metadata.items()}
+
+
+@pytest.fixture(scope="module")
+def pipeline_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("e2e-cal")
+    landed, sim = land_observations(root, **SIM)
+    pipeline = PipelineResource(**{**landed.model_dump(), "calibration_wait_s": 0.0})
+    # The field's sky model for calibration comes from the survey catalogs: the simulated sky
+    # is loaded exactly as NVSS would be.
+    ingest_survey("nvss", sim.nvss_catalog_path, pipeline.settings().state_dir / "catalogs")
+    defs = build_definitions(pipeline, WSCLEAN)
+    with dg.instance_for_test() as instance:
+        keys = _tick(defs, instance, pipeline)
+        runs = {key: _run(defs, instance, key) for key in keys}
+        yield pipeline, sim, keys, runs, defs, instance
+
+
+def test_every_stage_and_check_succeeds(pipeline_run) -> None:
+    pipeline, sim, keys, runs, _, _ = pipeline_run
+    assert len(keys) == 2
+    for key, run in runs.items():
+        assert run.success, key
+        materialized = {
+            e.asset_key.to_user_string() for e in run.get_asset_materialization_events()
+        }
+        assert materialized == {
+            "subband_group",
+            "measurement_set",
+            "calibration_tables",
+            "calibrated_ms",
+            "image",
+            "thumbnail",
+        }
+        checks = _checks(run)
+        assert set(checks) == {
+            "ms_rows_and_windows",
+            "image_is_finite_and_nonzero",
+            "noise_near_radiometer",
+            "calibrator_recovered",
+        }
+        # 3C286 (15 Jy) in every field limits these snapshots by dynamic range, not thermal
+        # noise (see the noise check's description); every other check must pass.
+        assert all(v for k, v in checks.items() if k != "noise_near_radiometer"), (key, checks)
+        noise = _check_metadata(run, "noise_near_radiometer")
+        assert noise["expected_noise_mjy"] > 0 and noise["residual_noise_mjy"] > 0
+
+
+def test_registry_tells_the_story(pipeline_run) -> None:
+    pipeline, sim, (cal_group, target), _, _, _ = pipeline_run
+    settings = pipeline.settings()
+    with Registry(settings.db_path) as registry:
+        queue = {
+            r["group_id"]: r
+            for r in registry.query(
+                "SELECT group_id, has_calibrator, calibrators FROM processing_queue"
+            )
+        }
+        assert queue[cal_group]["has_calibrator"] == 1
+        assert json.loads(queue[cal_group]["calibrators"])[0]["name"] == "3C286"
+        assert queue[target]["has_calibrator"] == 0
+        tables = registry.query(
+            "SELECT path, table_type, status, valid_start_mjd, valid_end_mjd, refant"
+            " FROM calibration_tables ORDER BY table_type"
+        )
+        assert [(t["table_type"], t["status"]) for t in tables] == [
+            ("bandpass", "valid"),
+            ("gain", "valid"),
+        ]
+        assert all(Path(t["path"]).parent == settings.products_dir / "caltables" for t in tables)
+        spans = {t["table_type"]: (t["valid_end_mjd"] - t["valid_start_mjd"]) * 24 for t in tables}
+        assert spans == pytest.approx({"bandpass": 24.0, "gain": 1.0})
+        ms_rows = registry.query(
+            "SELECT group_id, cal_applied, cal_status, gain_table FROM ms_index"
+        )
+        assert {r["group_id"]: (r["cal_applied"], r["cal_status"]) for r in ms_rows} == {
+            cal_group: (1, "applied"),
+            target: (1, "applied"),
+        }
+        images = registry.query(
+            "SELECT group_id, image_type, path, thumbnail_path, noise_jy, beam_major_arcsec"
+            " FROM images ORDER BY group_id, image_type"
+        )
+        by_group: dict[str, set[str]] = {}
+        for r in images:
+            by_group.setdefault(r["group_id"], set()).add(r["image_type"])
+            assert Path(r["path"]).is_file()
+        assert by_group[cal_group] == {"image", "residual", "model", "psf", "pb", "pbcor"}
+        main = {r["group_id"]: r for r in images if r["image_type"] == "image"}
+        assert "-3C286_t" in Path(main[cal_group]["path"]).name
+        assert Path(main[cal_group]["path"]).name.startswith(f"{cal_group}-")
+        for row in main.values():
+            png = Path(row["thumbnail_path"])
+            assert png.parent == settings.products_dir / "thumbnails"
+            assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+            assert row["noise_jy"] > 0 and row["beam_major_arcsec"] > 0
+        assert get_stage(registry, target, "apply").status.value == "done"
+
+
+def _inside(image: Path, ra: float, dec: float, margin: int = 20) -> bool:
+    from astropy.io import fits
+    from astropy.wcs import WCS
+
+    with fits.open(image) as hdul:
+        header = hdul[0].header
+    x, y = WCS(header).celestial.world_to_pixel_values(ra, dec)
+    return margin <= x < header["NAXIS1"] - margin and margin <= y < header["NAXIS2"] - margin
+
+
+@pytest.mark.parametrize("which", [0, 1], ids=["calibrator-group", "target-group"])
+def test_injected_sources_at_catalog_positions_and_fluxes(pipeline_run, which: int) -> None:
+    """Calibrated images: sources with SNR > 20 within one pixel of their catalog position and,
+    on the calibrator's field, within 5% of their catalog flux after the primary beam where
+    the beam is >= 0.5.
+
+    12% elsewhere, for two known limits: further out the drift moves a source along the
+    beam's steep flank, where the channel-averaged analytic beam misses the weighting WSClean
+    gives each channel; and five minutes after transit 3C286 (15 Jy) sits on that flank,
+    where its brightness changes during the snapshot, so WSClean (without a time-variable
+    beam) cannot clean it fully and the target image is dynamic-range limited.
+    """
+    pipeline, sim, keys, _, _, _ = pipeline_run
+    with Registry(pipeline.settings().db_path) as registry:
+        row = registry.execute(
+            "SELECT path, ms_path, cell_arcsec FROM images"
+            " WHERE group_id = ? AND image_type = 'image'",
+            (keys[which],),
+        ).fetchone()
+    image, ms_path, cell = Path(row["path"]), Path(row["ms_path"]), row["cell_arcsec"]
+    noise = image_statistics(image).noise_jy
+    with pt.table(f"{ms_path}/SPECTRAL_WINDOW", ack=False) as spw:
+        freqs = spw.getcol("CHAN_FREQ").ravel()
+    with sim.catalog_path.open() as fh:
+        sources = list(csv.DictReader(fh))
+    checked = {}
+    for src in sources:
+        ra, dec = float(src["ra_deg"]), float(src["dec_deg"])
+        pb = primary_beam_at(ms_path, ra, dec)
+        spectrum = float(src["flux_1400_jy"]) * (freqs / 1.4e9) ** float(src["spectral_index"])
+        expected = float(np.mean(spectrum))
+        if pb < 0.3 or expected * pb < 20 * noise or not _inside(image, ra, dec):
+            continue
+        _, _, peak, offset = find_peak(image, ra, dec, 5 * cell)
+        assert offset <= cell, (src["name"], offset, cell)
+        tolerance = 0.05 if which == 0 and pb >= 0.5 else 0.12
+        assert peak / pb == pytest.approx(expected, rel=tolerance), (src["name"], pb)
+        checked[src["name"]] = round(pb, 2)
+    assert len(checked) >= 2, f"too few bright sources in the beam: {checked}"
+    assert max(checked.values()) >= 0.5, checked
+
+
+def test_a_corrupt_table_is_never_applied(pipeline_run) -> None:
+    pipeline, sim, (cal_group, target), _, defs, instance = pipeline_run
+    settings = pipeline.settings()
+    with Registry(settings.db_path) as registry:
+        gain = Path(
+            registry.execute(
+                "SELECT path FROM calibration_tables WHERE table_type = 'gain'"
+            ).fetchone()[0]
+        )
+    for data_file in gain.glob("table.f*"):
+        data_file.write_bytes(b"garbage")
+    run = _run(
+        defs,
+        instance,
+        target,
+        asset_selection=[dg.AssetKey("calibrated_ms")],
+    )
+    assert run.success
+    meta = {
+        e.asset_key.to_user_string(): e.materialization.metadata
+        for e in run.get_asset_materialization_events()
+    }["calibrated_ms"]
+    assert meta["cal_status"].value == "uncalibrated"
+    with Registry(settings.db_path) as registry:
+        status = dict(registry.query("SELECT table_type, status FROM calibration_tables"))
+        assert status["gain"] == "invalid"
+        ms = registry.execute(
+            "SELECT path, cal_applied, cal_status FROM ms_index WHERE group_id = ?", (target,)
+        ).fetchone()
+    assert (ms["cal_applied"], ms["cal_status"]) == (0, "uncalibrated")
+    with pt.table(ms["path"], ack=False) as t:
+        assert np.array_equal(t.getcol("CORRECTED_DATA", 0, 500), t.getcol("DATA", 0, 500))
+
+
+def test_all_flagged_calibrator_fails_clearly_and_writes_no_table(tmp_path: Path) -> None:
+    landed, _ = land_observations(tmp_path, n_groups=1, **{**SIM, "n_antennas": 12})
+    pipeline = PipelineResource(**{k: v for k, v in landed.model_dump().items() if v is not None})
+    settings = pipeline.settings()
+    defs = build_definitions(pipeline)
+    with dg.instance_for_test() as instance:
+        (key,) = _tick(defs, instance, pipeline)
+        converted = _run(
+            defs,
+            instance,
+            key,
+            asset_selection=[dg.AssetKey("subband_group"), dg.AssetKey("measurement_set")],
+        )
+        assert converted.success
+        ms_path = settings.output_dir / f"{key}.ms"
+        with pt.table(str(ms_path), readonly=False, ack=False) as t:
+            t.putcol("FLAG", np.ones_like(t.getcol("FLAG")))
+        failed = _run(
+            defs,
+            instance,
+            key,
+            asset_selection=[dg.AssetKey("calibration_tables")],
+            raise_on_error=False,
+        )
+    assert not failed.success
+    with Registry(settings.db_path) as registry:
+        stage = get_stage(registry, key, "calibrate")
+        assert stage is not None and stage.status.value == "failed"
+        assert stage.error == "CalibrationError" and "flag" in stage.detail.lower()
+        assert registry.query("SELECT * FROM calibration_tables") == []
+    caltables = settings.products_dir / "caltables"
+    assert not caltables.exists() or not any(caltables.iterdir())
