@@ -42,8 +42,14 @@ demo: setup
 	@echo "demo: simulating 3 observations (the first on a 3C286 transit), one every 40 s"
 	@echo "demo: Dagster UI at http://127.0.0.1:3000 -- watch incoming_sensor and the runs;"
 	@echo "demo: press Ctrl-C to stop (the data stay in data/ and state/ for the next run)"
+	@$(BIN)/dsa110 catalog calibrators --build > /dev/null
+	@rm -f state/catalogs/simulation/sky_catalog_nvss.csv
 	@$(BIN)/dsa110 simulate --groups 3 --antennas 32 --channels 8 --continue --interval 40 \
 	  > state/logs/demo-simulate.log 2>&1 &
+	@# The simulated sky is the demo's survey catalog: load it as NVSS as soon as it is written.
+	@(for i in $$(seq 120); do [ -f state/catalogs/simulation/sky_catalog_nvss.csv ] && break; \
+	  sleep 1; done; $(BIN)/dsa110 catalog ingest --survey nvss \
+	  state/catalogs/simulation/sky_catalog_nvss.csv) > state/logs/demo-catalog.log 2>&1 &
 	@DAGSTER_HOME=$(CURDIR)/state/run/dagster_home $(BIN)/dagster dev -w workspace.yaml \
 	  -h 127.0.0.1 -p 3000
 
@@ -57,3 +63,6 @@ lint: setup
 
 bench: setup
 	@$(BIN)/python bench/normalize.py
+	@$(BIN)/python bench/convert.py
+	@$(BIN)/python bench/calibrate.py
+	@$(BIN)/python bench/imaging.py
