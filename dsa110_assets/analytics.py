@@ -1,20 +1,110 @@
-"""Read-only analytics over the registry with DuckDB.
+"""Read-only analytics over the registry: light curves, statistics and Parquet export.
 
 DuckDB attaches ``pipeline.sqlite3`` through its SQLite scanner, shipped as a Python package
 (``duckdb-extension-sqlite-scanner``) and loaded from disk, so nothing downloads at run time.
-The registry stays the single source of truth; DuckDB only reads it.
+The registry stays the single source of truth; DuckDB and plain SQLite only read it.
+
+Which engine answers which question was chosen by measurement (``bench/lightcurve_query.py``,
+1,000,000 photometry rows): DuckDB's SQLite scanner pushes no filters down, so a one-source
+light curve through it scans the whole ``photometry`` table (about a second and growing with
+the table), while SQLite answers the same query from the ``photometry_source(source_id, mjd)``
+index in about a millisecond. :func:`light_curve` therefore uses SQLite by default (DuckDB stays
+selectable for comparison); population-wide aggregations (:func:`variability`,
+:func:`products_per_day`, :func:`pipeline_stats`) and :func:`export_parquet` use DuckDB,
+whose columnar, parallel GROUP BY is what those need.
+
+Every row is given a UTC date for per-day counts and for the Hive partitions of the Parquet
+export (see :data:`DATE_SOURCES`): the observation's ``group_id`` (the group's UTC start) where
+the row belongs to a group, so all products of one observation land in the same partition;
+photometry by its own ``mjd`` (light curves and time-range queries filter on it); mosaics by
+their own ``date``; and the row's bookkeeping time (``created_at`` and the like) only when
+nothing better is present. Dates are pure integer arithmetic on MJD or Unix seconds, so no time
+zone database is involved.
 """
 
 from __future__ import annotations
 
+import ctypes
+import datetime
+import errno
 import importlib.resources
 import os
+import shutil
+import sqlite3
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import duckdb
 
 from dsa110_assets.settings import Settings
+
+# UTC date (YYYY-MM-DD string) of each table's rows, tried left to right (first non-NULL wins).
+_GROUP = "strftime(TRY_CAST(substr(group_id, 1, 10) AS DATE), '%Y-%m-%d')"
+
+
+def _from_mjd(column: str) -> str:
+    # MJD 0 is 1858-11-17 00:00 UTC and MJD days start at UTC midnight; values outside
+    # years 1858..9999 are treated as missing rather than failing the whole query.
+    return (
+        f"CASE WHEN {column} >= 0 AND {column} < 2973484 THEN strftime(DATE '1858-11-17'"
+        f" + CAST(floor({column}) AS INTEGER), '%Y-%m-%d') END"
+    )
+
+
+def _from_unix(column: str) -> str:
+    return (
+        f"CASE WHEN {column} >= 0 AND {column} < 253402300800 THEN strftime(DATE '1970-01-01'"
+        f" + CAST(floor({column} / 86400.0) AS INTEGER), '%Y-%m-%d') END"
+    )
+
+
+DATE_SOURCES: dict[str, tuple[str, ...]] = {
+    "processing_queue": (_GROUP, _from_unix("received_at")),
+    "subband_files": (_GROUP, _from_unix("registered_at")),
+    "ms_index": (_GROUP, _from_mjd("mid_mjd"), _from_mjd("start_mjd"), _from_unix("created_at")),
+    "images": (_GROUP, _from_unix("created_at")),
+    "calibration_tables": (_GROUP, _from_mjd("valid_start_mjd")),
+    "photometry": (_from_mjd("mjd"), _GROUP, _from_unix("created_at")),
+    "mosaics": (
+        "strftime(TRY_CAST(date AS DATE), '%Y-%m-%d')",
+        _from_mjd("start_mjd"),
+        _from_unix("created_at"),
+    ),
+    "stage_status": (_GROUP, _from_unix("updated_at")),
+    "ingest_conflicts": (_GROUP, _from_unix("detected_at")),
+}
+
+EXPORT_TABLES: tuple[str, ...] = (
+    "processing_queue",
+    "ms_index",
+    "images",
+    "calibration_tables",
+    "photometry",
+    "mosaics",
+    "stage_status",
+)
+
+
+class ExportError(RuntimeError):
+    """A Parquet export could not be made; the message names the table and folder."""
+
+
+def _date_sql(table: str) -> str:
+    return f"COALESCE({', '.join(DATE_SOURCES[table])})"
+
+
+def _db_path(settings_or_db_path: Settings | str | os.PathLike[str]) -> Path:
+    if isinstance(settings_or_db_path, Settings):
+        return settings_or_db_path.db_path
+    return Path(settings_or_db_path)
+
+
+def _require_registry(db_path: Path) -> None:
+    if not db_path.is_file():
+        raise FileNotFoundError(f"registry {db_path} does not exist (run 'dsa110 db init')")
 
 
 def _sqlite_extension_path() -> str:
@@ -31,12 +121,187 @@ def _sqlite_extension_path() -> str:
 
 def connect_registry(db_path: Path) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB with the registry attached read-only as schema ``reg``."""
-    if not db_path.is_file():
-        raise FileNotFoundError(f"registry {db_path} does not exist (run 'dsa110 db init')")
+    db_path = Path(db_path)
+    _require_registry(db_path)
     con = duckdb.connect()
     con.load_extension(_sqlite_extension_path())
-    con.execute(f"ATTACH '{db_path}' AS reg (TYPE sqlite, READ_ONLY)")
+    escaped = str(db_path).replace("'", "''")
+    con.execute(f"ATTACH '{escaped}' AS reg (TYPE sqlite, READ_ONLY)")
     return con
+
+
+def _connect_sqlite_readonly(db_path: Path) -> sqlite3.Connection:
+    """A read-only SQLite connection (never creates the file, never migrates)."""
+    _require_registry(db_path)
+    return sqlite3.connect(f"{db_path.resolve().as_uri()}?mode=ro", uri=True, timeout=30.0)
+
+
+# --- light curves -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LightCurvePoint:
+    """One measurement of a source: one epoch (image or mosaic) of its light curve."""
+
+    mjd: float | None
+    date: str | None  # UTC date of mjd, YYYY-MM-DD
+    flux_jy: float | None  # forced-fit flux density
+    flux_err_jy: float | None
+    peak_flux_jy: float | None
+    peak_flux_err_jy: float | None
+    local_rms_jy: float | None
+    pb_response: float | None
+    image_path: str
+    group_id: str | None
+
+
+_LIGHT_CURVE_COLUMNS = (
+    "mjd, flux_jy, flux_err_jy, peak_flux_jy, peak_flux_err_jy, local_rms_jy, pb_response,"
+    " image_path, group_id"
+)
+
+
+def _mjd_to_date(mjd: float | None) -> str | None:
+    if mjd is None:
+        return None
+    return (datetime.date(1858, 11, 17) + datetime.timedelta(days=int(mjd // 1))).isoformat()
+
+
+def light_curve(
+    settings_or_db_path: Settings | str | os.PathLike[str],
+    source_id: str,
+    *,
+    engine: Literal["sqlite", "duckdb"] = "sqlite",
+) -> list[LightCurvePoint]:
+    """Every photometry measurement of ``source_id``, ordered by epoch (undated rows last).
+
+    ``engine="sqlite"`` (the default) answers from the ``photometry_source`` index in
+    milliseconds; ``"duckdb"`` scans the whole table through the SQLite scanner and exists to
+    measure that difference (see the module docstring). An unknown source gives an empty list.
+    """
+    db_path = _db_path(settings_or_db_path)
+    sql = (
+        f"SELECT {_LIGHT_CURVE_COLUMNS} FROM {{table}} WHERE source_id = ?"
+        " ORDER BY mjd NULLS LAST, image_path"
+    )
+    if engine == "sqlite":
+        con = _connect_sqlite_readonly(db_path)
+        try:
+            rows = con.execute(sql.format(table="photometry"), (source_id,)).fetchall()
+        finally:
+            con.close()
+    elif engine == "duckdb":
+        dcon = connect_registry(db_path)
+        try:
+            rows = dcon.execute(sql.format(table="reg.photometry"), [source_id]).fetchall()
+        finally:
+            dcon.close()
+    else:
+        raise ValueError(f"engine must be 'sqlite' or 'duckdb', not {engine!r}")
+    return [
+        LightCurvePoint(
+            mjd=mjd,
+            date=_mjd_to_date(mjd),
+            flux_jy=flux,
+            flux_err_jy=flux_err,
+            peak_flux_jy=peak,
+            peak_flux_err_jy=peak_err,
+            local_rms_jy=rms,
+            pb_response=pb,
+            image_path=image_path,
+            group_id=group_id,
+        )
+        for mjd, flux, flux_err, peak, peak_err, rms, pb, image_path, group_id in rows
+    ]
+
+
+# --- population-wide aggregations ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SourceVariability:
+    """Variability statistics of one source's forced-fit light curve.
+
+    ``v`` is the modulation index std(S)/mean(S) (sample std); ``eta`` is the weighted reduced
+    chi-squared about the weighted mean, N/(N-1) * (<w S^2> - <w S>^2/<w>), w = 1/sigma^2 (the
+    LOFAR TraP / VAST definitions), so a steady source has eta ~ 1.
+    """
+
+    source_id: str
+    n_epochs: int
+    mean_flux_jy: float
+    v: float | None
+    eta: float | None
+
+
+def variability(
+    settings_or_db_path: Settings | str | os.PathLike[str], *, min_epochs: int = 2
+) -> list[SourceVariability]:
+    """eta and V for every source with at least ``min_epochs`` usable measurements.
+
+    Usable means a flux and a positive error. One GROUP BY in DuckDB over the registry, sorted
+    by descending eta so the most variable sources come first.
+    """
+    if min_epochs < 2:
+        raise ValueError(f"min_epochs must be at least 2 (got {min_epochs})")
+    con = connect_registry(_db_path(settings_or_db_path))
+    try:
+        rows = con.execute(
+            """
+            WITH m AS (
+                SELECT source_id, flux_jy AS f, 1.0 / (flux_err_jy * flux_err_jy) AS w
+                FROM reg.photometry
+                WHERE flux_jy IS NOT NULL AND flux_err_jy > 0
+            )
+            SELECT source_id, COUNT(*) AS n, AVG(f) AS mean_f,
+                   STDDEV_SAMP(f) / NULLIF(AVG(f), 0) AS v,
+                   COUNT(*) / (COUNT(*) - 1.0)
+                     * (AVG(w * f * f) - AVG(w * f) * AVG(w * f) / AVG(w)) AS eta
+            FROM m
+            GROUP BY source_id
+            HAVING COUNT(*) >= ?
+            ORDER BY eta DESC NULLS LAST, source_id
+            """,
+            [min_epochs],
+        ).fetchall()
+    finally:
+        con.close()
+    return [SourceVariability(s, int(n), float(mean), v, eta) for s, n, mean, v, eta in rows]
+
+
+# Product kinds counted per day, with the table each comes from.
+_PER_DAY_KINDS: dict[str, str] = {
+    "groups": "processing_queue",
+    "ms": "ms_index",
+    "images": "images",
+    "calibration_tables": "calibration_tables",
+    "mosaics": "mosaics",
+    "photometry": "photometry",
+}
+
+
+def products_per_day(settings_or_db_path: Settings | str | os.PathLike[str]) -> list[dict]:
+    """Rows per UTC date of every product table, dated as in :data:`DATE_SOURCES`.
+
+    One dict per date (ascending) with a count for each of ``groups``, ``ms``, ``images``,
+    ``calibration_tables``, ``mosaics`` and ``photometry`` (zero when none).
+    """
+    union = " UNION ALL ".join(
+        f"SELECT {_date_sql(table)} AS date, '{kind}' AS kind FROM reg.{table}"
+        for kind, table in _PER_DAY_KINDS.items()
+    )
+    con = connect_registry(_db_path(settings_or_db_path))
+    try:
+        counts = con.execute(
+            f"SELECT date, kind, COUNT(*) FROM ({union}) GROUP BY date, kind"
+        ).fetchall()
+    finally:
+        con.close()
+    days: dict[str | None, dict[str, Any]] = {}
+    for day, kind, n in counts:
+        row = days.setdefault(day, {"date": day, **dict.fromkeys(_PER_DAY_KINDS, 0)})
+        row[kind] = int(n)
+    return [days[d] for d in sorted(days, key=lambda d: (d is None, d or ""))]
 
 
 def folder_bytes(folder: Path) -> tuple[int, int]:
@@ -55,7 +320,7 @@ def folder_bytes(folder: Path) -> tuple[int, int]:
 
 
 def pipeline_stats(settings: Settings) -> dict[str, Any]:
-    """Counts by state, products per day and bytes per storage tier."""
+    """Counts by state, products, stage outcomes, products per day and bytes per tier."""
     con = connect_registry(settings.db_path)
     try:
         by_state = dict(
@@ -92,6 +357,26 @@ def pipeline_stats(settings: Settings) -> dict[str, Any]:
         registered_raw = con.execute(
             "SELECT COALESCE(SUM(size_bytes), 0) FROM reg.subband_files"
         ).fetchone()[0]
+        images_by_type = dict(
+            con.execute(
+                "SELECT image_type, COUNT(*) FROM reg.images GROUP BY image_type ORDER BY 1"
+            ).fetchall()
+        )
+        caltables_by_type = dict(
+            con.execute(
+                "SELECT table_type || '/' || status, COUNT(*) FROM reg.calibration_tables"
+                " GROUP BY 1 ORDER BY 1"
+            ).fetchall()
+        )
+        photometry_sources = con.execute(
+            "SELECT COUNT(DISTINCT source_id) FROM reg.photometry"
+        ).fetchone()[0]
+        stage_outcomes: dict[str, dict[str, int]] = {}
+        for stage, status, n in con.execute(
+            "SELECT stage, status, COUNT(*) FROM reg.stage_status GROUP BY stage, status"
+            " ORDER BY stage, status"
+        ).fetchall():
+            stage_outcomes.setdefault(stage, {})[status] = int(n)
     finally:
         con.close()
     tiers = {
@@ -111,4 +396,165 @@ def pipeline_stats(settings: Settings) -> dict[str, Any]:
         "registered_raw_bytes": int(registered_raw),
         "per_day": per_day,
         "bytes_per_tier": bytes_per_tier,
+        "images_by_type": images_by_type,
+        "calibration_tables_by_type": caltables_by_type,
+        "photometry_sources": int(photometry_sources),
+        "stage_outcomes": stage_outcomes,
+        "products_per_day": products_per_day(settings.db_path),
     }
+
+
+# --- Parquet export -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TableExport:
+    """One table's export: where it is, how many rows, bytes and files, which dates."""
+
+    table: str
+    path: Path
+    rows: int
+    bytes: int
+    files: int
+    dates: tuple[str, ...]  # partition values, "__HIVE_DEFAULT_PARTITION__" for undated rows
+
+
+@dataclass(frozen=True)
+class ExportReport:
+    """What :func:`export_parquet` wrote."""
+
+    out_dir: Path
+    tables: tuple[TableExport, ...]
+
+    @property
+    def rows(self) -> dict[str, int]:
+        return {t.table: t.rows for t in self.tables}
+
+    @property
+    def bytes(self) -> dict[str, int]:
+        return {t.table: t.bytes for t in self.tables}
+
+
+_RENAME_EXCHANGE = 2
+
+
+def _load_renameat2():
+    try:
+        func = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return None
+    func.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    func.restype = ctypes.c_int
+    return func
+
+
+_renameat2 = _load_renameat2()
+
+
+def _swap_into_place(new: Path, final: Path) -> None:
+    """Make ``new`` appear at ``final``; the previous ``final`` (if any) ends up at ``new``.
+
+    Linux ``renameat2(RENAME_EXCHANGE)`` swaps the two folders in one atomic step, so a reader
+    sees the old export or the new one, never neither. Without it (other filesystems), two
+    renames leave a moment in which ``final`` is absent, but never half-written.
+    """
+    if not final.exists():
+        os.rename(new, final)
+        return
+    if _renameat2 is not None:
+        if _renameat2(-100, os.fsencode(new), -100, os.fsencode(final), _RENAME_EXCHANGE) == 0:
+            return
+        err = ctypes.get_errno()
+        if err not in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+            raise OSError(err, os.strerror(err), str(new), None, str(final))
+    aside = new.with_name(new.name + ".old")
+    os.rename(final, aside)
+    os.rename(new, final)
+    os.rename(aside, new)
+
+
+def _remove_leftovers(out_dir: Path, table: str) -> None:
+    """Delete temporary folders of this table left by an interrupted export."""
+    for stale in out_dir.glob(f".{table}.tmp-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+
+
+def _table_columns(con: duckdb.DuckDBPyConnection, table: str) -> list[str]:
+    return [row[0] for row in con.execute(f"DESCRIBE reg.{table}").fetchall()]
+
+
+def export_parquet(
+    settings: Settings,
+    *,
+    tables: Iterable[str] = EXPORT_TABLES,
+    out_dir: Path | None = None,
+) -> ExportReport:
+    """Export registry tables to Hive-partitioned, zstd-compressed Parquet.
+
+    Each table goes to ``{out_dir}/{table}/date=YYYY-MM-DD/data_*.parquet`` (``out_dir``
+    defaults to ``{archive}/parquet``), dated as in :data:`DATE_SOURCES`; the partition column
+    replaces a table's own ``date`` column (only ``mosaics`` has one, and it is the first
+    choice there). Each table is written to a temporary folder beside its final one and swapped
+    in, so a re-export replaces the previous one and no reader ever sees a partial export. An
+    empty table gives an empty folder. Read back with
+    ``read_parquet('{out_dir}/{table}/**/*.parquet', hive_partitioning=true)``.
+
+    Raises
+    ------
+    ExportError
+        A table is unknown or absent from the registry, or DuckDB failed to write it.
+    """
+    tables = tuple(tables)
+    unknown = [t for t in tables if t not in DATE_SOURCES]
+    if unknown:
+        raise ExportError(
+            f"cannot export {', '.join(unknown)}: no date rule (exportable: "
+            f"{', '.join(DATE_SOURCES)})"
+        )
+    out_dir = Path(out_dir) if out_dir is not None else settings.archive_dir / "parquet"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    con = connect_registry(settings.db_path)
+    exports: list[TableExport] = []
+    try:
+        present = {
+            row[0]
+            for row in con.execute(
+                "SELECT table_name FROM information_schema.tables WHERE table_catalog = 'reg'"
+            ).fetchall()
+        }
+        missing = [t for t in tables if t not in present]
+        if missing:
+            raise ExportError(
+                f"registry {settings.db_path} has no table {', '.join(missing)}"
+                " (is its schema migrated?)"
+            )
+        for table in tables:
+            exports.append(_export_table(con, table, out_dir))
+    finally:
+        con.close()
+    return ExportReport(out_dir=out_dir, tables=tuple(exports))
+
+
+def _export_table(con: duckdb.DuckDBPyConnection, table: str, out_dir: Path) -> TableExport:
+    _remove_leftovers(out_dir, table)
+    final = out_dir / table
+    tmp = out_dir / f".{table}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    columns = _table_columns(con, table)
+    select = "* EXCLUDE (date)" if "date" in columns else "*"
+    query = f"SELECT {select}, {_date_sql(table)} AS date FROM reg.{table}"
+    target = str(tmp).replace("'", "''")
+    try:
+        rows = con.execute(
+            f"COPY ({query}) TO '{target}' (FORMAT parquet, COMPRESSION zstd, PARTITION_BY (date))"
+        ).fetchone()[0]
+        tmp.mkdir(exist_ok=True)  # DuckDB may write nothing for an empty table
+        _swap_into_place(tmp, final)
+    except (duckdb.Error, OSError) as exc:
+        raise ExportError(f"exporting {table} to {final} failed: {exc}") from exc
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # the previous export, or a failed attempt
+    size, files = folder_bytes(final)
+    dates = tuple(
+        sorted(p.name.split("=", 1)[1] for p in final.iterdir() if p.name.startswith("date="))
+    )
+    return TableExport(table, final, int(rows), size, files, dates)
