@@ -447,13 +447,13 @@ def build_mosaic(
     if beams:
         bmaj, bmin, bpa = max(beams, key=lambda b: b[0])
         header["BMAJ"], header["BMIN"], header["BPA"] = bmaj, bmin, bpa
-    header["EFFNOISE"] = (eff_noise, "[Jy/beam] median 1/sqrt(sum w) over covered area")
+    header["EFFNOISE"] = (eff_noise, "[Jy/beam] median 1/sqrt(weights), covered")
     header["NIMAGES"] = (len(used), "images combined")
-    header["PBCUTOFF"] = (pb_cutoff, "input pixels with primary beam below are unused")
-    header["MOSMETH"] = (method, "weights pb^2/rms^2 of the pb-corrected images")
+    header["PBCUTOFF"] = (pb_cutoff, "input pixels with a lower beam unused")
+    header["MOSMETH"] = (method, "weights pb^2/rms^2, pb-corrected inputs")
     if mjds:
-        header["MJDSTART"] = (min(mjds), "earliest DATE-OBS of the inputs")
-        header["MJDEND"] = (max(mjds), "latest DATE-OBS of the inputs")
+        header["MJDSTART"] = (min(mjds), "earliest input DATE-OBS")
+        header["MJDEND"] = (max(mjds), "latest input DATE-OBS")
     header["ORIGIN"] = "dsa110_assets.mosaics"
     for path in used:
         header.add_history(f"input: {path}")

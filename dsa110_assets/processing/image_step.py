@@ -129,7 +129,7 @@ def image_and_register(
             record.group_id,
             STAGE,
             StageOutcome.FAILED,
-            str(exc),
+            str(exc) or f"interrupted ({type(exc).__name__})",
             error=type(exc).__name__,
         )
         raise
