@@ -251,6 +251,66 @@ def cmd_db_info(args: argparse.Namespace) -> int:
 # --- query --------------------------------------------------------------------------------
 
 
+def cmd_query_lightcurve(args: argparse.Namespace) -> int:
+    from dsa110_assets.analytics import light_curve
+
+    points = light_curve(Settings.from_env().db_path, args.source)
+    if args.json:
+        import dataclasses
+
+        _print_json([dataclasses.asdict(p) for p in points])
+        return 0
+    if not points:
+        raise CommandError(f"no photometry for source {args.source!r}")
+    print(f"{args.source}: {len(points)} epochs")
+    for p in points:
+        err = f" +/- {p.flux_err_jy * 1e3:.2f}" if p.flux_err_jy is not None else ""
+        flux = f"{p.flux_jy * 1e3:9.2f}{err} mJy" if p.flux_jy is not None else "      n/a"
+        print(f"  {p.mjd if p.mjd is not None else float('nan'):.5f}  {p.date}  {flux}"
+              f"  {Path(p.image_path).name}")  # fmt: skip
+    return 0
+
+
+def cmd_db_export(args: argparse.Namespace) -> int:
+    from dsa110_assets.analytics import export_parquet
+
+    settings = Settings.from_env()
+    out = Path(args.out) if args.out else None
+    report = export_parquet(settings, out_dir=out)
+    if args.json:
+        _print_json(
+            {
+                t.table: {"rows": t.rows, "bytes": t.bytes, "path": str(t.path)}
+                for t in report.tables
+            }
+        )
+        return 0
+    print(f"exported to {report.out_dir} (Parquet, zstd, Hive-partitioned by date)")
+    for t in report.tables:
+        print(f"  {t.table:<20} {t.rows:>9} rows {t.bytes / 1e6:>9.2f} MB  {len(t.dates)} dates")
+    return 0
+
+
+def cmd_mosaic_create(args: argparse.Namespace) -> int:
+    from dsa110_assets.processing.daily_step import build_range_mosaic
+
+    settings = Settings.from_env().ensure_dirs()
+    from dsa110_assets.registry import Registry
+
+    with Registry(settings.db_path) as registry:
+        outcome = build_range_mosaic(
+            settings, registry, args.start, args.end, pb_cutoff=args.pb_cutoff
+        )
+    r = outcome.result
+    print(
+        f"mosaic {r.path}: {r.n_images} images ({len(r.skipped)} skipped), "
+        f"{r.shape[1]}x{r.shape[0]} px, EFFNOISE {r.effective_noise_jy * 1e3:.3f} mJy/beam"
+    )
+    for path, reason in r.skipped:
+        print(f"  skipped {path}: {reason}")
+    return 0
+
+
 def cmd_query_stats(args: argparse.Namespace) -> int:
     from dsa110_assets.analytics import pipeline_stats
 
@@ -510,6 +570,37 @@ def build_parser() -> argparse.ArgumentParser:
     )
     stats.add_argument("--json", action="store_true")
     stats.set_defaults(func=cmd_query_stats)
+    lc = q_sub.add_parser(
+        "lightcurve",
+        help="one source's forced-photometry light curve",
+        description="Every epoch of SOURCE (catalog source id) in the photometry table.",
+    )
+    lc.add_argument("source")
+    lc.add_argument("--json", action="store_true")
+    lc.set_defaults(func=cmd_query_lightcurve)
+
+    export = db_sub.add_parser(
+        "export",
+        help="write the registry and photometry to Parquet in the archive tier",
+        description="DuckDB COPY of the registry tables to ARCHIVE/parquet/{table}/date=.../ "
+        "(zstd, Hive-partitioned by UTC date); each table is swapped in atomically.",
+    )
+    export.add_argument("--out", help="folder (default: ARCHIVE/parquet)")
+    export.add_argument("--json", action="store_true")
+    export.set_defaults(func=cmd_db_export)
+
+    mosaic = sub.add_parser("mosaic", help="mosaics on demand")
+    m_sub = mosaic.add_subparsers(dest="mosaic_command", required=True, metavar="ACTION")
+    create = m_sub.add_parser(
+        "create",
+        help="mosaic every image between two times",
+        description="Primary-beam-weighted mosaic of the images whose group_id lies in "
+        "[START, END), written to PRODUCTS/mosaics/{START}_{END}.fits and registered.",
+    )
+    create.add_argument("--start", required=True, help="ISO time, e.g. 2026-01-15T00:00:00")
+    create.add_argument("--end", required=True, help="ISO time (exclusive)")
+    create.add_argument("--pb-cutoff", type=float, default=0.2)
+    create.set_defaults(func=cmd_mosaic_create)
 
     _add_catalog_parser(sub)
     return parser

@@ -8,6 +8,7 @@ from dsa110_assets import offline  # noqa: F401  (astropy never downloads)
 from dsa110_assets.defs.calibration.assets import calibrated_ms, calibration_tables
 from dsa110_assets.defs.conversion.assets import measurement_set
 from dsa110_assets.defs.conversion.checks import ms_rows_and_windows
+from dsa110_assets.defs.daily.assets import daily_mosaic, light_curves, mosaic_photometry
 from dsa110_assets.defs.imaging.assets import image, thumbnail
 from dsa110_assets.defs.imaging.checks import (
     calibrator_recovered,
@@ -15,18 +16,26 @@ from dsa110_assets.defs.imaging.checks import (
     noise_near_radiometer,
 )
 from dsa110_assets.defs.ingest.assets import subband_group
+from dsa110_assets.defs.photometry.assets import group_photometry
 from resources.io_managers import TierIOManager
 from resources.pipeline import PipelineResource
 from resources.wsclean import WSCleanResource
+from sensors.daily import build_daily_sensor
 from sensors.incoming import build_incoming_sensor
 
 #: Everything that runs per observation, in one run per group_id partition.
-PER_GROUP_GROUPS = ("ingest", "conversion", "calibration", "imaging")
+PER_GROUP_GROUPS = ("ingest", "conversion", "calibration", "imaging", "photometry")
 
 process_group_job = dg.define_asset_job(
     "process_group",
     selection=dg.AssetSelection.groups(*PER_GROUP_GROUPS),
     description="Everything for one observation: subband set and its products.",
+)
+
+daily_products_job = dg.define_asset_job(
+    "daily_products",
+    selection=dg.AssetSelection.groups("daily"),
+    description="A UTC day's mosaic, its photometry and the light-curve metrics.",
 )
 
 
@@ -43,6 +52,10 @@ def build_definitions(
             calibrated_ms,
             image,
             thumbnail,
+            group_photometry,
+            daily_mosaic,
+            mosaic_photometry,
+            light_curves,
         ],
         asset_checks=[
             ms_rows_and_windows,
@@ -50,8 +63,11 @@ def build_definitions(
             noise_near_radiometer,
             calibrator_recovered,
         ],
-        jobs=[process_group_job],
-        sensors=[build_incoming_sensor(process_group_job)],
+        jobs=[process_group_job, daily_products_job],
+        sensors=[
+            build_incoming_sensor(process_group_job),
+            build_daily_sensor(daily_products_job),
+        ],
         resources={
             "pipeline": pipeline,
             "tier_io_manager": TierIOManager(pipeline=pipeline),

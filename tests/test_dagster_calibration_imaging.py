@@ -103,7 +103,13 @@ def test_every_stage_and_check_succeeds(pipeline_run) -> None:
             "calibrated_ms",
             "image",
             "thumbnail",
+            "group_photometry",
         }
+        photometry = {
+            e.asset_key.to_user_string(): e.materialization.metadata
+            for e in run.get_asset_materialization_events()
+        }["group_photometry"]
+        assert photometry["catalog"].value == "nvss" and photometry["measured"].value >= 1
         checks = _checks(run)
         assert set(checks) == {
             "ms_rows_and_windows",

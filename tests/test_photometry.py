@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -164,6 +166,31 @@ def test_elongated_rotated_beam_is_fitted_exactly(tmp_path: Path, frame: dict) -
     ratio = np.array([m.flux_jy for m in bad]) / flux
     assert np.all(ratio < 0.8)
     assert min(m.chi2 for m in bad) > 1e4 * max(m.chi2 for m in res)
+
+
+@pytest.mark.skipif(shutil.which("wsclean") is None, reason="WSClean is not installed")
+def test_beam_convention_matches_wsclean_restoring(tmp_path: Path) -> None:
+    """WSClean itself restores a point at BPA 30 deg: the fit recovers it exactly."""
+    sky = Sky(128, 5.0, (60.0, 20.0, 30.0))
+    model = np.zeros((128, 128))
+    model[64, 64] = 1.0
+    model_path = sky.write(tmp_path / "model.fits", model)
+    noise = np.random.default_rng(7).normal(0.0, 1e-6, (128, 128))
+    residual = sky.write(tmp_path / "residual.fits", noise)
+    out = tmp_path / "restored-image.fits"
+    subprocess.run(
+        ["wsclean", "-beam-shape", "60asec", "20asec", "30deg", "-restore", str(residual),
+         str(model_path), str(out)],
+        check=True, capture_output=True, timeout=120,
+    )  # fmt: skip
+    ra, dec = sky.world(np.array([64.0]), np.array([64.0]))
+    (m,) = forced_photometry(out, (["p"], ra, dec))
+    assert m.flux_jy == pytest.approx(1.0, rel=1e-3) and m.chi2 < 3.0
+    header = fits.getheader(out)
+    header["BPA"] = -30.0
+    wrong = sky.write(tmp_path / "wrong-image.fits", fits.getdata(out)[0, 0], header)
+    (w,) = forced_photometry(wrong, (["p"], ra, dec))
+    assert w.flux_jy < 0.8 and w.chi2 > 1e3
 
 
 # --- flux accuracy with a primary beam; skip reasons --------------------------------------------
@@ -369,6 +396,10 @@ def test_metrics_for_all_agrees_with_single_source(registry) -> None:
         np.testing.assert_allclose([g.eta, g.v, g.vs_max, g.m, g.weighted_mean_flux_jy],
                                    [mt.eta, mt.v, mt.vs_max, mt.m, mt.weighted_mean_flux_jy],
                                    rtol=1e-12)  # fmt: skip
+    # Only the epochs before until_mjd (60000 + k for k = 0, 1, 2 here).
+    early = {sm.source_id: sm.metrics for sm in metrics_for_all(registry, until_mjd=60002.5)}
+    assert all(mt.n_epochs == 3 for mt in early.values())
+    assert early.keys() == expected.keys()
 
 
 def test_a_variable_source_is_flagged_and_steady_ones_are_not(tmp_path: Path, registry) -> None:

@@ -18,7 +18,8 @@ validity mask eroded by a few pixels; the corrected image and the weight are the
 the output grid from them. Up to the interpolation error this is the same as reprojecting
 ``I_k`` and ``w_k`` themselves, without the NaN edges. The three planes share one coordinate
 transform (reproject broadcasts over the leading axis), and only the output cutout under the
-image is transformed, so memory is two accumulators on the output grid plus one input.
+image is transformed, so memory is two float32 accumulators on the output grid plus one
+input.
 
 The primary beam of each image, in order of preference: ``beam_for(path)`` if given and not
 None (e.g. the exact drift-scan beam from the MS, :func:`.imaging.primary_beam_image`), else
@@ -265,6 +266,7 @@ def _reproject(planes: np.ndarray, wcs_in: WCS, wcs_out: WCS, shape: tuple[int, 
             shape_out=shape_out,
             order="bicubic",
             return_footprint=False,
+            roundtrip_coords=False,  # both maps are one-to-one over the cutout; 2x faster
         )
     from reproject import reproject_adaptive
 
@@ -390,8 +392,9 @@ def build_mosaic(
     except GridError as err:
         raise MosaicError(f"{out_path}: {err}") from err
 
-    sum_wi = np.zeros(grid.shape)
-    sum_w = np.zeros(grid.shape)
+    # float32: the products are float32 anyway, and a large grid's accumulators halve
+    sum_wi = np.zeros(grid.shape, dtype=np.float32)
+    sum_w = np.zeros(grid.shape, dtype=np.float32)
     used: list[Path] = []
     beams: list[tuple[float, float, float]] = []
     freqs: list[float] = []

@@ -33,6 +33,7 @@ from dsa110_assets.imaging.image_stats import ImageError
 MAX_TAN_RADIUS_DEG = 45.0  # beyond this the TAN cells are > 2x stretched (sec^2)
 DEFAULT_MAX_PIXELS = 20_000
 _EDGE_SAMPLES = 33  # points per image edge when tracing a footprint
+_TILES_HINT = "mosaic the strip in RA tiles (group_by_ra_tile)"
 
 
 class GridError(ValueError):
@@ -158,7 +159,10 @@ def grid_for_footprints(
     cell = min(fp.cell_arcsec for fp in footprints) if cell_arcsec is None else cell_arcsec
     if not (cell > 0 and math.isfinite(cell)):
         raise GridError(f"cell must be a positive number of arcsec, got {cell}")
-    ra0 = circular_mean_ra([fp.centre_ra_deg for fp in footprints])
+    try:
+        ra0 = circular_mean_ra([fp.centre_ra_deg for fp in footprints])
+    except GridError as err:
+        raise GridError(f"{err}: one TAN grid cannot hold them; {_TILES_HINT}") from None
     dec0 = float(np.mean([fp.centre_dec_deg for fp in footprints]))
     ra = np.concatenate([fp.boundary_ra_deg for fp in footprints])
     dec = np.concatenate([fp.boundary_dec_deg for fp in footprints])
@@ -167,8 +171,7 @@ def grid_for_footprints(
     if worst > MAX_TAN_RADIUS_DEG:
         raise GridError(
             f"the images reach {worst:.1f} deg from the strip centre (RA {ra0:.2f}, Dec "
-            f"{dec0:.2f}); one TAN grid holds at most {MAX_TAN_RADIUS_DEG} deg: mosaic the "
-            "strip in RA tiles (group_by_ra_tile)"
+            f"{dec0:.2f}); one TAN grid holds at most {MAX_TAN_RADIUS_DEG} deg; {_TILES_HINT}"
         )
     first = footprints[0].wcs.wcs
     wcs = WCS(naxis=2)
@@ -189,7 +192,7 @@ def grid_for_footprints(
     if max(nx, ny) > max_pixels:
         raise GridError(
             f"the mosaic grid would be {nx} x {ny} pixels of {cell:.2f} arcsec (limit "
-            f"{max_pixels} a side): use a coarser cell or mosaic the strip in RA tiles"
+            f"{max_pixels} a side): use a coarser cell, or {_TILES_HINT}"
         )
     wcs.wcs.crpix = [1.0 - x_lo, 1.0 - y_lo]  # FITS pixels are 1-based
     wcs.wcs.set()

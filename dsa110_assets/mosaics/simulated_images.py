@@ -18,12 +18,13 @@ from __future__ import annotations
 import math
 import os
 import secrets
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 from astropy.io import fits
-from astropy.wcs import WCS
+from astropy.wcs import WCS, FITSFixedWarning
 
 from dsa110_assets.instrument import airy_power_beam
 from dsa110_assets.mosaics.combine import analytic_primary_beam
@@ -146,7 +147,9 @@ def write_simulated_image(
     image_path = Path(path)
     beam = _beam_tuple(beam_arcsec)
     header = _header(ra_deg, dec_deg, size, cell_arcsec, freq_hz, bandwidth_hz, beam, date_obs)
-    wcs = WCS(header).celestial
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FITSFixedWarning)  # 'datfix' of DATE-OBS
+        wcs = WCS(header).celestial
     pb = analytic_primary_beam(wcs, (size, size), freq_hz)
     rng = np.random.default_rng(seed)
     sky = _correlated_noise(rng, size, cell_arcsec, beam, noise_jy)

@@ -442,9 +442,17 @@ def forced_photometry(
         if reason[i] is not None:
             out.append(
                 Measurement(
-                    **common, flux_jy=nan, flux_err_jy=nan, peak_flux_jy=nan,
-                    peak_flux_err_jy=nan, local_rms_jy=nan, chi2=nan, background_jy=nan,
-                    pb_response=float(pb[i]), n_pixels=0, skip_reason=reason[i],
+                    **common,
+                    flux_jy=nan,
+                    flux_err_jy=nan,
+                    peak_flux_jy=nan,
+                    peak_flux_err_jy=nan,
+                    local_rms_jy=nan,
+                    chi2=nan,
+                    background_jy=nan,
+                    pb_response=float(pb[i]),
+                    n_pixels=0,
+                    skip_reason=reason[i],
                 )  # fmt: skip
             )
             continue

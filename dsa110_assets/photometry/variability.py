@@ -102,26 +102,34 @@ def _check(fluxes: np.ndarray, errors: np.ndarray) -> None:
 
 
 def _pair_extremes(s: np.ndarray, e: np.ndarray) -> tuple[np.ndarray, ...]:
-    """For rows of equal-length light curves: signed Vs, m and (a, b) of the max-|Vs| pair."""
-    n = s.shape[1]
-    a, b = np.triu_indices(n, k=1)
-    vs = np.full(len(s), np.nan)
-    m = np.full(len(s), np.nan)
-    ia = np.full(len(s), -1)
-    ib = np.full(len(s), -1)
-    if a.size == 0:
+    """For rows of equal-length light curves: signed Vs, m and (a < b) of the max-|Vs| pair.
+
+    Evaluates the full antisymmetric n x n matrix per row (contiguous arithmetic beats
+    gathering the upper triangle); ``argmax`` returns the first maximum, which for the pair
+    (a, b) and its mirror (b, a) is the upper-triangle one.
+    """
+    rows_total, n = s.shape
+    vs = np.full(rows_total, np.nan)
+    m = np.full(rows_total, np.nan)
+    ia = np.full(rows_total, -1)
+    ib = np.full(rows_total, -1)
+    if n < 2:
         return vs, m, ia, ib
-    step = max(1, _PAIR_BUDGET // a.size)
-    for start in range(0, len(s), step):
+    e2 = e * e
+    step = max(1, _PAIR_BUDGET // (n * n))
+    for start in range(0, rows_total, step):
         rows = slice(start, start + step)
-        sa, sb = s[rows][:, a], s[rows][:, b]
-        pair_vs = (sa - sb) / np.sqrt(e[rows][:, a] ** 2 + e[rows][:, b] ** 2)
-        k = np.argmax(np.abs(pair_vs), axis=1)
-        r = np.arange(len(k))
-        vs[rows] = pair_vs[r, k]
+        sr, er = s[rows], e2[rows]
+        d = sr[:, :, None] - sr[:, None, :]
+        d /= np.sqrt(er[:, :, None] + er[:, None, :])
+        k = np.argmax(np.abs(d).reshape(len(d), -1), axis=1)
+        i, j = np.divmod(k, n)
+        r = np.arange(len(d))
+        a, b = np.minimum(i, j), np.maximum(i, j)
+        vs[rows] = d[r, a, b]
         with np.errstate(invalid="ignore", divide="ignore"):
-            m[rows] = 2.0 * (sa[r, k] - sb[r, k]) / (sa[r, k] + sb[r, k])
-        ia[rows], ib[rows] = a[k], b[k]
+            m[rows] = 2.0 * (sr[r, a] - sr[r, b]) / (sr[r, a] + sr[r, b])
+        ia[rows], ib[rows] = a, b
     return vs, m, ia, ib
 
 
@@ -189,38 +197,55 @@ def variability_metrics(
 
 
 def metrics_for_all(
-    registry: Registry, *, min_epochs: int = 3, flux_column: str = "flux_jy"
+    registry: Registry,
+    *,
+    min_epochs: int = 3,
+    flux_column: str = "flux_jy",
+    until_mjd: float | None = None,
+    per_group_only: bool = False,
 ) -> list[SourceMetrics]:
     """Metrics of every source with at least ``min_epochs`` usable measurements.
 
     One query reads ``(source_id, flux, error)`` ordered by source and epoch; rows with a NULL
     or non-finite flux or a non-positive error are left out. ``flux_column`` is ``flux_jy``
-    (forced fit, the default) or ``peak_flux_jy``.
+    (forced fit, the default) or ``peak_flux_jy``. ``until_mjd`` keeps only epochs before it
+    (exclusive: an end-of-day bound), so a day's metrics can be recomputed later unchanged.
     """
     columns = {"flux_jy": "flux_err_jy", "peak_flux_jy": "peak_flux_err_jy"}
     if flux_column not in columns:
         raise ValueError(f"flux_column must be one of {sorted(columns)}, got {flux_column!r}")
     cursor = registry.conn.cursor()
     cursor.row_factory = None
+    until = "" if until_mjd is None else " AND mjd < ?"
+    if per_group_only:  # the per-observation images only, not mosaics (group_id NULL)
+        until += " AND group_id IS NOT NULL"
     cursor.execute(
         f"SELECT source_id, {flux_column}, {columns[flux_column]} FROM photometry"
-        f" WHERE {flux_column} IS NOT NULL AND {columns[flux_column]} > 0"
-        " ORDER BY source_id, mjd"
+        f" WHERE {flux_column} IS NOT NULL AND {columns[flux_column]} > 0{until}"
+        " ORDER BY source_id, mjd",
+        () if until_mjd is None else (float(until_mjd),),
     )
     rows = cursor.fetchall()
     if not rows:
         return []
-    ids, fluxes, errors = zip(*rows, strict=True)
-    s = np.asarray(fluxes, dtype=np.float64)
-    e = np.asarray(errors, dtype=np.float64)
-    ids_arr = np.asarray(ids, dtype=object)
-    keep = np.isfinite(s) & np.isfinite(e)
-    if not keep.all():
-        ids_arr, s, e = ids_arr[keep], s[keep], e[keep]
+    ids = [r[0] for r in rows]
+    s = np.fromiter((r[1] for r in rows), dtype=np.float64, count=len(rows))
+    e = np.fromiter((r[2] for r in rows), dtype=np.float64, count=len(rows))
+    del rows
+    new = np.ones(s.size, dtype=bool)
+    new[1:] = np.fromiter(
+        (a != b for a, b in zip(ids[1:], ids[:-1], strict=True)), dtype=bool, count=s.size - 1
+    )
+    bad = ~(np.isfinite(s) & np.isfinite(e))
+    if bad.any():  # drop rows, then re-mark starts where a group's first row was dropped
+        group = np.cumsum(new) - 1
+        keep = ~bad
+        ids = [i for i, k in zip(ids, keep, strict=True) if k]
+        s, e, group = s[keep], e[keep], group[keep]
+        new = np.ones(s.size, dtype=bool)
+        new[1:] = group[1:] != group[:-1]
     if s.size == 0:
         return []
-    new = np.ones(s.size, dtype=bool)
-    new[1:] = ids_arr[1:] != ids_arr[:-1]
     starts = np.flatnonzero(new)
     counts = np.diff(np.append(starts, s.size))
     enough = counts >= max(min_epochs, 1)
@@ -229,10 +254,10 @@ def metrics_for_all(
     take = np.repeat(enough, counts)
     s, e = s[take], e[take]
     kept_starts = starts[enough]
-    new_starts = np.concatenate([[0], np.cumsum(counts[enough])[:-1]])
+    new_starts = np.concatenate([[0], np.cumsum(counts[enough])[:-1]]).astype(np.int64)
     arrays = _grouped_metrics(s, e, new_starts)
     return [
-        SourceMetrics(str(ids_arr[start]), _metrics_at(arrays, k))
+        SourceMetrics(str(ids[start]), _metrics_at(arrays, k))
         for k, start in enumerate(kept_starts)
     ]
 

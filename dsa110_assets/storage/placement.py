@@ -4,7 +4,7 @@
 
     raw subbands        HDD input     {input}/{group_id}_sb{XX}.hdf5   (only ever renamed)
     staging             RAM or SSD    {tmpfs}/... or {products}/scratch/...
-    ms, images, thumbnails, caltables, mosaics
+    ms, images, thumbnails, caltables, mosaics, photometry, lightcurves
                         SSD products  {products}/{kind}/{partition}{suffix}
     registry, catalogs, logs
                         HDD state     {state}/{db,catalogs,logs}/...
@@ -45,6 +45,8 @@ KIND_TIERS: dict[str, tuple[Tier, ...]] = {
     "thumbnails": (Tier.SSD_PRODUCTS,),
     "caltables": (Tier.SSD_PRODUCTS,),
     "mosaics": (Tier.SSD_PRODUCTS,),
+    "photometry": (Tier.SSD_PRODUCTS,),
+    "lightcurves": (Tier.SSD_PRODUCTS,),
     "registry": (Tier.HDD_STATE,),
     "catalogs": (Tier.HDD_STATE,),
     "logs": (Tier.HDD_STATE,),

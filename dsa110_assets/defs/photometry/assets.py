@@ -1,0 +1,53 @@
+"""Per-group photometry: each new image is measured minutes after it lands."""
+
+from pathlib import Path
+
+import dagster as dg
+
+from dsa110_assets.defs.ingest.assets import OWNERS
+from dsa110_assets.defs.partitions import group_id_partitions
+from dsa110_assets.processing.calibrate_step import ms_record
+from dsa110_assets.processing.photometry_step import measure_and_register
+from dsa110_assets.storage import product_path
+from resources.pipeline import PipelineResource
+
+
+@dg.asset(
+    partitions_def=group_id_partitions,
+    group_name="photometry",
+    kinds={"python", "csv"},
+    owners=OWNERS,
+    io_manager_key="tier_io_manager",
+    metadata={"dsa110/kind": "photometry", "dsa110/suffix": ".csv"},
+    description="Forced photometry (restoring-beam fit at fixed position, Condon 1997) of the "
+    "ingested survey catalog's sources in the group's image, divided by the primary beam: rows "
+    "in `photometry` (replaced on re-run) and {products}/photometry/{group_id}.csv.",
+)
+def group_photometry(
+    context: dg.AssetExecutionContext, pipeline: PipelineResource, image: Path
+) -> Path:
+    settings = pipeline.settings()
+    pb = image.with_name(image.name.replace("-image.fits", "-pb.fits"))
+    csv_path = product_path(settings, "photometry", context.partition_key, ".csv")
+    with pipeline.registry() as registry:
+        record = ms_record(registry, context.partition_key)
+        outcome = measure_and_register(
+            registry,
+            settings.state_dir / "catalogs",
+            image,
+            csv_path,
+            pb_fits=pb,
+            group_id=context.partition_key,
+            mjd=record.mid_mjd,
+            pb_cutoff=pipeline.pb_cutoff,
+        )
+    context.add_output_metadata(
+        {
+            "catalog": outcome.catalog or "none ingested",
+            "measured": outcome.measured,
+            "skipped": outcome.skipped,
+            "skip_reasons": dg.MetadataValue.json(outcome.skip_reasons),
+            "duration_s": round(outcome.duration_s, 3),
+        }
+    )
+    return csv_path

@@ -1,0 +1,299 @@
+"""A day's products: which images belong to it, when it is complete, its mosaic and metrics.
+
+A day is a UTC date; its images are those of the group_ids starting with that date (the
+group_id is the observation's UTC start), found through the registry. A day is complete when
+it is over (plus a margin, default 1 h, for late files) and none of its groups is still on the
+way: every group is ``failed``, or ``completed`` with its image stage settled (done, skipped or
+failed). The daily sensor requests a day's products then, and again whenever the number of
+finished images of a past day changes (a re-run or a late group), so products stay current.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+
+from dsa110_assets.imaging.thumbnail import make_thumbnail
+from dsa110_assets.mosaics.combine import MosaicError, MosaicResult, build_mosaic
+from dsa110_assets.photometry.variability import flag_candidates, metrics_for_all
+from dsa110_assets.registry import Registry
+from dsa110_assets.settings import Settings
+from dsa110_assets.storage import product_path
+
+DAY_MARGIN_H = 1.0
+
+
+@dataclass(frozen=True)
+class DayImage:
+    path: Path
+    group_id: str
+    mjd: float | None
+    noise_jy: float | None
+    ra_deg: float | None = None  # image centre, from the registry
+
+
+@dataclass(frozen=True)
+class DayStatus:
+    day: str
+    groups: int
+    unsettled: int  # groups still collecting, converting or imaging
+    images: int
+    over: bool
+
+    @property
+    def complete(self) -> bool:
+        return self.over and self.unsettled == 0 and self.groups > 0
+
+
+def day_bounds(day: str) -> tuple[datetime, datetime]:
+    start = datetime.combine(date.fromisoformat(day), datetime.min.time(), tzinfo=UTC)
+    return start, start + timedelta(days=1)
+
+
+def day_images(registry: Registry, day: str) -> list[DayImage]:
+    """The 'image' products of the day's groups, oldest first."""
+    rows = registry.query(
+        "SELECT i.path, i.group_id, m.mid_mjd, i.noise_jy, i.center_ra_deg FROM images i"
+        " LEFT JOIN ms_index m ON m.path = i.ms_path"
+        " WHERE i.image_type = 'image' AND i.group_id >= ? AND i.group_id < ?"
+        " ORDER BY i.group_id",
+        (day, _next_day(day)),
+    )
+    return [DayImage(Path(r[0]), r[1], r[2], r[3], r[4]) for r in rows]
+
+
+def _next_day(day: str) -> str:
+    return (date.fromisoformat(day) + timedelta(days=1)).isoformat()
+
+
+def day_status(
+    registry: Registry, day: str, *, now: float | None = None, margin_h: float = DAY_MARGIN_H
+) -> DayStatus:
+    """How far the day's groups are (see the module docstring for 'complete')."""
+    now = time.time() if now is None else now
+    row = registry.execute(
+        "SELECT COUNT(*),"
+        " SUM(CASE WHEN q.state IN ('collecting', 'pending', 'in_progress') THEN 1"
+        "          WHEN q.state = 'completed' AND (s.status IS NULL OR s.status IN"
+        "               ('running', 'waiting')) THEN 1 ELSE 0 END)"
+        " FROM processing_queue q LEFT JOIN stage_status s"
+        "   ON s.group_id = q.group_id AND s.stage = 'image'"
+        " WHERE q.group_id >= ? AND q.group_id < ?",
+        (day, _next_day(day)),
+    ).fetchone()
+    _, end = day_bounds(day)
+    return DayStatus(
+        day=day,
+        groups=int(row[0] or 0),
+        unsettled=int(row[1] or 0),
+        images=len(day_images(registry, day)),
+        over=now >= (end + timedelta(hours=margin_h)).timestamp(),
+    )
+
+
+def observed_days(registry: Registry) -> list[str]:
+    """Every UTC date with at least one registered group."""
+    rows = registry.query(
+        "SELECT DISTINCT substr(group_id, 1, 10) FROM processing_queue ORDER BY 1"
+    )
+    return [r[0] for r in rows]
+
+
+TILE_DEG = 15.0  # hourly RA tiles: one TAN grid cannot hold 24 h of a strip
+
+
+def tile_name(day: str, tile: int) -> str:
+    return f"{day}_ra{tile:02d}h"
+
+
+def ra_tiles(images: list[DayImage]) -> dict[int, list[DayImage]]:
+    """The day's images by hourly RA tile of their centre (fixed on the sky, so a tile keeps
+    its name every day); images of unknown centre join the first tile, where they are
+    read (or skipped with the reason) like any other."""
+    known = [i for i in images if i.ra_deg is not None]
+    tiles: dict[int, list[DayImage]] = {}
+    for image in known:
+        tiles.setdefault(int((image.ra_deg % 360.0) // TILE_DEG), []).append(image)
+    unknown = [i for i in images if i.ra_deg is None]
+    if unknown:
+        first = min(tiles) if tiles else 0
+        tiles.setdefault(first, []).extend(unknown)
+    return dict(sorted(tiles.items()))
+
+
+@dataclass
+class DailyMosaicOutcome:
+    day: str
+    result: MosaicResult
+    thumbnail: Path
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+
+def images_between(registry: Registry, start: str, end: str) -> list[DayImage]:
+    """The 'image' products of groups whose group_id (UTC start) is in [start, end)."""
+    rows = registry.query(
+        "SELECT i.path, i.group_id, m.mid_mjd, i.noise_jy, i.center_ra_deg FROM images i"
+        " LEFT JOIN ms_index m ON m.path = i.ms_path"
+        " WHERE i.image_type = 'image' AND i.group_id >= ? AND i.group_id < ?"
+        " ORDER BY i.group_id",
+        (start, end),
+    )
+    return [DayImage(Path(r[0]), r[1], r[2], r[3], r[4]) for r in rows]
+
+
+def build_daily_mosaic(
+    settings: Settings, registry: Registry, day: str, *, pb_cutoff: float = 0.2
+) -> list[DailyMosaicOutcome]:
+    """Mosaic every image of ``day``, one mosaic per hourly RA tile
+    (``{products}/mosaics/{day}_ra{HH}h.fits``), each registered (a re-run replaces file and
+    row). Images whose FITS is missing or unreadable are skipped with the reason (recorded in
+    the ``mosaics`` row's ``images`` JSON under ``skipped``); a tile with no usable image
+    raises MosaicError.
+    """
+    images = day_images(registry, day)
+    if not images:
+        raise MosaicError(f"no images registered for {day}")
+    outcomes = []
+    for tile, members in ra_tiles(images).items():
+        out = product_path(settings, "mosaics", tile_name(day, tile), ".fits")
+        outcomes.append(_mosaic_and_register(settings, registry, members, out, day, pb_cutoff))
+    return outcomes
+
+
+def day_mosaics(registry: Registry, day: str) -> list[tuple[Path, float | None]]:
+    """The registered mosaics of ``day``: (path, mid MJD)."""
+    rows = registry.query(
+        "SELECT path, start_mjd, end_mjd FROM mosaics WHERE date = ? ORDER BY path", (day,)
+    )
+    return [
+        (Path(r[0]), (r[1] + r[2]) / 2 if r[1] is not None and r[2] is not None else None)
+        for r in rows
+    ]
+
+
+def build_range_mosaic(
+    settings: Settings, registry: Registry, start: str, end: str, *, pb_cutoff: float = 0.2
+) -> DailyMosaicOutcome:
+    """Mosaic the images of any time range on demand (``dsa110 mosaic create``)."""
+    start_t, end_t = (datetime.fromisoformat(t).replace(tzinfo=None) for t in (start, end))
+    if end_t <= start_t:
+        raise MosaicError(f"--end {end} is not after --start {start}")
+    lo, hi = (t.isoformat(timespec="seconds") for t in (start_t, end_t))
+    images = images_between(registry, lo, hi)
+    if not images:
+        raise MosaicError(f"no images registered between {lo} and {hi}")
+    out = product_path(settings, "mosaics", f"{lo}_{hi}", ".fits")
+    return _mosaic_and_register(settings, registry, images, out, None, pb_cutoff)
+
+
+def _mosaic_and_register(
+    settings: Settings,
+    registry: Registry,
+    images: list[DayImage],
+    out: Path,
+    day: str | None,
+    pb_cutoff: float,
+) -> DailyMosaicOutcome:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    noise = {str(i.path): i.noise_jy for i in images if i.noise_jy}
+    result = build_mosaic([i.path for i in images], out, pb_cutoff=pb_cutoff, noise_jy=noise)
+    thumb = product_path(settings, "thumbnails", f"mosaic-{out.stem}", ".png")
+    thumb.parent.mkdir(parents=True, exist_ok=True)
+    make_thumbnail(result.path, thumb)
+    skipped = [(str(p), reason) for p, reason in result.skipped]
+    listed = {"used": [str(p) for p in result.images], "skipped": dict(skipped)}
+    with registry.transaction():
+        registry.execute(
+            "INSERT INTO mosaics(path, weights_path, date, start_mjd, end_mjd, dec_strip_deg,"
+            " n_images, images, effective_noise_jy, method, thumbnail_path, created_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT(path) DO UPDATE SET weights_path = excluded.weights_path,"
+            " date = excluded.date, start_mjd = excluded.start_mjd, end_mjd = excluded.end_mjd,"
+            " dec_strip_deg = excluded.dec_strip_deg, n_images = excluded.n_images,"
+            " images = excluded.images, effective_noise_jy = excluded.effective_noise_jy,"
+            " method = excluded.method, thumbnail_path = excluded.thumbnail_path,"
+            " created_at = excluded.created_at",
+            (
+                str(result.path),
+                str(result.weights_path),
+                day,
+                result.start_mjd,
+                result.end_mjd,
+                round(result.centre_dec_deg, 1),
+                result.n_images,
+                json.dumps(listed),
+                result.effective_noise_jy,
+                result.method,
+                str(thumb),
+                time.time(),
+            ),
+        )
+    return DailyMosaicOutcome(day=day or out.stem, result=result, thumbnail=thumb, skipped=skipped)
+
+
+@dataclass
+class LightCurveOutcome:
+    path: Path
+    sources: int
+    candidates: list[str]
+    thresholds: dict[str, float]
+
+
+def write_variability(
+    settings: Settings, registry: Registry, day: str, *, min_epochs: int = 3
+) -> LightCurveOutcome:
+    """Variability metrics (Mooley et al. 2016) of every source's light curve from the
+    per-group images up to the end of ``day``, candidates flagged, as ``lightcurves/{day}.csv``.
+    """
+    _, end = day_bounds(day)
+    metrics = metrics_for_all(
+        registry,
+        min_epochs=min_epochs,
+        until_mjd=end.timestamp() / 86400.0 + 40587.0,
+        per_group_only=True,
+    )
+    selection = flag_candidates(metrics) if metrics else None
+    candidates = set(selection.source_ids) if selection else set()
+    path = product_path(settings, "lightcurves", day, ".csv")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with tmp.open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(
+            ["source_id", "n_epochs", "mean_flux_jy", "eta", "v", "vs_max", "m", "candidate"]
+        )
+        for sm in metrics:
+            m = sm.metrics
+            writer.writerow(
+                [
+                    sm.source_id,
+                    m.n_epochs,
+                    _fmt(m.mean_flux_jy),
+                    _fmt(m.eta),
+                    _fmt(m.v),
+                    _fmt(m.vs_max),
+                    _fmt(m.m),
+                    int(sm.source_id in candidates),
+                ]
+            )
+    os.replace(tmp, path)
+    thresholds = {}
+    if selection is not None:
+        thresholds = {
+            "eta": selection.eta_threshold,
+            "v": selection.v_threshold,
+            "vs": selection.vs_threshold,
+            "m": selection.m_threshold,
+        }
+    return LightCurveOutcome(path, len(metrics), sorted(candidates), thresholds)
+
+
+def _fmt(value: float) -> str:
+    return "" if not np.isfinite(value) else f"{value:.6g}"
