@@ -66,3 +66,6 @@ bench: setup
 	@$(BIN)/python bench/convert.py
 	@$(BIN)/python bench/calibrate.py
 	@$(BIN)/python bench/imaging.py
+	@$(BIN)/python bench/photometry.py
+	@$(BIN)/python bench/mosaic.py
+	@$(BIN)/python bench/lightcurve_query.py

@@ -311,6 +311,34 @@ def cmd_mosaic_create(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_backfill(args: argparse.Namespace) -> int:
+    """One daily_products run per date, recorded in the Dagster instance (DAGSTER_HOME) so
+    they show in the UI like a backfill launched there; without DAGSTER_HOME an ephemeral
+    instance is used."""
+    from datetime import date, timedelta
+
+    import dagster as dg
+
+    from dsa110_assets.definitions import defs
+
+    first, last = date.fromisoformat(args.start), date.fromisoformat(args.end)
+    if last < first:
+        raise CommandError(f"--end {args.end} is before --start {args.start}")
+    days = [(first + timedelta(days=k)).isoformat() for k in range((last - first).days + 1)]
+    job = defs.resolve_job_def("daily_products")
+    failed = []
+    instance = dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else None
+    with instance or dg.DagsterInstance.ephemeral() as inst:
+        for day in days:
+            result = job.execute_in_process(partition_key=day, instance=inst, raise_on_error=False)
+            print(f"{day}: {'ok' if result.success else 'FAILED'} (run {result.run_id})")
+            if not result.success:
+                failed.append(day)
+    if failed:
+        raise CommandError(f"{len(failed)} of {len(days)} days failed: {', '.join(failed)}")
+    return 0
+
+
 def cmd_query_stats(args: argparse.Namespace) -> int:
     from dsa110_assets.analytics import pipeline_stats
 
@@ -588,6 +616,16 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--out", help="folder (default: ARCHIVE/parquet)")
     export.add_argument("--json", action="store_true")
     export.set_defaults(func=cmd_db_export)
+
+    backfill = sub.add_parser(
+        "backfill",
+        help="re-make the daily products (mosaic, photometry, light curves) for a date range",
+        description="Runs the daily_products job once per UTC date from --start to --end "
+        "(inclusive); re-running a day replaces its products and registry rows.",
+    )
+    backfill.add_argument("--start", required=True, help="first date, YYYY-MM-DD")
+    backfill.add_argument("--end", required=True, help="last date, YYYY-MM-DD (inclusive)")
+    backfill.set_defaults(func=cmd_backfill)
 
     mosaic = sub.add_parser("mosaic", help="mosaics on demand")
     m_sub = mosaic.add_subparsers(dest="mosaic_command", required=True, metavar="ACTION")

@@ -273,3 +273,11 @@ def test_cli_lightcurve_export_and_mosaic_on_demand(landed_days, monkeypatch, ca
     assert "6 images" in out or "images (" in out
     made = settings.products_dir / "mosaics" / f"{DAYS[0]}T00:00:00_{DAYS[2]}T00:00:00.fits"
     assert made.is_file()
+
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    assert main(["backfill", "--start", DAYS[0], "--end", DAYS[2]]) == 0
+    out = capsys.readouterr().out
+    assert [line.split(":")[0] for line in out.splitlines()] == list(DAYS)
+    with Registry(settings.db_path) as registry:
+        dated = registry.execute("SELECT COUNT(*) FROM mosaics WHERE date IS NOT NULL").fetchone()
+    assert dated[0] == 3  # the backfill replaced each day's mosaic row, never added one
