@@ -121,7 +121,13 @@ def image_and_register(
         started = time.perf_counter()
         stats = image_statistics(products["image"])
         residual = image_statistics(products["residual"])
-        expected = expected_image_noise(record.path, data_column=params.data_column)
+        expected = expected_image_noise(
+            record.path,
+            data_column=params.data_column,
+            weighting=params.weight,
+            image_size=params.size,
+            scale_arcsec=params.scale_arcsec,
+        )
         timings["statistics_s"] = time.perf_counter() - started
     except BaseException as exc:
         record_stage(
