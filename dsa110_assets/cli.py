@@ -315,11 +315,14 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     """One daily_products run per date, recorded in the Dagster instance (DAGSTER_HOME) so
     they show in the UI like a backfill launched there; without DAGSTER_HOME an ephemeral
     instance is used."""
+    import warnings
     from datetime import date, timedelta
 
     import dagster as dg
 
-    from dsa110_assets.definitions import defs
+    with warnings.catch_warnings():  # preview/beta notices of the definitions, not news here
+        warnings.simplefilter("ignore")
+        from dsa110_assets.definitions import defs
 
     first, last = date.fromisoformat(args.start), date.fromisoformat(args.end)
     if last < first:
