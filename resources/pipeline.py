@@ -37,6 +37,20 @@ class PipelineResource(dg.ConfigurableResource):
     calibration_poll_s: float = 60.0
     # Imaging: primary-beam cutoff of the pb-corrected image.
     pb_cutoff: float = 0.2
+    # Variability candidates (Mooley et al. 2016): None takes the population's mean + 3 sigma.
+    eta_threshold: float | None = None
+    v_threshold: float | None = None
+    vs_threshold: float = 4.3
+    m_threshold: float = 0.26
+    min_epochs: int = 3
+
+    def variability_thresholds(self) -> dict[str, float | None]:
+        return {
+            "eta_threshold": self.eta_threshold,
+            "v_threshold": self.v_threshold,
+            "vs_threshold": self.vs_threshold,
+            "m_threshold": self.m_threshold,
+        }
 
     def settings(self) -> Settings:
         overrides = {

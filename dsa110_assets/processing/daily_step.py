@@ -247,7 +247,12 @@ class LightCurveOutcome:
 
 
 def write_variability(
-    settings: Settings, registry: Registry, day: str, *, min_epochs: int = 3
+    settings: Settings,
+    registry: Registry,
+    day: str,
+    *,
+    min_epochs: int = 3,
+    thresholds: dict[str, float | None] | None = None,
 ) -> LightCurveOutcome:
     """Variability metrics (Mooley et al. 2016) of every source's light curve from the
     per-group images up to the end of ``day``, candidates flagged, as ``lightcurves/{day}.csv``.
@@ -259,7 +264,7 @@ def write_variability(
         until_mjd=end.timestamp() / 86400.0 + 40587.0,
         per_group_only=True,
     )
-    selection = flag_candidates(metrics) if metrics else None
+    selection = flag_candidates(metrics, **(thresholds or {})) if metrics else None
     candidates = set(selection.source_ids) if selection else set()
     path = product_path(settings, "lightcurves", day, ".csv")
     path.parent.mkdir(parents=True, exist_ok=True)

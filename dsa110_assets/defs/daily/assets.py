@@ -151,7 +151,13 @@ def mosaic_photometry(context: dg.AssetExecutionContext, pipeline: PipelineResou
 def light_curves(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> Path:
     settings = pipeline.settings()
     with pipeline.registry() as registry:
-        outcome = write_variability(settings, registry, context.partition_key)
+        outcome = write_variability(
+            settings,
+            registry,
+            context.partition_key,
+            min_epochs=pipeline.min_epochs,
+            thresholds=pipeline.variability_thresholds(),
+        )
     context.add_output_metadata(
         {
             "sources": outcome.sources,
