@@ -27,6 +27,7 @@ class WSCleanResource(dg.ConfigurableResource):
     max_size: int = 4096
     save_model_to_ms: bool = False
     timeout_s: float | None = 3600.0
+    extra_args: list[str] = []  # passed to WSClean as they are, before the MS
 
     def params_for(self, ms_path: Path, data_column: str = "CORRECTED_DATA") -> WSCleanParams:
         """The WSClean parameters for ``ms_path``: these defaults, geometry from the data."""
@@ -45,4 +46,5 @@ class WSCleanResource(dg.ConfigurableResource):
             threads=self.threads,
             abs_mem_gb=self.abs_mem_gb,
             save_model_to_ms=self.save_model_to_ms,
+            extra_args=tuple(self.extra_args),
         )

@@ -322,3 +322,26 @@ def test_a_target_without_valid_calibration_waits_then_goes_on_uncalibrated(pipe
         ).fetchone()[0]
     assert status == "uncalibrated" and stage.status.value == "skipped"
     assert "uncalibrated" in stage.detail
+
+
+def test_a_wsclean_failure_fails_the_partition_with_its_output(pipeline_run) -> None:
+    """Runs last: WSClean exiting non-zero fails the image step with the tail of its output,
+    the registry says so, and the earlier products of the group stay as they were."""
+    pipeline, sim, (cal_group, target), _, _, instance = pipeline_run
+    with Registry(pipeline.settings().db_path) as registry:
+        before = {
+            r["path"]: Path(r["path"]).stat().st_mtime_ns
+            for r in registry.query("SELECT path FROM images WHERE group_id = ?", (target,))
+        }
+    broken = WSCleanResource(max_size=2048, threads=2, extra_args=["-no-such-option"])
+    defs = build_definitions(pipeline, broken)
+    run = _run(defs, instance, target, asset_selection=[dg.AssetKey("image")], raise_on_error=False)
+    assert not run.success
+    error = run.get_step_failure_events()[0].step_failure_data.error
+    while error.cause is not None and error.cls_name != "WSCleanError":
+        error = error.cause
+    assert error.cls_name == "WSCleanError" and "no-such-option" in error.message
+    with Registry(pipeline.settings().db_path) as registry:
+        stage = get_stage(registry, target, "image")
+    assert stage.status.value == "failed" and stage.error == "WSCleanError"
+    assert {p: Path(p).stat().st_mtime_ns for p in before} == before
