@@ -14,6 +14,7 @@ import dagster as dg
 from dsa110_assets.defs.imaging.assets import image
 from dsa110_assets.defs.ingest.assets import OWNERS
 from dsa110_assets.defs.partitions import daily_partitions
+from dsa110_assets.imaging.thumbnail import thumbnail_markdown
 from dsa110_assets.processing.daily_step import (
     build_daily_mosaic,
     day_images,
@@ -62,9 +63,7 @@ def daily_mosaic(context: dg.AssetExecutionContext, pipeline: PipelineResource) 
         for o in outcomes
     }
     skipped = {path: reason for o in outcomes for path, reason in o.skipped}
-    previews = "\n".join(
-        f"![{o.result.path.stem}](data:image/png;base64,{_b64(o.thumbnail)})" for o in outcomes[:4]
-    )
+    previews = "\n".join(thumbnail_markdown(o.thumbnail) for o in outcomes[:4])
     context.add_output_metadata(
         {
             "images": sum(o.result.n_images for o in outcomes),
@@ -78,12 +77,6 @@ def daily_mosaic(context: dg.AssetExecutionContext, pipeline: PipelineResource) 
         }
     )
     return [p for o in outcomes for p in (o.result.path, o.result.weights_path)]
-
-
-def _b64(png: Path) -> str:
-    import base64
-
-    return base64.b64encode(png.read_bytes()).decode()
 
 
 @dg.asset(
