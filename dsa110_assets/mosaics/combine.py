@@ -43,7 +43,6 @@ from __future__ import annotations
 import math
 import os
 import resource
-import secrets
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -67,6 +66,7 @@ from dsa110_assets.mosaics.grid import (
     image_outline,
     read_footprint,
 )
+from dsa110_assets.safe_fs import atomic_output
 
 METHODS = ("pbweighted",)
 REPROJECT_FUNCTIONS = ("interp", "adaptive")
@@ -295,12 +295,8 @@ def _sweep_stale_temps(folder: Path, name: str) -> None:
 
 def _write_atomic(path: Path, data: np.ndarray, header: fits.Header) -> None:
     _sweep_stale_temps(path.parent, path.name)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    try:
+    with atomic_output(path) as tmp:
         fits.PrimaryHDU(data=data, header=header).writeto(tmp, output_verify="silentfix")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _header(grid: MosaicGrid, freq_hz: float | None, bunit: str) -> fits.Header:

@@ -16,8 +16,6 @@ The optional ``-pb.fits`` is the same Airy beam on the same grid, NaN below ``pb
 from __future__ import annotations
 
 import math
-import os
-import secrets
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -28,6 +26,7 @@ from astropy.wcs import WCS, FITSFixedWarning
 
 from dsa110_assets.instrument import airy_power_beam
 from dsa110_assets.mosaics.combine import analytic_primary_beam
+from dsa110_assets.safe_fs import atomic_output
 
 FWHM_TO_SIGMA = 1.0 / math.sqrt(8.0 * math.log(2.0))
 _SOURCE_HALF_WIDTH_FWHM = 4.0  # a source is drawn within this many beam FWHM
@@ -111,12 +110,8 @@ def _correlated_noise(
 
 
 def _write_atomic(path: Path, data: np.ndarray, header: fits.Header) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    try:
+    with atomic_output(path) as tmp:
         fits.PrimaryHDU(data=data, header=header).writeto(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def write_simulated_image(

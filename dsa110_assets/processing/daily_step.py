@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -24,6 +23,7 @@ from dsa110_assets.imaging.thumbnail import make_thumbnail
 from dsa110_assets.mosaics.combine import MosaicError, MosaicResult, build_mosaic
 from dsa110_assets.photometry.variability import flag_candidates, metrics_for_all
 from dsa110_assets.registry import Registry
+from dsa110_assets.safe_fs import atomic_output
 from dsa110_assets.settings import Settings
 from dsa110_assets.storage import product_path
 
@@ -59,14 +59,7 @@ def day_bounds(day: str) -> tuple[datetime, datetime]:
 
 def day_images(registry: Registry, day: str) -> list[DayImage]:
     """The 'image' products of the day's groups, oldest first."""
-    rows = registry.query(
-        "SELECT i.path, i.group_id, m.mid_mjd, i.noise_jy, i.center_ra_deg FROM images i"
-        " LEFT JOIN ms_index m ON m.path = i.ms_path"
-        " WHERE i.image_type = 'image' AND i.group_id >= ? AND i.group_id < ?"
-        " ORDER BY i.group_id",
-        (day, _next_day(day)),
-    )
-    return [DayImage(Path(r[0]), r[1], r[2], r[3], r[4]) for r in rows]
+    return images_between(registry, day, _next_day(day))
 
 
 def _next_day(day: str) -> str:
@@ -267,9 +260,7 @@ def write_variability(
     selection = flag_candidates(metrics, **(thresholds or {})) if metrics else None
     candidates = set(selection.source_ids) if selection else set()
     path = product_path(settings, "lightcurves", day, ".csv")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with tmp.open("w", newline="") as fh:
+    with atomic_output(path) as tmp, tmp.open("w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(
             ["source_id", "n_epochs", "mean_flux_jy", "eta", "v", "vs_max", "m", "candidate"]
@@ -288,7 +279,6 @@ def write_variability(
                     int(sm.source_id in candidates),
                 ]
             )
-    os.replace(tmp, path)
     thresholds = {}
     if selection is not None:
         thresholds = {

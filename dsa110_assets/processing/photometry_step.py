@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import math
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +19,7 @@ from dsa110_assets.imaging.image_stats import image_statistics
 from dsa110_assets.photometry.forced import Measurement, SourcePositions, forced_photometry
 from dsa110_assets.photometry.register import record_measurements
 from dsa110_assets.registry import Registry
+from dsa110_assets.safe_fs import atomic_output
 
 CSV_COLUMNS = (
     "source_id",
@@ -69,14 +69,11 @@ def image_radius_deg(image: Path) -> float:
 
 def write_measurements_csv(path: Path, measurements: list[Measurement]) -> Path:
     """The measurements as CSV, written atomically (temporary name, then rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with tmp.open("w", newline="") as fh:
+    with atomic_output(path) as tmp, tmp.open("w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(CSV_COLUMNS)
         for m in measurements:
             writer.writerow([getattr(m, c) for c in CSV_COLUMNS])
-    os.replace(tmp, path)
     return path
 
 
@@ -119,9 +116,7 @@ def measure_and_register(
 
 def concatenate_csv(parts: list[Path], out: Path) -> Path:
     """One CSV from several with the same header (removed afterwards), written atomically."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    with tmp.open("w", newline="") as fh:
+    with atomic_output(out) as tmp, tmp.open("w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(CSV_COLUMNS)
         for part in parts:
@@ -129,7 +124,6 @@ def concatenate_csv(parts: list[Path], out: Path) -> Path:
                 rows = csv.reader(src)
                 next(rows, None)
                 writer.writerows(rows)
-    os.replace(tmp, out)
     for part in parts:
         part.unlink(missing_ok=True)
     return out
