@@ -220,7 +220,8 @@ def test_single_source_matches_analytic_hadec_prediction(clean_runs) -> None:
         flux = cal.flux_1400_jy * (d["freq"] / 1.4e9) ** cal.spectral_index
         uvw = d["uvw"].astype(np.float64)
         geometric = uvw[:, 0] * l_ + uvw[:, 1] * m_ + uvw[:, 2] * (n_ - 1)
-        expected = flux * beam * np.exp(-2j * np.pi * geometric[:, None] / wavelength)
+        # the instrument document's convention: V = S A exp(+2 pi i (ul + vm + w (n - 1)) / lambda)
+        expected = flux * beam * np.exp(2j * np.pi * geometric[:, None] / wavelength)
         cross = d["ant1"] != d["ant2"]
         for pol in range(2):
             got = d["visdata"][:, 0, :, pol]
@@ -253,7 +254,7 @@ def test_group_is_centred_on_the_calibrator_transit(clean_runs) -> None:
 def test_corruptions_are_the_truth_gains_and_bandpass(clean_runs) -> None:
     clean, corrupted = clean_runs
     with h5py.File(corrupted.truth_path, "r") as f:
-        assert "G_ant1 * conj(G_ant2)" in f.attrs["convention"]
+        assert "conj(G_ant1) * G_ant2" in f.attrs["convention"]
         antennas = f["antenna_indices"][()]
         gains, bandpass = f["gains"][()], f["bandpass"][()]
         truth_freqs = f["freqs_hz"][()]
@@ -267,8 +268,9 @@ def test_corruptions_are_the_truth_gains_and_bandpass(clean_runs) -> None:
         i = np.array([position[int(x)] for x in a["ant1"]])
         j = np.array([position[int(x)] for x in a["ant2"]])
         t = np.repeat(np.arange(24), 36)
-        g = gains[t[:, None], i[:, None], [0, 1]] * np.conj(gains[t[:, None], j[:, None], [0, 1]])
-        bp = bandpass[i, fslice] * np.conj(bandpass[j, fslice])  # (Nblts, Nf, 2)
+        # the file holds <E1* E2>: a voltage gain G enters as conj(G_ant1) G_ant2
+        g = np.conj(gains[t[:, None], i[:, None], [0, 1]]) * gains[t[:, None], j[:, None], [0, 1]]
+        bp = np.conj(bandpass[i, fslice]) * bandpass[j, fslice]  # (Nblts, Nf, 2)
         expected = g[:, None, :] * bp
         ratio = b["visdata"][:, 0] / a["visdata"][:, 0]
         np.testing.assert_allclose(ratio, expected, rtol=2e-5, atol=0)

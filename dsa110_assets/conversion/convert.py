@@ -7,23 +7,26 @@ size; stream the subbands, lowest frequency first, into the MS writer (:mod:`.ms
 a reader thread reads and maps the next one (at most two subbands in memory); then publish the
 finished MS at its destination atomically.
 
-Sign convention. The correlator files hold ``V = S A exp(-2 pi i nu/c b.(s - s0))`` with
-``b = x(ant2) - x(ant1)`` (the DSA-110 file format as specified, and what the simulator
-writes). Two facts were established empirically with pyuvdata 3.2.8:
+Sign convention, stated once here for the whole platform. The files are in pyuvdata's
+convention (``dsa110-instrument.md``, "Sign convention of the files"): with
+``b = x(ant2) - x(ant1)`` and ``s0`` the fringe-stop centre,
+``V_file = S A exp(+2 pi i nu/c b.(s - s0))``, i.e. ``exp(+2 pi i (u l + v m + w (n - 1)))`` in
+the file's ``uvw = b`` projected (pyuvdata's ``UVData.phase`` adds and removes exactly that
+phase). The Measurement Set gets what pyuvdata's own ``UVData.write_ms`` writes (its
+``flip_conj`` path, tested against CASA by pyuvdata; read ``pyuvdata/uvdata/ms.py``):
+``ANTENNA1/2 = ant_1/2_array``, ``UVW = -uvw`` and ``DATA = conj(data_array)``. The existing
+DSA-110 pipeline (dsa110-contimg) converts with exactly that call after giving each integration
+its meridian phase centre and recomputing ``uvw`` with ``calc_uvw``, and its images match the
+sky. In MS terms the written rows are therefore
 
-* its MS writer (tested against CASA) writes ``ANTENNA1/2 = ant_1/2_array``,
-  ``UVW = -uvw_array`` and ``DATA = conj(data_array)`` (a UVData written with ``write_ms`` and
-  read back with casacore);
-* its own internal convention is the complex conjugate of the file format's: rephasing a
-  point source with ``UVData.phase`` gives ``arg V = +2 pi (u l + v m + w (n - 1))`` for its
-  ``uvw = x(ant2) - x(ant1)``.
+    UVW = projection of x(ant1) - x(ant2),    DATA = S A exp(+2 pi i (u l + v m + w (n - 1)))
 
-Composing the two, the visibilities are written unchanged (``DATA = visdata``) with
-``UVW = -(u, v, w)``, the projection of ``x(ant1) - x(ant2)``; in MS terms
-``DATA = S exp(+2 pi i (u l + v m + w (n - 1)))`` in the written UVW. The WSClean test images the
-simulated calibrator at its catalog position with this mapping (conjugating DATA, as
-``write_ms`` would for these files, mirrors it through the phase centre). Channels are written in
-ascending frequency, and the windows too (window 0 = sb15).
+in the written UVW, the convention CASA and WSClean image (and that
+:mod:`dsa110_assets.calibration.model`, :mod:`dsa110_assets.imaging.rephase` and
+:mod:`dsa110_assets.verification.fourier` use).
+``tests/test_pyuvdata_oracle.py`` proves it against pyuvdata's path row by row and with WSClean
+images of an off-centre sky in all four quadrants; ``tests/test_casa.py`` against CASA.
+Channels are written in ascending frequency, and the windows too (window 0 = sb15).
 
 Weights follow CASA's Nyquist convention (``initweights(wtmode='nyq')``): per correlation,
 ``WEIGHT = 2 dnu dt <nsamples>`` (mean over the unflagged channels; 0 when all are flagged) and
@@ -403,14 +406,15 @@ class MSBlock:
 def ms_block(vis: SubbandBuffers, weight_unit: np.ndarray) -> MSBlock:
     """Turn one file's arrays (channels ascending, as read) into an MS block, in place.
 
-    DATA is ``visdata`` unchanged (see the module docstring for the sign); samples with
-    ``nsamples <= 0`` (or NaN) and non-finite visibilities are flagged, the latter zeroed;
-    WEIGHT is ``weight_unit`` (``2 dnu dt`` per row) times the mean ``nsamples`` of the
+    DATA is ``conj(visdata)`` (see the module docstring for the sign), conjugated in place;
+    samples with ``nsamples <= 0`` (or NaN) and non-finite visibilities are flagged, the latter
+    zeroed; WEIGHT is ``weight_unit`` (``2 dnu dt`` per row) times the mean ``nsamples`` of the
     unflagged channels, SIGMA its inverse square root (the nominal value when all are
     flagged). Whole-array numpy passes (which release the GIL), with a fast path for the usual
     case of no flags and uniform ``nsamples``.
     """
     data, flags, nsamples = vis.visdata, vis.flags, vis.nsamples
+    np.conjugate(data, out=data)  # the file's convention -> the MS's (module docstring)
     n_chan = data.shape[1]
     unit = weight_unit[:, None].astype(np.float64)
     ns_min, ns_max = float(nsamples.min()), float(nsamples.max())
@@ -604,8 +608,9 @@ def _write_metadata(
             f"{np.degrees(ref.phase_center_dec_rad):.6f} deg of date) at each integration "
             "centre; visibilities are not rotated (already phased there); UVW recomputed "
             "from the antenna positions in each field's ICRS frame.",
-            "Sign convention: UVW is the projection of x(ant1) - x(ant2) and DATA = visdata "
-            "(files: V = exp(-2 pi i nu/c (x2 - x1).(s - s0))); DATA = "
+            "Sign convention (as pyuvdata's write_ms): UVW is the projection of "
+            "x(ant1) - x(ant2) and DATA = conj(visdata) (files, pyuvdata's convention: "
+            "V = exp(+2 pi i nu/c (x2 - x1).(s - s0))); DATA = "
             "exp(+2 pi i (ul + vm + w(n-1))) in the written UVW.",
             f"File uvw_array vs antenna positions: max difference {uvw_check_m:.4f} m.",
             f"Correlator history ({ref.path.name}): {ref.history or '(none)'}",

@@ -3,7 +3,7 @@
 The DSA-110 correlator fringe-stops every integration on the meridian at the pointing
 declination ``dec0``: the direction ``s0 = (cos dec0 cos lon, cos dec0 sin lon, sin dec0)``,
 fixed in the Earth frame (ITRF, ``lon`` the array's east longitude). Its visibilities are
-``V = S A exp(-2 pi i nu/c b.(s - s0))`` with ``b = x(ant2) - x(ant1)`` (the file format; see
+``V = S A exp(+2 pi i nu/c b.(s - s0))`` with ``b = x(ant2) - x(ant1)`` (the file format; see
 :mod:`.convert` for how that maps onto the MS sign convention), so integration ``i`` is already
 phased to the sky direction that ``s0`` points at, at time ``t_i``. Converting therefore
 needs, per integration:

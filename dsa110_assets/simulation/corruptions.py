@@ -1,11 +1,14 @@
 """Instrumental corruptions (complex gains, bandpasses) and thermal noise.
 
 Convention: every antenna ``a`` and polarization ``p`` has a complex voltage gain
-``G_ap(t, nu) = g_ap(t) * B_ap(nu)`` and the correlator output is
+``G_ap(t, nu) = g_ap(t) * B_ap(nu)``. The files hold the voltage correlation
+``<E_ant1^* E_ant2>`` (pyuvdata's convention, see :mod:`.visibilities`), so the correlator output is
 
-    V_obs(ant1, ant2) = G_ant1 * conj(G_ant2) * V_true,
+    V_file(ant1, ant2) = conj(G_ant1) * G_ant2 * V_true,
 
-so calibration solves for ``G`` with CASA's/pyuvdata's ``V_ij = G_i conj(G_j) V_ij^true``. The
+and in the Measurement Set, whose DATA is the conjugate of the file's (the converter, like
+pyuvdata's ``write_ms``), it is CASA's ``V_ij = G_i conj(G_j) V_ij^true``: ``G`` is exactly what
+CASA's ``gaincal``/``bandpass`` and our solver find, with no conjugation. The
 true values are drawn from a seeded generator and saved in the truth file, which is what lets
 tests and pipeline checks compare solved gains with the truth.
 
@@ -23,7 +26,10 @@ import numpy as np
 
 from dsa110_assets.instrument import BAND_BOTTOM_HZ, BAND_TOP_HZ
 
-CONVENTION = "V_obs(ant1, ant2) = G_ant1 * conj(G_ant2) * V_true; G_ap(t, nu) = g_ap(t) * B_ap(nu)"
+CONVENTION = (
+    "V_file(ant1, ant2) = conj(G_ant1) * G_ant2 * V_true (MS: G_i conj(G_j), CASA's); "
+    "G_ap(t, nu) = g_ap(t) * B_ap(nu)"
+)
 
 GAIN_AMPLITUDE_SPREAD = 0.10  # amplitude uniform in 1 +/- 10 %
 GAIN_PHASE_DRIFT_DEG_PER_HOUR = 10.0  # linear phase drift rate uniform in +/- this
@@ -102,24 +108,25 @@ def draw_corruptions(
 
 
 def baseline_gains(gains: np.ndarray, ant1_index: np.ndarray, ant2_index: np.ndarray) -> np.ndarray:
-    """``g_ant1 conj(g_ant2)`` per baseline, (Ntimes, Nbls, 2), from gains (Ntimes, Nants, 2).
+    """``conj(g_ant1) g_ant2`` per baseline, (Ntimes, Nbls, 2), from gains (Ntimes, Nants, 2).
 
-    ``ant*_index`` index the data antennas of each baseline.
+    The file convention's baseline factor (module docstring); ``ant*_index`` index the data
+    antennas of each baseline.
     """
-    return gains[:, ant1_index] * np.conj(gains[:, ant2_index])
+    return np.conj(gains[:, ant1_index]) * gains[:, ant2_index]
 
 
 def baseline_bandpass(
     bandpass: np.ndarray, ant1_index: np.ndarray, ant2_index: np.ndarray
 ) -> np.ndarray:
-    """``B_ant1 conj(B_ant2)`` per baseline, (Nbls, Nfreqs, 2), from (Nants, Nfreqs, 2)."""
-    return bandpass[ant1_index] * np.conj(bandpass[ant2_index])
+    """``conj(B_ant1) B_ant2`` per baseline, (Nbls, Nfreqs, 2), from (Nants, Nfreqs, 2)."""
+    return np.conj(bandpass[ant1_index]) * bandpass[ant2_index]
 
 
 def apply_corruptions(
     vis: np.ndarray, gain_term: np.ndarray, band_term: np.ndarray, is_auto: np.ndarray
 ) -> None:
-    """Multiply ``vis`` (Ntimes, Nbls, Nfreqs, 2) in place by ``G_ant1 conj(G_ant2)``.
+    """Multiply ``vis`` (Ntimes, Nbls, Nfreqs, 2) in place by ``conj(G_ant1) G_ant2``.
 
     Autocorrelations come out real (``|G|^2`` times a real number) and are forced to exactly
     real so float32 rounding cannot leave an imaginary part.

@@ -64,6 +64,7 @@ from dsa110_assets.simulation.sky import (
     BACKGROUND_MARGIN_DEG,
     PointSource,
     get_calibrator,
+    quadrant_sources,
     random_background_sources,
     write_catalog,
     write_nvss_catalog,
@@ -120,6 +121,8 @@ class SimulationConfig:
     calibrator: str | None = "3C286"
     calibrator_groups: tuple[int, ...] = (0,)
     n_background_sources: int = 20
+    field_sources: bool = True  # the quadrant pattern (sky.FIELD_PATTERN) around each pointing
+    extra_sources: tuple[PointSource, ...] = ()  # added to the sky as given
     noise: bool = True
     corruptions: bool = True
     jitter_s: int = 2
@@ -129,6 +132,7 @@ class SimulationConfig:
         object.__setattr__(self, "truth_dir", Path(self.truth_dir))
         object.__setattr__(self, "subbands", tuple(int(sb) for sb in self.subbands))
         object.__setattr__(self, "calibrator_groups", tuple(int(g) for g in self.calibrator_groups))
+        object.__setattr__(self, "extra_sources", tuple(self.extra_sources))
         if self.n_groups < 1:
             raise ValueError(f"n_groups must be at least 1, got {self.n_groups}")
         if self.n_channels < 1:
@@ -163,6 +167,7 @@ class SimulationConfig:
         values["output_dir"] = str(self.output_dir)
         values["truth_dir"] = str(self.truth_dir)
         values["start"] = None if self.start is None else _as_utc(self.start).isoformat()
+        values["extra_sources"] = [asdict(src) for src in self.extra_sources]
         return json.dumps(values, sort_keys=True)
 
 
@@ -457,16 +462,17 @@ def _start_time(cfg: SimulationConfig, calibrator: PointSource | None) -> dateti
 def _sky_model(
     cfg: SimulationConfig, calibrator: PointSource | None, dec_deg: float, start: Time
 ) -> list[PointSource]:
-    """Calibrator (if any) plus background sources over the strip the scan drifts through."""
+    """Calibrator (if any), the field pattern around each group's pointing, the extra sources
+    and background sources over the strip the scan drifts through."""
     sources = [calibrator] if calibrator is not None else []
+    ra_start = _meridian_ra_deg(start, dec_deg)
+    if cfg.field_sources:
+        for g in range(cfg.n_groups):
+            mid = start + TimeDelta((g + 0.5) * FILE_DURATION_S, format="sec")
+            sources += quadrant_sources(_meridian_ra_deg(mid, dec_deg), dec_deg, prefix=f"FLD{g}_")
+    sources += list(cfg.extra_sources)
     if cfg.n_background_sources == 0:
         return sources
-    meridian = SkyCoord(
-        ha=0.0 * u.deg,
-        dec=dec_deg * u.deg,
-        frame=HADec(obstime=start, location=array_location(), pressure=0.0 * u.hPa),
-    )
-    ra_start = float(meridian.transform_to(ICRS()).ra.deg)
     duration_days = cfg.n_groups * FILE_DURATION_S / 86400.0
     span = duration_days * _SIDEREAL_DEG_PER_DAY + 2.0 * BACKGROUND_MARGIN_DEG
     ra_lo = ra_start - BACKGROUND_MARGIN_DEG
@@ -474,6 +480,16 @@ def _sky_model(
     rng = np.random.default_rng([cfg.seed, _STREAM_SKY])
     background = random_background_sources(rng, cfg.n_background_sources, ra_range, dec_deg)
     return sources + background
+
+
+def _meridian_ra_deg(when: Time, dec_deg: float) -> float:
+    """ICRS right ascension of the meridian point (HA 0) at ``dec_deg`` at ``when``."""
+    meridian = SkyCoord(
+        ha=0.0 * u.deg,
+        dec=dec_deg * u.deg,
+        frame=HADec(obstime=when, location=array_location(), pressure=0.0 * u.hPa),
+    )
+    return float(meridian.transform_to(ICRS()).ra.deg)
 
 
 def _calibrator_in_beam(

@@ -1,10 +1,13 @@
 """The simulated sky: point sources with power-law spectra, and the catalog CSV that records it.
 
 The sky is a list of unpolarized point sources ``S(nu) = S_1400 (nu / 1.4 GHz) ** alpha``:
-optionally one real VLA calibrator at its true position, plus random background sources spread
-over the strip of sky the drift scan passes through. The catalog written to the truth folder is
-the exact model the visibilities were computed from (values are rounded to the precision written
-*before* simulating), so it can serve as ground truth for calibration, imaging and photometry.
+optionally one real VLA calibrator at its true position, a fixed pattern of field sources around
+each observation's pointing (:func:`quadrant_sources`: every quadrant, several radii, one bright
+source well off centre, so a mirrored, flipped or offset sky cannot pass a test), plus random
+background sources spread over the strip of sky the drift scan passes through. The catalog
+written to the truth folder is the exact model the visibilities were computed from (values are
+rounded to the precision written *before* simulating), so it can serve as ground truth for
+calibration, imaging and photometry.
 """
 
 from __future__ import annotations
@@ -30,6 +33,23 @@ BACKGROUND_FLUX_RANGE_JY = (0.02, 1.0)
 BACKGROUND_ALPHA_MEAN = -0.7
 BACKGROUND_ALPHA_SIGMA = 0.2
 BACKGROUND_MARGIN_DEG = 3.0
+
+# The field pattern of :func:`quadrant_sources`: (position angle east of north in deg, radius in
+# deg, flux at 1.4 GHz in Jy). Two sources per quadrant, all radii different, so the point
+# reflection (a conjugation error) or an east-west or north-south mirror of any source lands
+# at least 0.1 deg (far more than a synthesized beam) from every other source; the 2.5 Jy one
+# sits 0.95 deg out, near the half-power radius.
+FIELD_PATTERN = (
+    (35.0, 0.30, 0.6),
+    (70.0, 0.85, 0.5),
+    (110.0, 0.55, 0.5),
+    (160.0, 1.10, 0.8),
+    (200.0, 0.40, 0.5),
+    (250.0, 0.95, 2.5),
+    (290.0, 0.70, 0.5),
+    (335.0, 1.25, 0.8),
+)
+FIELD_ALPHA = -0.7
 
 # Decimals kept in the catalog; the model is rounded to them so the CSV is the exact truth.
 _DECIMALS = {"ra_deg": 7, "dec_deg": 7, "flux_1400_jy": 6, "spectral_index": 4}
@@ -115,6 +135,32 @@ def random_background_sources(
             name = f"{base}_{suffix}"
         used.add(name)
         sources.append(_rounded(name, ra[k], dec[k], flux[k], alpha[k]))
+    return sources
+
+
+def quadrant_sources(
+    ra_deg: float,
+    dec_deg: float,
+    pattern: Sequence[tuple[float, float, float]] = FIELD_PATTERN,
+    prefix: str = "FLD_",
+) -> list[PointSource]:
+    """Point sources at ``pattern``'s offsets (position angle, radius, flux) from a centre.
+
+    Offsets are great-circle (astropy's ``directional_offset_by``), position angles east of
+    north, so the pattern has the same shape on the sky at every declination. Used for the
+    default sky around each observation's pointing and for test skies.
+    """
+    from astropy import units as u
+    from astropy.coordinates import SkyCoord
+
+    centre = SkyCoord(ra_deg * u.deg, dec_deg * u.deg, frame="icrs")
+    pa = np.array([p[0] for p in pattern]) * u.deg
+    radius = np.array([p[1] for p in pattern]) * u.deg
+    where = centre.directional_offset_by(pa, radius)
+    sources = []
+    for k, (_, _, flux) in enumerate(pattern):
+        ra, dec = float(where.ra.deg[k]), float(where.dec.deg[k])
+        sources.append(_rounded(source_name(ra, dec, prefix), ra, dec, flux, FIELD_ALPHA))
     return sources
 
 

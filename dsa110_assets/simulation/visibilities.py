@@ -1,18 +1,28 @@
 """Meridian fringe-stop geometry and noiseless point-source visibilities.
 
-Convention (pyuvdata's): the baseline of a pair is ``b = x(ant2) - x(ant1)`` in ITRF metres and
+Convention: the DSA-110 file format's, which is pyuvdata's (``dsa110-instrument.md``, "Sign
+convention of the files"). The baseline of a pair is ``b = x(ant2) - x(ant1)`` in ITRF metres
+and
 
-    V = S(nu) * A(theta, nu) * exp(-2 pi i nu / c * b . (s - s0)),
+    V = S(nu) * A(theta, nu) * exp(+2 pi i nu / c * b . (s - s0)),
 
-where ``s`` is the unit vector toward the source and ``s0`` the fringe-stop centre. The DSA-110
-correlator fringe-stops on the local meridian (hour angle 0) at the pointing declination
-``dec0``: a direction fixed in the Earth frame, ``s0 = (cos dec0 cos lon, cos dec0 sin lon,
-sin dec0)`` in ITRF. The ``uvw`` toward it, ``(b . e_u, b . e_v, b . s0)`` with ``e_u`` east and
-``e_v`` north in the plane of the sky at ``s0``, is therefore the same at every integration.
-The dishes also point at ``s0``, so the primary beam is evaluated at the angle between ``s``
-and ``s0``. Source directions are apparent topocentric directions (astropy's ITRS frame at the
-array centre), i.e. exactly the hour angle and declination of astropy's ``HADec`` frame
-without refraction.
+where ``s`` is the unit vector toward the source and ``s0`` the fringe-stop centre; in the
+file's ``uvw`` (the projection of ``b``) that is ``exp(+2 pi i (u l + v m + w (n - 1)) / lambda)``,
+the phase pyuvdata's own ``UVData.phase`` produces and removes. It is the correlation
+``<E_ant1^* E_ant2>`` of the voltages, so the geometric phase of ant2 leads by ``b . s``.
+Why this and not its conjugate: every DSA-110 pipeline reads these files with pyuvdata
+(dsa110-contimg: ``UVData.read``, meridian phase centres, ``calc_uvw``, data untouched,
+``UVData.write_ms``), and a simulator is right when that path images its files at their
+catalog positions (``tests/test_pyuvdata_oracle.py`` checks exactly that with WSClean).
+
+The DSA-110 correlator fringe-stops on the local meridian (hour angle 0) at the pointing
+declination ``dec0``: a direction fixed in the Earth frame, ``s0 = (cos dec0 cos lon, cos dec0
+sin lon, sin dec0)`` in ITRF. The ``uvw`` toward it, ``(b . e_u, b . e_v, b . s0)`` with ``e_u``
+east and ``e_v`` north in the plane of the sky at ``s0``, is therefore the same at every
+integration. The dishes also point at ``s0``, so the primary beam is evaluated at the angle
+between ``s`` and ``s0``. Source directions are apparent topocentric directions (astropy's ITRS
+frame at the array centre), i.e. exactly the hour angle and declination of astropy's ``HADec``
+frame without refraction.
 
 Sources are evaluated at integration centres: smearing within an integration (time) and within
 a channel (bandwidth) is not modelled, which is negligible for the sources near the beam centre
@@ -127,7 +137,7 @@ def predict_visibilities(
     source given is computed (select with :func:`visible_sources` first).
 
     Speed: the delay ``tau = b . (s - s0) / c`` is computed once per source, time and baseline;
-    the channel phasors ``exp(-2 pi i nu_k tau)`` are built by complex multiplication from two
+    the channel phasors ``exp(+2 pi i nu_k tau)`` are built by complex multiplication from two
     exponentials (``nu_0`` and the channel step) in float64 and factored as
     ``coarse(a) x fine(b)`` (``k = a * n_fine + b``), so the per-source inner work is one
     outer product, one scaling and one accumulation over contiguous baseline rows, one
@@ -173,14 +183,14 @@ def _channel_factors(n_f: int) -> tuple[int, int]:
 def _channel_phasors(
     tau: np.ndarray, nu0: float, dnu: float, n_coarse: int, n_fine: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """``exp(-2 pi i (nu0 + a n_fine dnu) tau)`` and ``exp(-2 pi i b dnu tau)``, complex64.
+    """``exp(+2 pi i (nu0 + a n_fine dnu) tau)`` and ``exp(+2 pi i b dnu tau)``, complex64.
 
     Shapes (Ns, n_coarse, Nbl) and (Ns, n_fine, Nbl). Phases are reduced modulo 2 pi in
     float64 before the trigonometry and the powers are taken in complex128, so the float32
     result is accurate to about 1e-7 whatever the delay.
     """
-    base = _unit_phasor(-2.0 * np.pi * nu0 * tau)
-    step = _unit_phasor(-2.0 * np.pi * dnu * tau)
+    base = _unit_phasor(2.0 * np.pi * nu0 * tau)
+    step = _unit_phasor(2.0 * np.pi * dnu * tau)
     fine = np.empty((tau.shape[0], n_fine, tau.shape[1]), dtype=np.complex128)
     fine[:, 0] = 1.0
     for b in range(1, n_fine):
