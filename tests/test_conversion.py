@@ -331,7 +331,7 @@ def test_data_equal_the_input_visibilities(
                 integration = f["Header/integration_time"][()]
             with t.query(f"DATA_DESC_ID == {spw}") as sel:
                 data = sel.getcol("DATA")
-                np.testing.assert_array_equal(data, vis[:, ::-1, :])  # bit for bit
+                np.testing.assert_array_equal(data, np.conj(vis[:, ::-1, :]))  # bit for bit
                 np.testing.assert_array_equal(sel.getcol("CORRECTED_DATA"), data)
                 assert not np.any(sel.getcol("MODEL_DATA"))
                 assert not np.any(sel.getcol("FLAG")) and not np.any(sel.getcol("FLAG_ROW"))
