@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import warnings
 from pathlib import Path
 
 import astropy.units as u
@@ -31,7 +30,6 @@ import numpy as np
 import pytest
 from astropy.coordinates import SkyCoord
 from astropy.io import fits
-from astropy.time import Time
 from astropy.wcs import WCS
 from casacore import tables as pt
 
@@ -40,6 +38,7 @@ from dsa110_assets.imaging.rephase import phase_to_common_centre
 from dsa110_assets.naming import parse_subband_filename
 from dsa110_assets.simulation import SimulationConfig, simulate_observations
 from dsa110_assets.verification import direct_fourier_fluxes
+from dsa110_assets.verification.pyuvdata_reference import meridian_uvdata, write_ms
 
 N_ANTENNAS = 48
 N_CHANNELS = 4
@@ -59,63 +58,6 @@ SIM = dict(
 MAX_UV_LAMBDA = 2000.0
 PIXEL_ARCSEC = 25.0
 IMAGE_PIXELS = 400
-
-
-# -- the existing pipeline's path (pyuvdata only) ------------------------------------------
-
-
-def _pyuvdata_meridian(path: Path):
-    """One subband as dsa110-contimg converts it: per-integration ICRS meridian phase centres
-    (``meridian_icrs_t{i}``), UVW from ``calc_uvw``, data untouched, channels ascending."""
-    from pyuvdata import UVData
-    from pyuvdata.utils.phasing import calc_uvw
-
-    uv = UVData.from_file(str(path), file_type="uvh5", run_check=False)  # float32 uvw
-    uv.uvw_array = uv.uvw_array.astype(np.float64)
-    dec0 = float(uv.extra_keywords["phase_center_dec"])
-    location = uv.telescope.location
-    uv.phase_center_catalog = {}
-    for i, when in enumerate(np.unique(uv.time_array)):
-        meridian = SkyCoord(
-            ha=0 * u.hourangle,
-            dec=dec0 * u.rad,
-            frame="hadec",
-            obstime=Time(when, format="jd"),
-            location=location,
-        ).transform_to("icrs")
-        cat_id = uv._add_phase_center(
-            cat_name=f"meridian_icrs_t{i}",
-            cat_type="sidereal",
-            cat_lon=meridian.ra.rad,
-            cat_lat=meridian.dec.rad,
-            cat_frame="icrs",
-            cat_epoch=2000.0,
-        )
-        uv.phase_center_id_array[uv.time_array == when] = cat_id
-    uv._set_app_coords_helper()
-    lat, lon, _ = uv.telescope.location_lat_lon_alt
-    uv.uvw_array = calc_uvw(
-        app_ra=uv.phase_center_app_ra,
-        app_dec=uv.phase_center_app_dec,
-        frame_pa=uv.phase_center_frame_pa,
-        lst_array=uv.lst_array,
-        use_ant_pos=True,
-        antenna_positions=uv.telescope.antenna_positions,
-        antenna_numbers=uv.telescope.antenna_numbers,
-        ant_1_array=uv.ant_1_array,
-        ant_2_array=uv.ant_2_array,
-        telescope_lat=lat,
-        telescope_lon=lon,
-    )
-    uv.reorder_freqs(channel_order="freq", run_check=False)
-    return uv
-
-
-def _write_ms(uv, path: Path) -> Path:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # "units of the data are uncalib"
-        uv.write_ms(str(path), clobber=True)
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -151,8 +93,8 @@ def oracle(files: dict[int, Path], root: Path) -> dict[str, dict[int, Path]]:
     folder = root / "pyuvdata"
     folder.mkdir()
     for sb, path in sorted(files.items()):
-        uv = _pyuvdata_meridian(path)
-        out["meridian"][sb] = _write_ms(uv, folder / f"sb{sb:02d}_meridian.ms")
+        uv = meridian_uvdata(path)
+        out["meridian"][sb] = write_ms(uv, folder / f"sb{sb:02d}_meridian.ms")
         centre = uv.phase_center_catalog[_catalog_id(uv, f"meridian_icrs_t{CENTRAL_FIELD}")]
         uv.phase(
             lon=centre["cat_lon"],
@@ -161,7 +103,7 @@ def oracle(files: dict[int, Path], root: Path) -> dict[str, dict[int, Path]]:
             phase_frame="icrs",
             cat_name=f"meridian_icrs_t{CENTRAL_FIELD}",
         )
-        out["central"][sb] = _write_ms(uv, folder / f"sb{sb:02d}_central.ms")
+        out["central"][sb] = write_ms(uv, folder / f"sb{sb:02d}_central.ms")
     return out
 
 
