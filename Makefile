@@ -8,6 +8,9 @@ export UV_PYTHON_DOWNLOADS := never
 export UV_LINK_MODE := copy
 VENV := .venv
 BIN := $(VENV)/bin
+# CASA (the second oracle of tests/test_casa.py) in its own environment, never in .venv.
+CASA_VENV := .venv-casa
+CASA_REQUIREMENTS := tests/casa/requirements.txt
 UV = $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
 SUDO = $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
@@ -16,7 +19,8 @@ SUDO = $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 help:
 	@echo "make demo   simulate observations and run the pipeline in dagster dev (runs setup first)"
 	@echo "make test   run the test suite and lint (runs setup first)"
-	@echo "make setup  install uv, Debian packages ($(DEBIAN_PACKAGES)) and the locked venv"
+	@echo "make setup  install uv, Debian packages ($(DEBIAN_PACKAGES)), the locked venv and"
+	@echo "            the CASA test environment $(CASA_VENV) ($(CASA_REQUIREMENTS))"
 	@echo "make bench  run the benchmarks in bench/"
 
 setup:
@@ -34,6 +38,8 @@ setup:
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
 	@$(UV) sync --frozen --python 3.11 --quiet
+	@[ -x $(CASA_VENV)/bin/python ] || $(UV) venv --python 3.11 --quiet $(CASA_VENV)
+	@$(UV) pip sync --python $(CASA_VENV)/bin/python --quiet $(CASA_REQUIREMENTS)
 	@mkdir -p state/db state/catalogs state/logs state/run
 
 demo: setup

@@ -6,6 +6,10 @@ between the antenna's unflagged solutions, and the nearest solution outside thei
 (CASA's ``interp='linear'`` with flagged solutions skipped). Tables are matched to the MS by
 antenna NAME and by channel frequency, so tables solved on another MS of the same day with the
 same spectral setup apply; a window without a table window at the same frequencies is refused.
+A gain table with solutions for a single window only, the table CASA's ``gaincal(...,
+combine='spw')`` writes (solutions labelled with the first window, at the band's centre
+frequency), applies to every window, as CASA's ``applycal(spwmap=[0] * n_spw)`` does, provided
+its frequency lies in the MS's band.
 
 Flags: ``FLAG |= (no unflagged solution for either antenna)``, and the corrected value there is
 0. Weights follow CASA >= 4.2 (SIGMA belongs to DATA, WEIGHT to CORRECTED_DATA):
@@ -108,6 +112,26 @@ def _match_gain_spw(table: CalTable, freqs: np.ndarray, width: float) -> int | N
     return None
 
 
+def _combined_gain_spw(table: CalTable, meta: dict) -> int | None:
+    """The single solution window of a combined-window gain table, if it fits the MS band.
+
+    CASA's ``gaincal(combine='spw')`` solves once over all windows and writes the solutions
+    only for the first selected window, whose SPECTRAL_WINDOW row then holds the centroid of
+    the whole band; applying it needs ``spwmap``. Why the band check: a single-window table
+    from another spectral setup must still be refused.
+    """
+    windows = np.unique(table.spw_id)
+    if windows.size != 1:
+        return None
+    freq = table.spw_chan_freq[int(windows[0])]
+    if freq.size != 1:
+        return None
+    half = 0.5 * max(float(np.max(np.abs(w))) for w in meta["widths"])
+    lo = min(float(f.min()) for f in meta["freqs"]) - half
+    hi = max(float(f.max()) for f in meta["freqs"]) + half
+    return int(windows[0]) if lo <= float(freq[0]) <= hi else None
+
+
 def _antenna_map(table: CalTable, ms_names: list[str]) -> np.ndarray:
     """Table antenna index of each MS antenna (-1 where the table has none of that name)."""
     index = {name: k for k, name in enumerate(table.antenna_names)}
@@ -175,11 +199,14 @@ def _plans(meta: dict, bp: CalTable, gt: CalTable, utimes: np.ndarray, ms_path: 
     if not ((bmap[used] >= 0).any() and (gmap[used] >= 0).any()):
         raise CalTableMismatchError(f"no antenna of {ms_path.name} is named in the tables")
     mid = 0.5 * (utimes[0] + utimes[-1])
+    combined = _combined_gain_spw(gt, meta)  # CASA combine='spw': spwmap to its one window
     plans = {}
     for spw in np.unique(meta["ddid_spw"][np.unique(meta["DATA_DESC_ID"])]):
         freqs, width = meta["freqs"][spw], float(np.median(meta["widths"][spw]))
         bspw = _match_bandpass_spw(bp, freqs, width)
         gspw = _match_gain_spw(gt, freqs, width)
+        if gspw is None:
+            gspw = combined
         span = f"{freqs.min() / 1e6:.4f}-{freqs.max() / 1e6:.4f} MHz"
         if bspw is None:
             raise CalTableMismatchError(

@@ -11,10 +11,13 @@ sign (see :mod:`.convert`). Layout choices, and why:
 * Every window has the same channel count, so the visibility columns have a fixed cell shape
   and use ``TiledColumnStMan`` (one hypercube per column, tiles of about 1 MiB, one file per
   column): writing DATA and CORRECTED_DATA is a near-memcpy, readers (CASA, WSClean) iterate
-  rows efficiently, and FLAG is stored as bits. MODEL_DATA is never written: casacore fills
-  tiles nobody put with zeros, and those zeros are then turned into holes
-  (:func:`punch_zero_blocks`), so the fresh model costs neither RAM in tmpfs nor disk
-  bandwidth; CASA or WSClean writing a model later simply allocates the blocks.
+  rows efficiently, and FLAG is stored as bits.
+* There is no MODEL_DATA column. CASA reads a missing MODEL_DATA as a 1 Jy point source at the
+  phase centre (its solvers then work as on any fresh MS), whereas a column of zeros makes
+  ``gaincal``/``bandpass`` silently write no solutions. Leaving it out also saves a column of
+  the MS's size. The calibration step writes the model it solved against into MODEL_DATA on
+  calibrator groups (:func:`dsa110_assets.calibration.model.write_model_column`); WSClean adds
+  the column itself when asked to write a model.
 * Columns that change slowly with row number (TIME, FIELD_ID, DATA_DESC_ID, ...) use the
   ``IncrementalStMan`` so they cost almost nothing on disk.
 """
@@ -67,7 +70,7 @@ _INCREMENTAL_COLUMNS = (
     "TIME",
     "TIME_CENTROID",
 )
-VISIBILITY_COLUMNS = ("DATA", "MODEL_DATA", "CORRECTED_DATA")
+VISIBILITY_COLUMNS = ("DATA", "CORRECTED_DATA")
 # Bytes per row beyond the visibility, flag and weight columns: UVW (24), the StandardStMan
 # integers and FLAG_ROW (~10), incremental columns (amortised ~0).
 _OTHER_BYTES_PER_ROW = 40
@@ -127,10 +130,9 @@ _fallocate = _load_fallocate()
 def punch_zero_blocks(path: Path, block: int = _PUNCH_BLOCK) -> int:
     """Deallocate the all-zero aligned blocks of ``path`` (its content is unchanged).
 
-    A fresh MODEL_DATA is 1.4 GB of zeros at full size: as holes it costs no RAM in tmpfs, no
-    disk bandwidth when copied (:mod:`.convert` copies holes as holes) and, on a disk, its dirty
-    pages are dropped before they are written back. Returns the bytes deallocated; 0 where the
-    filesystem cannot punch holes.
+    Zero blocks as holes cost no RAM in tmpfs, no disk bandwidth when copied (:mod:`.convert`
+    copies holes as holes) and, on a disk, their dirty pages are dropped before they are
+    written back. Returns the bytes deallocated; 0 where the filesystem cannot punch holes.
     """
     if _fallocate is None:
         return 0
@@ -156,7 +158,7 @@ def _tile_rows(bytes_per_row: int) -> int:
 
 
 def estimate_ms_bytes(layout: MainLayout, n_antennas: int, n_fields: int) -> int:
-    """Upper estimate of the MS size on disk, including MODEL_DATA and CORRECTED_DATA.
+    """Upper estimate of the MS size on disk (DATA, CORRECTED_DATA, FLAG, WEIGHT, SIGMA, ...).
 
     Each tiled hypercube is rounded up to whole tiles; the estimate is a few percent above
     what the writer produces, which is what a staging decision needs.
@@ -165,7 +167,6 @@ def estimate_ms_bytes(layout: MainLayout, n_antennas: int, n_fields: int) -> int
     total = 0
     for bytes_per_row in (
         cell * 8,  # DATA
-        cell * 8,  # MODEL_DATA
         cell * 8,  # CORRECTED_DATA
         -(-cell // 8),  # FLAG, stored as bits
         layout.n_corr * 4,  # WEIGHT
@@ -273,15 +274,12 @@ class MeasurementSetWriter:
         self.close()
 
     def close(self) -> None:
-        """Flush and close the main table, then make MODEL_DATA's zeros sparse (idempotent)."""
+        """Flush and close the main table (idempotent)."""
         if self._main is None:
             return
-        model_file = self.path / f"table.f{self._main.getdminfo('MODEL_DATA')['SEQNR']}_TSM0"
         self._main.flush()
         self._main.close()
         self._main = None
-        if model_file.exists():
-            punch_zero_blocks(model_file)
 
     # -- main table -------------------------------------------------------------------------
 
@@ -294,9 +292,6 @@ class MeasurementSetWriter:
         sigma: np.ndarray,
     ) -> None:
         """Write the rows of window ``spw``: DATA = CORRECTED_DATA = ``data``.
-
-        MODEL_DATA is never written: casacore fills tiles that were never put with zeros
-        (``TSMCube::initCallBack``), and :meth:`close` turns those zero tiles into holes.
 
         ``data`` and ``flags`` are (rows_per_spw, n_chan, n_corr) in MS order and sign;
         ``weight`` and ``sigma`` are (rows_per_spw, n_corr).
