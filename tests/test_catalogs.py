@@ -33,7 +33,7 @@ from dsa110_assets.catalogs import (
 from dsa110_assets.catalogs import survey as survey_mod
 from dsa110_assets.simulation import SimulationConfig, simulate_observations
 from dsa110_assets.simulation.simulate import DEFAULT_DATE, FILE_DURATION_S, calibrator_transit
-from dsa110_assets.simulation.sky import get_calibrator, read_catalog
+from dsa110_assets.simulation.sky import FIELD_PATTERN, get_calibrator, read_catalog
 
 SIMULATOR_ROWS = """\
 name,ra_deg,dec_deg,flux_1400_jy,spectral_index
@@ -443,7 +443,7 @@ def test_simulated_sky_loads_as_nvss(sim, tmp_path: Path) -> None:
     assert on.nvss_catalog_path == on.catalog_path.with_name("sky_catalog_nvss.csv")
     truth = {s.name: s for s in read_catalog(on.catalog_path)}
     report = ingest_survey("nvss", on.nvss_catalog_path, tmp_path)
-    assert report.n_sources == len(truth) == 26
+    assert report.n_sources == len(truth) == 1 + len(FIELD_PATTERN) + 25  # 3C286, field, background
     cal = get_calibrator("3C286")
     found = cone_search(tmp_path, "nvss", cal.ra_deg, on.dec_deg, 6.0)
     assert {s.source_id for s in found} == set(truth)
@@ -529,3 +529,16 @@ def test_two_calibrators_in_one_window_sorted_by_apparent_flux() -> None:
 def test_cli_keeps_the_survey_names_of_the_library() -> None:
     assert cli.SURVEYS == SURVEYS
     assert cli.DEFAULT_STRIP_WIDTH_DEG == survey_mod.DEFAULT_STRIP_WIDTH_DEG
+
+
+def test_a_window_ending_before_the_crossing_still_sees_the_calibrator() -> None:
+    """Issue 9: 3C286 1.3 minutes before its crossing is at ~0.95 response and counts."""
+    cal = get_calibrator("3C286")
+    transit = nearest_transit_mjd(cal.ra_deg, cal.dec_deg, 61055.5)[0]
+    end = transit - 1.3 / 1440
+    start = end - FILE_DURATION_S / 86400.0
+    (hit,) = calibrators_in_beam(start, end, cal.dec_deg, packaged_calibrators())
+    assert hit.name == "3C286" and not hit.in_window
+    assert hit.closest_mjd == end and 0.9 < hit.beam_response < 0.99
+    far = calibrators_in_beam(start + 0.05, end + 0.05, cal.dec_deg, packaged_calibrators())
+    assert far == []  # 72 minutes later nothing is near the beam

@@ -14,6 +14,10 @@ nearer window edge: the hour angle changes monotonically), and the Airy beam of 
 (:func:`dsa110_assets.instrument.airy_power_beam`) at the exact separation then, from the
 topocentric apparent hour angle and declination (astropy ``HADec``, no refraction).
 
+A calibrator is in the beam for a window when that closest-approach response reaches the
+threshold, wherever its transit falls: ``in_window`` only says whether the crossing itself is
+inside (a group ending 1.3 minutes before 3C286 crosses still sees it at ~0.95).
+
 Times are MJD in UTC.
 """
 
@@ -46,7 +50,7 @@ class CalibratorTransit:
     dec_deg: float
     flux_jy: float  # at the frequency asked for
     transit_mjd: float  # meridian transit at the array closest to the window
-    in_window: bool  # transit inside [start, end]
+    in_window: bool  # transit inside [start, end] (informational: detection uses the response)
     closest_mjd: float  # moment of closest approach to the pointing within the window
     separation_deg: float  # from the pointing at that moment
     beam_response: float  # Airy power beam at that separation, 1 on axis

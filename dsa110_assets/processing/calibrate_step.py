@@ -1,16 +1,25 @@
 """Find the calibrators a group saw, solve on the brightest, and register the tables.
 
 Detection runs on every group and fills ``processing_queue.has_calibrator`` and
-``calibrators`` (JSON: name, transit MJD, beam response, apparent flux). On a calibrator group
-the bandpass and gains are solved against that calibrator and written as CASA B and G Jones
-tables, ``{products}/caltables/{group_id}_{calibrator}.bcal`` / ``.gcal``, registered in
-``calibration_tables`` with validity windows centred on the observation (bandpass 24 h, gains
-1 h by default). A failed solve writes no table and fails the stage with the reason.
+``calibrators`` (JSON: name, transit MJD, whether the transit is inside the group, moment of
+closest approach, separation, beam response, apparent flux). A calibrator counts when its
+primary-beam response at its closest approach to the pointing during the group is at least
+``min_beam_response``, whether or not its meridian crossing falls inside the group: 3C286 at
+0.95 response a minute before its crossing is as good a calibrator as at its crossing. On a
+calibrator group the FIELD of the closest integration is renamed to the calibrator's name (see
+:mod:`dsa110_assets.calibration.fields`; recorded in ``ms_index.calibrator_field`` and
+``calibrator_field_id``), and the bandpass and gains are solved against that calibrator and
+written as CASA B and G Jones tables, ``{products}/caltables/{group_id}_{calibrator}.bcal`` /
+``.gcal``, registered in ``calibration_tables`` with validity windows centred on the
+observation (bandpass 24 h, gains 1 h by default) and the beam response they were solved at,
+from which the apply step picks the best-placed bandpass. A failed solve writes no table and
+fails the stage with the reason.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +31,12 @@ from dsa110_assets.calibration import (
     solve_calibrator,
     write_bandpass_table,
     write_gain_table,
+)
+from dsa110_assets.calibration.fields import CalibratorField, name_calibrator_field
+from dsa110_assets.calibration.model import (
+    ModelGeometryError,
+    read_ms_geometry,
+    write_model_column,
 )
 from dsa110_assets.catalogs.survey import (
     SURVEYS,
@@ -89,6 +104,7 @@ class CalibrationOutcome:
     write_s: float = 0.0
     details: dict[str, object] = field(default_factory=dict)
     field_sources: list[FieldSource] = field(default_factory=list)
+    calibrator_field: CalibratorField | None = None
 
 
 def ms_record(registry: Registry, group_id: str) -> MSRecord:
@@ -113,26 +129,46 @@ def caltable_paths(settings: Settings, group_id: str, calibrator: str) -> tuple[
     )
 
 
+def pointing_dec_of_date(record: MSRecord) -> float:
+    """The declination the dishes point at (of date, degrees): the MS's fringe-stop keyword.
+
+    Why not ``record.pointing_dec_deg``: that is the ICRS declination of the central field,
+    which precession since J2000 moves from the Earth-fixed pointing by ~0.1 deg (2026), and
+    the beam response is computed in the apparent frame (:mod:`dsa110_assets.catalogs.transits`);
+    the ICRS value would bias every response (0.40 instead of 0.34 deg from 3C286's field 80 s
+    before its crossing). Falls back to the ICRS value for an MS without the keyword.
+    """
+    try:
+        return math.degrees(read_ms_geometry(record.path).dec0_rad)
+    except ModelGeometryError:
+        return float(record.pointing_dec_deg)
+
+
 def detect_calibrators(
     settings: Settings, registry: Registry, record: MSRecord, policy: CalibrationPolicy
 ) -> list[CalibratorTransit]:
-    """Calibrators transiting in the primary beam during the group, recorded in the queue."""
+    """Calibrators the primary beam sees during the group, brightest first, recorded in the queue.
+
+    A calibrator counts when the Airy power beam at its closest approach to the pointing within
+    ``[start, end]`` of the group reaches ``policy.min_beam_response``: the sky drifts through a
+    fixed beam, so what matters is how much of the calibrator the group saw, not whether its
+    meridian crossing fell inside the group's five minutes.
+    """
     calibrators = load_calibrators(ensure_calibrator_db(settings.state_dir / "catalogs"))
-    transits = [
-        t
-        for t in calibrators_in_beam(
-            record.start_mjd,
-            record.end_mjd,
-            record.pointing_dec_deg,
-            calibrators,
-            min_response=policy.min_beam_response,
-        )
-        if t.in_window
-    ]
+    transits = calibrators_in_beam(
+        record.start_mjd,
+        record.end_mjd,
+        pointing_dec_of_date(record),
+        calibrators,
+        min_response=policy.min_beam_response,
+    )
     listed = [
         {
             "name": t.name,
             "transit_mjd": round(t.transit_mjd, 7),
+            "in_window": t.in_window,
+            "closest_mjd": round(t.closest_mjd, 7),
+            "separation_deg": round(t.separation_deg, 4),
             "beam_response": round(t.beam_response, 4),
             "apparent_flux_jy": round(t.apparent_flux_jy, 3),
         }
@@ -202,6 +238,7 @@ def solve_and_register(
         c.name: c for c in load_calibrators(ensure_calibrator_db(settings.state_dir / "catalogs"))
     }
     source = calibrators[best.name]
+    outcome.calibrator_field = name_field(registry, record, best)
     record_stage(registry, record.group_id, STAGE, StageOutcome.RUNNING, f"solving on {best.name}")
     bandpass_path, gain_path = caltable_paths(settings, record.group_id, best.name)
     try:
@@ -218,6 +255,8 @@ def solve_and_register(
         bandpass_path.parent.mkdir(parents=True, exist_ok=True)
         write_bandpass_table(bandpass_path, solution, record.path, overwrite=True)
         write_gain_table(gain_path, solution, record.path, overwrite=True)
+        # MODEL_DATA = the sky solved against, so CASA's gaincal/bandpass on this MS agree.
+        write_model_column(record.path, [source, *outcome.field_sources])
         outcome.write_s = time.perf_counter() - started
     except BaseException as exc:
         record_stage(
@@ -233,6 +272,9 @@ def solve_and_register(
     outcome.tables = [bandpass_path, gain_path]
     outcome.refant = solution.antenna_names[solution.refant]
     outcome.details = solution_summary(solution)
+    outcome.details["beam_response"] = round(best.beam_response, 4)
+    outcome.details["calibrator_field"] = outcome.calibrator_field.name
+    outcome.details["calibrator_field_id"] = outcome.calibrator_field.field_id
     now = time.time()
     rows = [
         (bandpass_path, "bandpass", policy.bandpass_validity_h, None),
@@ -244,9 +286,10 @@ def solve_and_register(
             registry.execute(
                 "INSERT INTO calibration_tables(path, group_id, table_type, calibrator, refant,"
                 " valid_start_mjd, valid_end_mjd, solution_interval_s, n_antennas,"
-                " flagged_fraction, status, created_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'valid', ?)"
+                " flagged_fraction, beam_response, status, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'valid', ?)"
                 " ON CONFLICT(path) DO UPDATE SET refant = excluded.refant,"
+                " beam_response = excluded.beam_response,"
                 " valid_start_mjd = excluded.valid_start_mjd,"
                 " valid_end_mjd = excluded.valid_end_mjd,"
                 " solution_interval_s = excluded.solution_interval_s,"
@@ -264,17 +307,36 @@ def solve_and_register(
                     solint if solint is not None else outcome.details.get("gain_solint_s"),
                     outcome.details.get("n_antennas"),
                     outcome.details.get(f"{table_type}_flagged_fraction"),
+                    best.beam_response,
                     now,
                 ),
             )
+    minutes = abs(best.transit_mjd - best.closest_mjd) * 1440
+    where = "at its transit" if best.in_window else f"{minutes:.1f} min from its transit"
     record_stage(
         registry,
         record.group_id,
         STAGE,
         StageOutcome.DONE,
-        f"solved on {best.name} (refant {outcome.refant}) in {outcome.solve_s:.1f} s",
+        f"solved on {best.name} (beam response {best.beam_response:.3f} {where}; refant "
+        f"{outcome.refant}) in {outcome.solve_s:.1f} s",
     )
     return outcome
+
+
+def name_field(registry: Registry, record: MSRecord, best: CalibratorTransit) -> CalibratorField:
+    """Name the FIELD of ``best``'s closest approach after it, in the MS and in ``ms_index``.
+
+    So CASA tasks that select the calibrator by name (``setjy(field='3C286')``) find it; see
+    :func:`dsa110_assets.calibration.fields.name_calibrator_field`. Idempotent.
+    """
+    named = name_calibrator_field(record.path, best.name, best.ra_deg, best.dec_deg)
+    with registry.transaction():
+        registry.execute(
+            "UPDATE ms_index SET calibrator_field = ?, calibrator_field_id = ? WHERE path = ?",
+            (named.name, named.field_id, str(record.path)),
+        )
+    return named
 
 
 def solution_summary(solution: CalibrationSolution) -> dict[str, object]:

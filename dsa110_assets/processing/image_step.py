@@ -94,8 +94,9 @@ def image_and_register(
         phased = phase_to_common_centre(record.path)
         timings["rephase_s"] = time.perf_counter() - started
         calibrator = group_calibrator(registry, record.group_id)
-        index = phased.field_name.rsplit("_t", 1)[-1]
-        field_label = f"{calibrator}_t{index}" if calibrator else phased.field_name
+        # By index, not by name: on a calibrator group the field of the calibrator's closest
+        # approach is named after it (``3C286``, for CASA), and it may be the central one.
+        field_label = f"{calibrator}_t{phased.field_id}" if calibrator else phased.field_name
         name = f"{record.group_id}-{field_label}"
         folder = images_folder(settings)
         folder.mkdir(parents=True, exist_ok=True)

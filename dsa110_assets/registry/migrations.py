@@ -8,7 +8,10 @@ Migration 1 is the storage architecture's schema (``processing_queue``, ``subban
 ``ms_index`` exactly as documented, plus ``images``, ``calibration_tables``, ``photometry`` and
 ``mosaics`` designed from it and the instrument facts). Migration 2 adds ingest bookkeeping,
 3 the missing subbands of partial groups, 4 calibration/imaging bookkeeping and the outcome of
-every stage after conversion (``stage_status``).
+every stage after conversion (``stage_status``), 5 the beam response each calibration table was
+solved at (so the apply step can take the bandpass from the best-placed calibrator group; rows
+of older databases are filled from ``processing_queue.calibrators``) and the FIELD named after
+the calibrator in a calibrator group's MS.
 """
 
 from __future__ import annotations
@@ -212,6 +215,28 @@ MIGRATIONS: tuple[Migration, ...] = (
                 PRIMARY KEY (group_id, stage)
             )
             """,
+        ),
+    ),
+    Migration(
+        5,
+        "calibrator beam response of each calibration table; the MS field named after it",
+        (
+            # Airy power beam at the calibrator's closest approach to the pointing in the group
+            "ALTER TABLE calibration_tables ADD COLUMN beam_response REAL",
+            # Tables registered before: the response detection recorded for that calibrator.
+            """
+            UPDATE calibration_tables SET beam_response = (
+                SELECT json_extract(c.value, '$.beam_response')
+                FROM processing_queue q, json_each(
+                    CASE WHEN json_valid(q.calibrators) THEN q.calibrators ELSE '[]' END
+                ) c
+                WHERE q.group_id = calibration_tables.group_id
+                  AND json_extract(c.value, '$.name') = calibration_tables.calibrator
+            )
+            WHERE beam_response IS NULL
+            """,
+            "ALTER TABLE ms_index ADD COLUMN calibrator_field TEXT",  # FIELD NAME, e.g. 3C286
+            "ALTER TABLE ms_index ADD COLUMN calibrator_field_id INTEGER",  # its FIELD row
         ),
     ),
 )
