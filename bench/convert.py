@@ -16,7 +16,7 @@ its own subprocess so peak memory (``ru_maxrss``) is separate:
   writes no MODEL_DATA/CORRECTED_DATA and does not fsync. If it fails or times out on 16
   subbands it is measured on 4 and scaled by 4 (and says so).
 
-Ours writes 16 windows, MODEL_DATA (sparse zeros) and CORRECTED_DATA, and fsyncs the MS before
+Ours writes 16 windows, DATA and CORRECTED_DATA (no MODEL_DATA), and fsyncs the MS before
 renaming it into place. Input files are read warm from the page cache (as just simulated)
 unless ``--cold`` drops them first (``posix_fadvise``). Each of our configurations runs
 ``--repeats`` times (default 2): on a virtual machine the first touch of memory the host has

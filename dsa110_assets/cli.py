@@ -77,6 +77,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         calibrator=None if args.calibrator.lower() == "none" else args.calibrator,
         calibrator_groups=_parse_int_list(args.calibrator_groups),
         n_background_sources=args.sources,
+        field_sources=not args.no_field_sources,
         noise=not args.no_noise,
         corruptions=not args.no_corruptions,
         **size,
@@ -542,6 +543,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="comma-separated group indices centred on the calibrator transit",
     )
     sim.add_argument("--sources", type=int, default=20, help="background point sources")
+    sim.add_argument(
+        "--no-field-sources",
+        action="store_true",
+        help="leave out the eight sources placed in every quadrant around each pointing",
+    )
     sim.add_argument("--no-noise", action="store_true", help="no thermal noise")
     sim.add_argument("--no-corruptions", action="store_true", help="no gain/bandpass errors")
     sim.add_argument("--output", help="output folder (default: PIPELINE_INPUT_DIR)")

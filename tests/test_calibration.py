@@ -44,7 +44,7 @@ from dsa110_assets.calibration.solve import solution_intervals
 from dsa110_assets.conversion import convert_group
 from dsa110_assets.naming import parse_subband_filename
 from dsa110_assets.simulation import SimulationConfig, simulate_observations
-from dsa110_assets.simulation.sky import PointSource, get_calibrator
+from dsa110_assets.simulation.sky import PointSource, get_calibrator, read_catalog
 
 MISSING_SUBBAND = 9
 CAL_ANTENNAS = 64
@@ -84,8 +84,18 @@ def calibrator() -> PointSource:
 
 
 @pytest.fixture(scope="module")
-def clean_ms(root: Path) -> Path:
-    return _simulate_and_convert(root, "clean", **CLEAN)[0]
+def clean(root: Path) -> tuple[Path, Path]:
+    return _simulate_and_convert(root, "clean", **CLEAN)
+
+
+@pytest.fixture(scope="module")
+def clean_ms(clean) -> Path:
+    return clean[0]
+
+
+def _field_sources(truth_path: Path) -> list[PointSource]:
+    """The simulated sky besides 3C286 (the field pattern in all four quadrants)."""
+    return [s for s in read_catalog(truth_path.parent / "sky_catalog.csv") if s.name != "3C286"]
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +105,7 @@ def cal(root: Path):
 
 @pytest.fixture(scope="module")
 def solution(cal, calibrator):
-    return solve_calibrator(cal[0], calibrator)
+    return solve_calibrator(cal[0], calibrator, field_sources=_field_sources(cal[1]))
 
 
 @pytest.fixture(scope="module")
@@ -124,9 +134,13 @@ def _column(path: Path, column: str, sub: str | None = None) -> np.ndarray:
 # -- model -------------------------------------------------------------------------------------
 
 
-def test_model_reproduces_noise_free_data(clean_ms: Path, calibrator: PointSource) -> None:
-    """The MS sign convention, UVW frame, field centres and beam, checked numerically."""
-    model = PointSourceModel([calibrator], read_ms_geometry(clean_ms))
+def test_model_reproduces_noise_free_data(clean, calibrator: PointSource) -> None:
+    """The MS sign convention, UVW frame, field centres and beam, checked numerically, on 3C286
+    and eight sources in all four quadrants up to 1.25 deg out (a mirror cannot hide)."""
+    clean_ms, truth = clean
+    sky = [calibrator, *_field_sources(truth)]
+    assert len(sky) == 9
+    model = PointSourceModel(sky, read_ms_geometry(clean_ms))
     freqs = _column(clean_ms, "CHAN_FREQ", "SPECTRAL_WINDOW")
     with pt.table(str(clean_ms), ack=False) as t:
         per_spw = t.nrows() // 16
@@ -407,11 +421,12 @@ def test_too_few_antennas_raise(clean_ms, calibrator) -> None:
         solve_calibrator(clean_ms, calibrator, min_antennas=17)
 
 
-def test_given_reference_antenna_is_used_or_refused(clean_ms, calibrator) -> None:
+def test_given_reference_antenna_is_used_or_refused(clean, calibrator) -> None:
+    clean_ms, truth = clean
     names = list(_column(clean_ms, "NAME", "ANTENNA"))
     used = np.unique(_column(clean_ms, "ANTENNA1"))
     chosen = names[int(used[3])]
-    sol = solve_calibrator(clean_ms, calibrator, refant=chosen)
+    sol = solve_calibrator(clean_ms, calibrator, refant=chosen, field_sources=_field_sources(truth))
     assert sol.refant_name == chosen
     # noise-free, corruption-free data: unit gains everywhere (to the model's precision)
     ok = ~sol.bandpass_flag

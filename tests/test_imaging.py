@@ -86,10 +86,18 @@ def _simulate_and_convert(root: Path, **sim) -> tuple[object, Path]:
 
 @pytest.fixture(scope="module")
 def point(tmp_path_factory: pytest.TempPathFactory):
-    """Noise-free 3C286 group: (simulation, pristine MS copy, rephased MS)."""
+    """Noise-free group of 3C286 alone (the rephase is checked against one analytic point
+    source; the quadrant sky is rephased against pyuvdata's own ``UVData.phase`` in
+    ``test_pyuvdata_oracle.py``): (simulation, pristine MS copy, rephased MS)."""
     root = tmp_path_factory.mktemp("point")
     sim, ms = _simulate_and_convert(
-        root, n_antennas=16, n_channels=4, seed=1, n_background_sources=0, noise=False
+        root,
+        n_antennas=16,
+        n_channels=4,
+        seed=1,
+        n_background_sources=0,
+        field_sources=False,
+        noise=False,
     )
     pristine = root / "pristine.ms"
     shutil.copytree(ms, pristine)
@@ -122,7 +130,7 @@ def sky(tmp_path_factory: pytest.TempPathFactory):
 
 @pytest.fixture(scope="module")
 def blank(tmp_path_factory: pytest.TempPathFactory):
-    """Noise-only group (no calibrator, no background), rephased."""
+    """Noise-only group (no calibrator, no sources at all), rephased."""
     root = tmp_path_factory.mktemp("blank")
     sim, ms = _simulate_and_convert(
         root,
@@ -131,6 +139,7 @@ def blank(tmp_path_factory: pytest.TempPathFactory):
         seed=3,
         calibrator=None,
         n_background_sources=0,
+        field_sources=False,
         noise=True,
     )
     phase_to_common_centre(ms)
@@ -200,7 +209,8 @@ def test_rephased_visibilities_match_a_point_source_at_the_new_centre(point) -> 
     np.testing.assert_array_equal(
         _col(ms, "PHASE_DIR", "FIELD"), _col(pristine, "PHASE_DIR", "FIELD")
     )
-    assert not _col(ms, "MODEL_DATA").any()
+    with pt.table(str(ms), ack=False) as t:
+        assert "MODEL_DATA" not in t.colnames()  # the converter writes none; rephase adds none
     with pt.table(str(ms), ack=False) as t:
         assert t.getkeyword(PHASED_KEYWORD) == CENTRE
         assert IN_PROGRESS_KEYWORD not in t.getkeywords()
@@ -284,7 +294,8 @@ def test_wsclean_products_are_published_and_replaced_atomically(point, tmp_path:
     assert second.image.stat().st_ino != inode  # a new file renamed over the old one
     assert second.model is None and not (out / "img-model.fits").exists()  # stale: removed
     assert sorted(p.name for p in out.iterdir()) == ["img-dirty.fits", "img-image.fits"]
-    assert not _col(pristine, "MODEL_DATA").any()  # -no-update-model-required
+    with pt.table(str(pristine), ack=False) as t:
+        assert "MODEL_DATA" not in t.colnames()  # -no-update-model-required
 
 
 # -- the science: one image of the whole rephased group ---------------------------------------
@@ -306,7 +317,8 @@ def test_sources_sit_at_catalog_positions_with_catalog_fluxes(sky) -> None:
     for src in _catalog(sim):
         beam = primary_beam_at(ms, src.ra_deg, src.dec_deg)
         apparent = float(src.flux_jy(ref_freq)) * beam
-        if beam < 0.2 or apparent / stats.noise_jy < 20:
+        snr = apparent / stats.noise_jy
+        if beam < 0.2 or snr < 50:
             continue
         try:
             ra, dec, peak, offset = find_peak(
@@ -318,9 +330,13 @@ def test_sources_sit_at_catalog_positions_with_catalog_fluxes(sky) -> None:
         assert offset <= geometry.scale_arcsec, f"{src.name} off by {offset:.1f} arcsec"
         # 5% where the beam is flat enough; further out the channel-mean beam misses the
         # imaging weights' tilt towards high frequencies (see the report): 10%.
-        tolerance = 0.05 if beam >= 0.5 else 0.10
+        # Added in quadrature: 4 sigma of the image noise (the residual rms, which holds the
+        # sidelobes of the drifting bright sources WSClean cannot model exactly).
+        tolerance = np.hypot(0.05 if beam >= 0.5 else 0.10, 4 / snr)
         assert peak == pytest.approx(float(src.flux_jy(ref_freq)), rel=tolerance), src.name
     assert "3C286" in checked and len(checked) >= 5, checked
+    # the quadrant pattern is among them, off centre on every side
+    assert sum(name.startswith("FLD0_") for name in checked) >= 4, checked
 
 
 @needs_wsclean

@@ -20,6 +20,7 @@ from astropy.utils import iers
 from scipy.special import j1
 
 from dsa110_assets import instrument
+from dsa110_assets.instrument import array_location
 from dsa110_assets.naming import parse_subband_filename
 from dsa110_assets.simulation import (
     PRESETS,
@@ -28,6 +29,7 @@ from dsa110_assets.simulation import (
     load_vla_calibrators,
     simulate_observations,
 )
+from dsa110_assets.simulation.sky import FIELD_PATTERN
 
 iers.conf.auto_download = False
 
@@ -82,8 +84,9 @@ def base_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[SimulationResult
 
 @pytest.fixture(scope="module")
 def clean_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[SimulationResult, ...]:
-    """One calibrator, no background, no noise: with and without corruptions (same seed)."""
-    common = dict(n_background_sources=0, noise=False, calibrator="3C286")
+    """One calibrator alone (the analytic single-source test), no noise: with and without
+    corruptions (same seed)."""
+    common = dict(n_background_sources=0, field_sources=False, noise=False, calibrator="3C286")
     clean = simulate_observations(
         _config(tmp_path_factory.mktemp("clean"), corruptions=False, **common)
     )
@@ -281,8 +284,13 @@ def test_corruptions_are_the_truth_gains_and_bandpass(clean_runs) -> None:
 
 
 def test_thermal_noise_matches_the_radiometer_equation(tmp_path: Path) -> None:
-    cfg = _config(
-        tmp_path, calibrator=None, n_background_sources=0, corruptions=False, subbands=(3,)
+    cfg = _config(  # an empty sky: the data are the noise
+        tmp_path,
+        calibrator=None,
+        n_background_sources=0,
+        field_sources=False,
+        corruptions=False,
+        subbands=(3,),
     )
     result = simulate_observations(cfg)
     d = _read(result.files[0])
@@ -354,12 +362,13 @@ def test_catalog_has_calibrator_and_background(base_run) -> None:
             "spectral_index",
         ]
         rows = list(reader)
-    assert len(rows) == 1 + 5
+    assert len(rows) == 1 + 2 * len(FIELD_PATTERN) + 5  # calibrator, two groups' fields, background
     cal = load_vla_calibrators()["3C286"]
     assert rows[0]["name"] == "3C286"
     assert float(rows[0]["ra_deg"]) == pytest.approx(cal.ra_deg, abs=1e-7)
     assert float(rows[0]["flux_1400_jy"]) == 14.9
-    for row in rows[1:]:
+    assert [r["name"][:5] for r in rows[1:17]] == ["FLD0_"] * 8 + ["FLD1_"] * 8
+    for row in rows[17:]:
         assert re.fullmatch(r"SIM_J\d{6}[+-]\d{6}", row["name"])
         assert abs(float(row["dec_deg"]) - result.dec_deg) <= 3.0
         assert 0.02 <= float(row["flux_1400_jy"]) <= 1.0
@@ -369,6 +378,30 @@ def test_catalog_has_calibrator_and_background(base_run) -> None:
             p.name.encode() for p in result.groups[1].files
         ]
         assert '"seed": 42' in f.attrs["config"]
+
+
+def test_the_default_sky_has_sources_in_every_quadrant_at_distinct_radii(base_run) -> None:
+    """Around each group's pointing (the meridian at mid-group): two sources per quadrant, no
+    two at the same radius, one bright one near the half-power radius, so neither a point
+    reflection nor an east-west or north-south mirror maps the sky onto itself."""
+    result, _ = base_run
+    for g, group in enumerate(result.groups):
+        mid = Time(group.start) + 12 * 12.884902 * u.s  # 24 integrations of 12.88 s
+        meridian = SkyCoord(
+            ha=0 * u.deg,
+            dec=result.dec_deg * u.deg,
+            frame=HADec(obstime=mid, location=array_location(), pressure=0 * u.hPa),
+        ).transform_to("icrs")
+        field = [s for s in result.sources if s.name.startswith(f"FLD{g}_")]
+        where = SkyCoord([s.ra_deg for s in field] * u.deg, [s.dec_deg for s in field] * u.deg)
+        pa = meridian.position_angle(where).deg
+        radius = meridian.separation(where).deg
+        np.testing.assert_allclose(radius, [p[1] for p in FIELD_PATTERN], atol=1e-6)
+        assert sorted(np.bincount((pa // 90).astype(int), minlength=4)) == [2, 2, 2, 2]
+        assert np.diff(np.sort(radius)).min() >= 0.05
+        bright = max(field, key=lambda s: s.flux_1400_jy)
+        assert bright.flux_1400_jy >= 2.0
+        assert meridian.separation(SkyCoord(bright.ra_deg, bright.dec_deg, unit="deg")).deg > 0.9
 
 
 def test_vla_calibrator_positions() -> None:

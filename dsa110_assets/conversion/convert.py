@@ -36,7 +36,7 @@ non-finite visibilities are flagged (and zeroed), since they hold no measurement
 Staging, per the converter readme: the MS is written under a unique hidden name in the tmpfs
 folder when its estimated size is below 80% of the free space there, else in the SSD scratch
 folder; publishing renames it next to the destination (same filesystem) or copies it there in
-the kernel (another filesystem; holes such as the fresh MODEL_DATA stay holes), fsyncs it
+the kernel (another filesystem; holes stay holes), fsyncs it
 (``durable``), and renames it into place. A partial MS never appears at the destination;
 staging leftovers are removed whether the conversion succeeds or fails, and those of a killed
 conversion are swept by the next one. Because this writer streams sequentially, staging on the
@@ -672,8 +672,8 @@ def _copy_tree(src: Path, dst: Path, *, durable: bool) -> None:
 def _copy_file_sparse(src: Path, dst: Path, *, durable: bool) -> None:
     """Copy ``src`` to a new ``dst`` in the kernel, keeping holes as holes.
 
-    Data extents are found with ``SEEK_DATA``/``SEEK_HOLE`` (MODEL_DATA was punched into
-    holes) and copied with ``copy_file_range``, or ``sendfile`` where the kernel refuses a
+    Data extents are found with ``SEEK_DATA``/``SEEK_HOLE`` (so sparse files stay sparse) and
+    copied with ``copy_file_range``, or ``sendfile`` where the kernel refuses a
     cross-filesystem range copy.
     """
     fd_in = os.open(src, os.O_RDONLY)

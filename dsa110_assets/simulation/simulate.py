@@ -465,11 +465,12 @@ def _sky_model(
     """Calibrator (if any), the field pattern around each group's pointing, the extra sources
     and background sources over the strip the scan drifts through."""
     sources = [calibrator] if calibrator is not None else []
-    ra_start = _meridian_ra_deg(start, dec_deg)
+    ra_start = _meridian_icrs_deg(start, dec_deg)[0]
     if cfg.field_sources:
         for g in range(cfg.n_groups):
             mid = start + TimeDelta((g + 0.5) * FILE_DURATION_S, format="sec")
-            sources += quadrant_sources(_meridian_ra_deg(mid, dec_deg), dec_deg, prefix=f"FLD{g}_")
+            ra, dec = _meridian_icrs_deg(mid, dec_deg)
+            sources += quadrant_sources(ra, dec, prefix=f"FLD{g}_")
     sources += list(cfg.extra_sources)
     if cfg.n_background_sources == 0:
         return sources
@@ -482,14 +483,15 @@ def _sky_model(
     return sources + background
 
 
-def _meridian_ra_deg(when: Time, dec_deg: float) -> float:
-    """ICRS right ascension of the meridian point (HA 0) at ``dec_deg`` at ``when``."""
+def _meridian_icrs_deg(when: Time, dec_deg: float) -> tuple[float, float]:
+    """ICRS position of the meridian point (HA 0, ``dec_deg`` of date) at ``when``."""
     meridian = SkyCoord(
         ha=0.0 * u.deg,
         dec=dec_deg * u.deg,
         frame=HADec(obstime=when, location=array_location(), pressure=0.0 * u.hPa),
     )
-    return float(meridian.transform_to(ICRS()).ra.deg)
+    icrs = meridian.transform_to(ICRS())
+    return float(icrs.ra.deg), float(icrs.dec.deg)
 
 
 def _calibrator_in_beam(

@@ -21,7 +21,7 @@ from resources.pipeline import PipelineResource
     retry_policy=dg.RetryPolicy(max_retries=2, delay=5),
     description="The 16 subbands as one CASA Measurement Set on the SSD products tier: 16 "
     "spectral windows in ascending frequency, one meridian field per integration "
-    "(meridian_icrs_t{i}), DATA/MODEL_DATA/CORRECTED_DATA. Staged in tmpfs when it fits.",
+    "(meridian_icrs_t{i}), DATA and CORRECTED_DATA (no MODEL_DATA). Staged in tmpfs when it fits.",
 )
 def measurement_set(
     context: dg.AssetExecutionContext, pipeline: PipelineResource, subband_group: SubbandGroup
