@@ -33,7 +33,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
 import astropy.units as u
 import numpy as np
@@ -42,20 +41,11 @@ from astropy.time import Time
 from casacore import tables as pt
 
 from dsa110_assets import offline  # noqa: F401  (astropy never downloads)
+from dsa110_assets.calibration.model import SourceLike
 from dsa110_assets.instrument import SPEED_OF_LIGHT_M_S, airy_power_beam
 
 FRINGE_STOP_KEYWORD = "DSA110_FRINGE_STOP_DEC_RAD"
 _ROWS_PER_CHUNK = 20_000
-
-
-class SourceLike(Protocol):
-    """Anything with a name, an ICRS position and a power-law spectrum at 1.4 GHz."""
-
-    name: str
-    ra_deg: float
-    dec_deg: float
-    flux_1400_jy: float
-    spectral_index: float
 
 
 @dataclass(frozen=True, slots=True)
