@@ -17,6 +17,7 @@ from dsa110_assets.defs.imaging.checks import (
 )
 from dsa110_assets.defs.ingest.assets import subband_group
 from dsa110_assets.defs.photometry.assets import group_photometry
+from resources.clock import Clock, system_clock
 from resources.io_managers import TierIOManager
 from resources.pipeline import PipelineResource
 from resources.wsclean import WSCleanResource
@@ -40,9 +41,12 @@ daily_products_job = dg.define_asset_job(
 
 
 def build_definitions(
-    pipeline: PipelineResource | None = None, wsclean: WSCleanResource | None = None
+    pipeline: PipelineResource | None = None,
+    wsclean: WSCleanResource | None = None,
+    clock: Clock = system_clock,
 ) -> dg.Definitions:
-    """Definitions wired to ``pipeline`` (default: the PIPELINE_* environment) and ``wsclean``."""
+    """Definitions wired to ``pipeline`` (default: the PIPELINE_* environment), ``wsclean``
+    and ``clock`` (the wall clock; tests script it)."""
     pipeline = pipeline or PipelineResource()
     return dg.Definitions(
         assets=[
@@ -72,6 +76,7 @@ def build_definitions(
             "pipeline": pipeline,
             "tier_io_manager": TierIOManager(pipeline=pipeline),
             "wsclean": wsclean or WSCleanResource(),
+            "clock": dg.ResourceDefinition.hardcoded_resource(clock, "the wall clock"),
         },
     )
 

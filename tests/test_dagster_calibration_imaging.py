@@ -341,23 +341,25 @@ def test_all_flagged_calibrator_fails_clearly_and_writes_no_table(tmp_path: Path
 def test_a_target_without_valid_calibration_waits_then_goes_on_uncalibrated(pipeline_run) -> None:
     """Runs after the corrupt-table test: no valid pair is left. The step retries (Dagster
     RetryRequested) until ``calibration_wait_s`` after the MS was made, then images
-    uncalibrated data and says so."""
-    import time
+    uncalibrated data and says so.
 
+    The clock is scripted, not raced: the first two attempts see 10 s and 20 s after the MS
+    was made (inside a 100 s wait), the third 101 s, so exactly two retries happen however
+    loaded the machine is."""
     pipeline, sim, (cal_group, target), _, _, instance = pipeline_run
     with Registry(pipeline.settings().db_path) as registry:
         made = registry.execute(
             "SELECT created_at FROM ms_index WHERE group_id = ?", (target,)
         ).fetchone()[0]
-    wait = time.time() - made + 2.5
+    readings = iter([made + 10.0, made + 20.0, made + 101.0])
     waiting = PipelineResource(
-        **{**pipeline.model_dump(), "calibration_wait_s": wait, "calibration_poll_s": 1.0}
+        **{**pipeline.model_dump(), "calibration_wait_s": 100.0, "calibration_poll_s": 1.0}
     )
-    defs = build_definitions(waiting, WSCLEAN)
+    defs = build_definitions(waiting, WSCLEAN, clock=lambda: next(readings))
     run = _run(defs, instance, target, asset_selection=[dg.AssetKey("calibrated_ms")])
     assert run.success
     retries = [e for e in run.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
-    assert len(retries) >= 2
+    assert len(retries) == 2
     with Registry(pipeline.settings().db_path) as registry:
         stage = get_stage(registry, target, "apply")
         status = registry.execute(

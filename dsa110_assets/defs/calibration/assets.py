@@ -9,6 +9,7 @@ from dsa110_assets.defs.ingest.assets import OWNERS
 from dsa110_assets.defs.partitions import group_id_partitions
 from dsa110_assets.processing.apply_step import CalStatus, apply_and_register
 from dsa110_assets.processing.calibrate_step import ms_record, solve_and_register
+from resources.clock import Clock
 from resources.pipeline import PipelineResource
 
 
@@ -73,12 +74,15 @@ def calibration_tables(
     "(CORRECTED_DATA = DATA) and says so here and in ms_index.cal_status.",
 )
 def calibrated_ms(
-    context: dg.AssetExecutionContext, pipeline: PipelineResource, measurement_set: Path
+    context: dg.AssetExecutionContext,
+    pipeline: PipelineResource,
+    clock: dg.ResourceParam[Clock],
+    measurement_set: Path,
 ) -> Path:
     policy = pipeline.calibration_policy()
     with pipeline.registry() as registry:
         record = ms_record(registry, context.partition_key)
-        outcome = apply_and_register(registry, record, policy)
+        outcome = apply_and_register(registry, record, policy, now=clock())
     if outcome.status is CalStatus.WAITING:
         poll = max(1.0, min(pipeline.calibration_poll_s, outcome.wait_left_s))
         context.log.info(
