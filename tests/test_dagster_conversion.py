@@ -11,7 +11,7 @@ from casacore.tables import table
 from helpers import land_observations
 
 from dsa110_assets.definitions import build_definitions
-from dsa110_assets.registry import QueueState, Registry, get_status
+from dsa110_assets.registry import QueueState, Registry, get_stage, get_status
 from resources.pipeline import PipelineResource
 
 
@@ -82,19 +82,16 @@ def test_sensor_to_measurement_set(landed):
 
 
 def test_truncated_file_fails_its_group_only(tmp_path):
-    def truncate(result):  # the disk filled up half way through one file
-        with open(sorted(result.groups[0].files)[3], "r+b") as handle:
-            handle.truncate(handle.seek(0, 2) // 3)
-
-    pipeline, sim = land_observations(
-        tmp_path, damage=truncate, n_antennas=6, n_background_sources=0, seed=3
-    )
+    pipeline, sim = land_observations(tmp_path, n_antennas=6, n_background_sources=0, seed=3)
     settings = pipeline.settings()
-    bad = sorted(sim.groups[0].files)[3]
     defs = build_definitions(pipeline)
     with dg.instance_for_test() as instance:
         tick = first_tick(defs, instance, pipeline)
         first, second = sorted(r.partition_key for r in tick.run_requests)
+        # After registration, the disk fills up half way through one file being rewritten.
+        bad = sorted(settings.input_dir.glob(f"{first}_sb*.hdf5"))[3]
+        with open(bad, "r+b") as handle:
+            handle.truncate(handle.seek(0, 2) // 3)
         instance.add_dynamic_partitions("group_id", [first, second])
         failed = materialize_group(defs, instance, first, raise_on_error=False)
         ok = materialize_group(defs, instance, second)
@@ -107,3 +104,48 @@ def test_truncated_file_fails_its_group_only(tmp_path):
     assert not (settings.output_dir / f"{first}.ms").exists()
     assert (settings.output_dir / f"{second}.ms").is_dir()
     assert bad.exists()  # the raw file is never deleted
+
+
+def test_a_killed_conversion_is_taken_over_by_the_next_run(tmp_path):
+    """Issue 10 item 1 through Dagster: a worker SIGKILLed mid-write left the group
+    ``in_progress`` and every later attempt failed with "illegal queue transition
+    in_progress -> in_progress". Now the next run records the dead attempt and converts."""
+    from test_write_faults import kill_mid_write
+
+    pipeline, sim = land_observations(tmp_path, n_groups=1, n_antennas=5, n_background_sources=0)
+    settings = pipeline.settings()
+    defs = build_definitions(pipeline)
+    with dg.instance_for_test() as instance:
+        tick = first_tick(defs, instance, pipeline)
+        (group_id,) = [r.partition_key for r in tick.run_requests]
+        instance.add_dynamic_partitions("group_id", [group_id])
+
+        class Killed:  # what kill_mid_write needs to know about the group
+            def __init__(self, registry):
+                self.registry, self.group_id = registry, group_id
+
+        with Registry(settings.db_path) as registry:
+            kill_mid_write(Killed(registry), tmp_path)
+            assert get_status(registry, group_id).state is QueueState.IN_PROGRESS
+
+        # The sensor's next tick finds the dead attempt and requests the group again, under
+        # a new run key (the first run key is spent: Dagster would skip it).
+        again = first_tick(defs, instance, pipeline)
+        assert [(r.partition_key, r.run_key) for r in again.run_requests] == [
+            (group_id, f"{group_id}:1")
+        ]
+        run = materialize_group(defs, instance, group_id)
+        assert run.success
+    assert (settings.output_dir / f"{group_id}.ms").is_dir()
+    with Registry(settings.db_path) as registry:
+        status = get_status(registry, group_id)
+        assert status.state is QueueState.COMPLETED and status.retry_count == 1
+        assert get_stage(registry, group_id, "convert").status.value == "done"
+    leftovers = [
+        e
+        for folder in (settings.tmpfs_dir, settings.staging_dir, settings.output_dir)
+        if folder.exists()
+        for e in folder.iterdir()
+        if e.name.startswith(".")
+    ]
+    assert not leftovers

@@ -35,24 +35,45 @@ non-finite visibilities are flagged (and zeroed), since they hold no measurement
 
 Staging, per the converter readme: the MS is written under a unique hidden name in the tmpfs
 folder when its estimated size is below 80% of the free space there, else in the SSD scratch
-folder; publishing renames it next to the destination (same filesystem) or copies it there in
-the kernel (another filesystem; holes stay holes), fsyncs it
-(``durable``), and renames it into place. A partial MS never appears at the destination;
-staging leftovers are removed whether the conversion succeeds or fails, and those of a killed
-conversion are swept by the next one. Because this writer streams sequentially, staging on the
+folder; publishing renames it next to the destination (same mount) or copies it there in the
+kernel (another filesystem, or another mount of the same one, where rename fails with
+``EXDEV``; holes stay holes), fsyncs it (``durable``), and renames it into place. A partial MS
+never appears at the destination; staging leftovers are removed whether the conversion succeeds
+or fails, and those of a killed conversion (every staging folder, not only the tier chosen this
+time) are swept by the next one. Because this writer streams sequentially, staging on the
 destination's own SSD lets the kernel write back while converting, whereas tmpfs staging adds
 a full copy afterwards (``bench/convert.py`` measures both); pass ``tmpfs_dir=None`` to skip it.
+
+A full staging tier fails cleanly and falls back. casacore turns a write error (``ENOSPC``)
+inside its C++ code into ``std::terminate``, i.e. ``abort()`` of the whole process, which no
+Python handler can catch. So the MS is written in a forked child process (``isolate``, the
+default): the parent validates the group and computes the geometry, the child inherits them,
+reads the subbands and writes the staged MS, and reports back through a pipe; the parent never
+runs casacore's writer and survives whatever the child does. Fork, not spawn: the child needs
+the validated group in memory (no pickling, no re-import of casacore and astropy), it runs only
+this module's code and leaves through ``os._exit``, and it dies with its parent
+(``PR_SET_PDEATHSIG``), so a killed worker leaves no writer behind. Within the child, free space
+is checked before each window against what the size estimate says is still to come (an upper
+bound), turning the usual case of a filling disk into a clean ``OSError(ENOSPC)`` before
+casacore meets it. A write on tmpfs that fails for lack of space (or whose writer died) is
+cleaned up and redone once on the SSD scratch folder; on the SSD it fails the attempt, cleanly.
 """
 
 from __future__ import annotations
 
+import ctypes
 import errno
+import faulthandler
 import logging
 import os
+import pickle
 import secrets
 import shutil
+import signal
+import sys
 import time
-from collections.abc import Mapping
+import traceback
+from collections.abc import Callable, Collection, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -86,7 +107,7 @@ from dsa110_assets.conversion.uvh5_reader import (
     read_header,
 )
 from dsa110_assets.instrument import N_SUBBANDS, SUBBAND_WIDTH_HZ, subband_frequencies
-from dsa110_assets.safe_fs import rename_no_replace
+from dsa110_assets.safe_fs import fsync_dir, fsync_tree, move_no_replace, rename_no_replace
 
 log = logging.getLogger(__name__)
 
@@ -170,13 +191,15 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def _sweep_stale(folder: Path, ms_path: Path) -> None:
+def _sweep_stale(folder: Path, ms_path: Path, dead_tokens: Collection[str] = ()) -> None:
     """Clean up after conversions of ``ms_path`` whose process died (kill -9, power loss).
 
     Their hidden ``.{name}.staging-{pid}-*`` / ``.partial-*`` copies are deleted; an
     ``.old-*`` copy (a replaced MS set aside) is put back if ``ms_path`` is missing, so an
     interrupted ``overwrite`` never loses the previous MS. Entries of live processes (same
-    host) are left alone.
+    host) are left alone, except those tagged with one of ``dead_tokens``: attempts the
+    registry knows are dead (:func:`dsa110_assets.registry.queue.claim`), even if their pid has
+    since been reused.
     """
     prefix = f".{ms_path.name}."
     try:
@@ -186,7 +209,9 @@ def _sweep_stale(folder: Path, ms_path: Path) -> None:
     for entry in entries:
         kind, _, rest = entry.name[len(prefix) :].partition("-")
         pid = rest.split("-", 1)[0]
-        if kind not in ("staging", "partial", "old") or not pid.isdigit() or _pid_alive(int(pid)):
+        if kind not in ("staging", "partial", "old") or not pid.isdigit():
+            continue
+        if rest not in dead_tokens and _pid_alive(int(pid)):
             continue
         if kind == "old" and not ms_path.exists() and entry.parent == ms_path.parent:
             log.warning("restoring %s from an interrupted overwrite (%s)", ms_path, entry.name)
@@ -217,6 +242,10 @@ def convert_group(
     overwrite: bool = False,
     durable: bool = True,
     tmpfs_free_bytes: int | None = None,
+    registered_sizes: Mapping[int, int] | None = None,
+    attempt_token: str | None = None,
+    dead_tokens: Collection[str] = (),
+    isolate: bool = True,
 ) -> ConversionResult:
     """Convert the subband files of one group into the Measurement Set ``ms_path``.
 
@@ -224,6 +253,11 @@ def convert_group(
     ``range(expected_subbands)`` become fully flagged windows at their nominal frequencies.
     ``durable`` fsyncs the MS before it is renamed into place (off only for throwaway output);
     ``tmpfs_free_bytes`` overrides the measured free space of ``tmpfs_dir`` (tests, reserves).
+    ``registered_sizes`` (subband -> bytes recorded at registration) makes a file of another
+    size an error: it is not the file that was registered. ``attempt_token`` tags this
+    attempt's staging names (``{pid}-{hex}``, the registry owner's token); leftovers tagged
+    with ``dead_tokens`` are removed first. ``isolate`` writes in a child process (see the
+    module docstring; off only to profile the writer in one process).
 
     Raises
     ------
@@ -234,18 +268,23 @@ def convert_group(
     ValueError
         No files, or subband indices outside ``range(expected_subbands)``.
     OSError
-        Not enough space on the staging tier, or an I/O error while writing.
+        Not enough space on the staging tiers, or an I/O error while writing.
+    WriterDied
+        The MS writer process died (a signal, or ``abort()`` in casacore) on the SSD tier.
     """
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
     ms_path = Path(ms_path)
     ms_path.parent.mkdir(parents=True, exist_ok=True)
-    _sweep_stale(ms_path.parent, ms_path)
+    dead = frozenset(dead_tokens)
+    for candidate in (ms_path.parent, scratch_dir, tmpfs_dir):
+        if candidate is not None:  # every tier: a dead attempt may have staged on any of them
+            _sweep_stale(Path(candidate), ms_path, dead)
     if ms_path.exists() and not overwrite:
         raise FileExistsError(f"{ms_path} already exists (pass overwrite=True to replace it)")
 
     t = time.perf_counter()
-    group = _validate_group(files, expected_subbands)
+    group = _validate_group(files, expected_subbands, registered_sizes)
     ref = group.reference
     timings["validate_s"] = time.perf_counter() - t
     layout = MainLayout(
@@ -256,29 +295,47 @@ def convert_group(
     )
     estimate = estimate_ms_bytes(layout, len(ref.antenna_numbers), ref.n_times)
     tier, folder = plan_staging(estimate, tmpfs_dir, scratch_dir, tmpfs_free_bytes=tmpfs_free_bytes)
-    folder.mkdir(parents=True, exist_ok=True)
-    _sweep_stale(folder, ms_path)
-    _check_space(folder, estimate, "staging")
-    if os.stat(folder).st_dev != os.stat(ms_path.parent).st_dev:
-        _check_space(ms_path.parent, estimate, "destination")
-    token = f"{os.getpid()}-{secrets.token_hex(4)}"
-    staged = folder / f".{ms_path.name}.staging-{token}"
+    tiers: list[tuple[Tier, Path]] = [(tier, folder)]
+    if tier == "tmpfs":
+        tiers.append(("ssd", Path(scratch_dir)))  # the fallback when tmpfs fills up
+    token = attempt_token or f"{os.getpid()}-{secrets.token_hex(4)}"
     partial = ms_path.parent / f".{ms_path.name}.partial-{token}"
+    staged = folder / f".{ms_path.name}.staging-{token}"
     try:
-        with _SubbandLoader(group) as loader:  # the first subband is read from here on
-            t = time.perf_counter()
-            location = EarthLocation.from_geodetic(
-                lon=ref.longitude_deg * u.deg,
-                lat=ref.latitude_deg * u.deg,
-                height=ref.altitude_m * u.m,
-            )
-            fields = meridian_fields(ref.times_jd, location, ref.phase_center_dec_rad)
-            geometry, uvw_check_m = _row_geometry(ref, fields)
-            timings["phase_s"] = time.perf_counter() - t
-            timings["write_s"] = _write_ms(
-                staged, group, loader, layout, geometry, fields, location, uvw_check_m, tier
-            )
-        timings.update(loader.times)
+        t = time.perf_counter()
+        location = EarthLocation.from_geodetic(
+            lon=ref.longitude_deg * u.deg,
+            lat=ref.latitude_deg * u.deg,
+            height=ref.altitude_m * u.m,
+        )
+        fields = meridian_fields(ref.times_jd, location, ref.phase_center_dec_rad)
+        geometry, uvw_check_m = _row_geometry(ref, fields)
+        timings["phase_s"] = time.perf_counter() - t
+        for attempt, (tier, folder) in enumerate(tiers):
+            folder.mkdir(parents=True, exist_ok=True)
+            staged = folder / f".{ms_path.name}.staging-{token}"
+            try:
+                _check_space(folder, estimate, "staging")
+                if os.stat(folder).st_dev != os.stat(ms_path.parent).st_dev:
+                    _check_space(ms_path.parent, estimate, "destination")
+                job = _StagingJob(
+                    staged, folder, estimate, group, layout, geometry, fields, location,
+                    uvw_check_m, tier,
+                )  # fmt: skip
+                timings.update(_run_isolated(job.run) if isolate else job.run())
+                break
+            except (OSError, WriterDied) as exc:
+                shutil.rmtree(staged, ignore_errors=True)  # free the tier before the next try
+                if attempt + 1 == len(tiers) or not _staging_failure(exc):
+                    raise
+                log.warning(
+                    "staging %s on %s failed (%s); writing it on %s instead",
+                    ms_path.name,
+                    tier,
+                    exc,
+                    tiers[attempt + 1][0],
+                )
+                timings["tmpfs_fallback"] = 1.0
         t = time.perf_counter()
         _publish(staged, partial, ms_path, overwrite=overwrite, durable=durable)
         timings["publish_s"] = time.perf_counter() - t
@@ -313,8 +370,15 @@ def convert_group(
     )
 
 
-def _validate_group(files: Mapping[int, Path], expected_subbands: int) -> _Group:
-    """Read and cross-check every header; decide the window order and the missing subbands."""
+def _validate_group(
+    files: Mapping[int, Path],
+    expected_subbands: int,
+    registered_sizes: Mapping[int, int] | None = None,
+) -> _Group:
+    """Read and cross-check every header; decide the window order and the missing subbands.
+
+    With ``registered_sizes``, each file must still have the size it was registered with.
+    """
     if not 1 <= expected_subbands <= N_SUBBANDS:
         raise ValueError(f"expected_subbands must be in 1..{N_SUBBANDS}, got {expected_subbands}")
     if not files:
@@ -324,7 +388,8 @@ def _validate_group(files: Mapping[int, Path], expected_subbands: int) -> _Group
         raise ValueError(f"subband indices {bad} are outside 0..{expected_subbands - 1}")
     headers: dict[int, SubbandHeader] = {}
     for sb in sorted(files):
-        header = read_header(Path(files[sb]))
+        expected = None if registered_sizes is None else registered_sizes.get(int(sb))
+        header = read_header(Path(files[sb]), expected)
         _check_subband_frequencies(header, int(sb))
         if headers:
             check_same_observation(next(iter(headers.values())), header)
@@ -508,6 +573,214 @@ class _SubbandLoader:
         return block
 
 
+class WriterDied(RuntimeError):
+    """The MS writer process ended without reporting (killed by a signal, or ``abort()``)."""
+
+    def __init__(self, message: str, *, exit_signal: int | None, stderr_tail: str) -> None:
+        super().__init__(message)
+        self.exit_signal = exit_signal
+        self.stderr_tail = stderr_tail
+
+
+_SPACE_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+
+
+def _staging_failure(exc: BaseException) -> bool:
+    """Whether a staging write failed for the tier's sake (full, or the writer died), so the
+    write is worth redoing on the next tier; an invalid input or a bug is not."""
+    if isinstance(exc, WriterDied):
+        return True
+    return isinstance(exc, OSError) and exc.errno in _SPACE_ERRNOS
+
+
+def _allocated_bytes(root: Path) -> int:
+    total = 0
+    for folder, _dirs, names in os.walk(root):
+        for name in names:
+            try:
+                total += os.lstat(Path(folder) / name).st_blocks * 512
+            except FileNotFoundError:
+                continue
+    return total
+
+
+@dataclass(slots=True)
+class _SpaceGuard:
+    """Refuses to go on writing when the staging folder cannot hold what is still to come.
+
+    ``estimate`` bounds the finished MS (``estimate_ms_bytes``), so ``estimate`` minus what
+    is already allocated bounds what remains; another writer filling the folder meanwhile is
+    caught here as a clean ``OSError(ENOSPC)`` instead of by casacore, which aborts.
+    """
+
+    folder: Path
+    staged: Path
+    estimate: int
+
+    def check(self) -> None:
+        remaining = self.estimate - (_allocated_bytes(self.staged) if self.staged.exists() else 0)
+        free = _free_bytes(self.folder)
+        if free < remaining:
+            raise OSError(
+                errno.ENOSPC,
+                f"staging folder {self.folder} filled up during the write: {free} bytes free, "
+                f"about {remaining} still to write",
+            )
+
+
+@dataclass(slots=True)
+class _StagingJob:
+    """Everything the writer needs, made in the parent and inherited by the forked child."""
+
+    staged: Path
+    folder: Path
+    estimate: int
+    group: _Group
+    layout: MainLayout
+    geometry: RowGeometry
+    fields: MeridianFields
+    location: EarthLocation
+    uvw_check_m: float
+    tier: Tier
+
+    def run(self) -> dict[str, float]:
+        """Read the subbands and write the staged MS; return the timings."""
+        guard = _SpaceGuard(self.folder, self.staged, self.estimate)
+        with _SubbandLoader(self.group) as loader:
+            write_s = _write_ms(
+                self.staged,
+                self.group,
+                loader,
+                self.layout,
+                self.geometry,
+                self.fields,
+                self.location,
+                self.uvw_check_m,
+                self.tier,
+                guard,
+            )
+        return {"write_s": write_s, **loader.times}
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent(parent: int) -> None:
+    """Ask the kernel to SIGKILL this (child) process when its parent dies; exit now if the
+    parent already has (it died between the fork and this call)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):  # pragma: no cover - Linux always has prctl
+        pass
+    if os.getppid() != parent:
+        os._exit(1)
+
+
+def _portable_error(exc: BaseException) -> BaseException:
+    """``exc`` if it survives pickling (so the parent re-raises the same type), else a
+    RuntimeError naming it."""
+    try:
+        pickle.loads(pickle.dumps(exc))
+    except Exception:
+        return RuntimeError(f"{type(exc).__name__}: {exc}")
+    return exc
+
+
+def _run_isolated(target: Callable[[], dict[str, float]]) -> dict[str, float]:
+    """Run ``target`` in a forked child; return its result or re-raise its exception.
+
+    The child's file descriptor 2 (where casacore's ``terminate`` message goes) is an anonymous
+    in-memory file, relayed to this process's stderr afterwards, so its last words survive a
+    full disk. If this process is interrupted (SIGTERM from Dagster, Ctrl-C), the child is
+    killed and reaped before the interruption propagates.
+
+    Raises
+    ------
+    WriterDied
+        The child was killed or aborted; the message names the signal and its last stderr
+        line (``No space left on device`` for casacore on a full disk).
+    """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    result_r, result_w = os.pipe()
+    err_fd = os.memfd_create("dsa110-ms-writer-stderr")
+    parent = os.getpid()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into the caller's stack
+        code = 70
+        try:
+            os.close(result_r)
+            _die_with_parent(parent)
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            os.dup2(err_fd, 2)
+            if faulthandler.is_enabled():  # its report of a fatal signal joins casacore's
+                faulthandler.enable(file=2)
+            try:
+                message: tuple = ("ok", target())
+            except BaseException as exc:  # reported to the parent, which re-raises it
+                message = ("error", _portable_error(exc), traceback.format_exc())
+            with os.fdopen(result_w, "wb") as out:
+                out.write(pickle.dumps(message))
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(result_w)
+    status = None
+    try:
+        with os.fdopen(result_r, "rb") as channel:
+            payload = channel.read()
+        _, status = os.waitpid(pid, 0)
+    finally:
+        if status is None:  # interrupted while the child runs: it must not outlive us
+            try:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+            except ChildProcessError:
+                pass
+        stderr_text = _drain(err_fd)
+    if stderr_text:
+        sys.stderr.write(stderr_text)
+        sys.stderr.flush()
+    if payload:
+        kind, value, *rest = pickle.loads(payload)
+        if kind == "ok":
+            return value
+        log.debug("MS writer process failed:\n%s", rest[0] if rest else "")
+        raise value
+    tail = _last_words(stderr_text)
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        how, exit_signal = f"was killed by {signal.Signals(sig).name}", sig
+    else:
+        how, exit_signal = f"exited with status {os.WEXITSTATUS(status)}", None
+    raise WriterDied(
+        f"the MS writer process {how}" + (f": {tail}" if tail else ""),
+        exit_signal=exit_signal,
+        stderr_tail=tail,
+    )
+
+
+def _last_words(stderr_text: str) -> str:
+    """The line of a dead writer's stderr that says why: a C++ exception's ``what()``
+    (casacore's message), else the first line (faulthandler's report follows it)."""
+    lines = [line.strip() for line in stderr_text.splitlines() if line.strip()]
+    reasons = [line for line in lines if line.startswith("what():")]
+    return reasons[-1] if reasons else (lines[0] if lines else "")
+
+
+def _drain(fd: int) -> str:
+    try:
+        os.lseek(fd, 0, os.SEEK_SET)
+        chunks = []
+        while chunk := os.read(fd, 1 << 16):
+            chunks.append(chunk)
+        return b"".join(chunks).decode("utf-8", errors="replace")
+    finally:
+        os.close(fd)
+
+
 def _write_ms(
     staged: Path,
     group: _Group,
@@ -518,10 +791,11 @@ def _write_ms(
     location: EarthLocation,
     uvw_check_m: float,
     tier: Tier,
+    guard: _SpaceGuard | None = None,
 ) -> float:
     """Write a new MS at ``staged``: subtables, then the windows lowest frequency first, each
-    from ``loader`` (or fully flagged for a missing subband). Returns the main thread's
-    writing time."""
+    from ``loader`` (or fully flagged for a missing subband). ``guard`` checks the free space
+    before each window. Returns the main thread's writing time."""
     t = time.perf_counter()
     write_s = 0.0
     with MeasurementSetWriter(staged, layout, geometry) as writer:
@@ -536,6 +810,8 @@ def _write_ms(
                     dims = (layout.rows_per_spw, layout.n_chan, layout.n_corr)
                     flagged = _flagged_block(*dims, loader.weight_unit)
                 block = flagged
+            if guard is not None:
+                guard.check()
             t = time.perf_counter()
             writer.write_spw(spw, *block.as_tuple())
             write_s += time.perf_counter() - t
@@ -629,16 +905,18 @@ def _write_metadata(
 
 
 def _publish(staged: Path, partial: Path, ms_path: Path, *, overwrite: bool, durable: bool) -> None:
-    """Move the finished MS from staging to ``ms_path`` without ever exposing a partial one."""
+    """Move the finished MS from staging to ``ms_path`` without ever exposing a partial one.
+
+    The staged tree is renamed to a hidden name beside the destination, or copied there when
+    that rename fails with ``EXDEV`` (another filesystem, or another mount of the same one,
+    such as a bind mount); then fsynced and renamed into place without replacing.
+    """
     dest_dir = ms_path.parent
-    if os.stat(staged).st_dev == os.stat(dest_dir).st_dev:
-        if durable:
-            _fsync_tree(staged)
-        os.rename(staged, partial)
-    else:
-        _copy_tree(staged, partial, durable=durable)
+    copied = move_no_replace(staged, partial, durable=durable)
     if durable:
-        _fsync_dir(dest_dir)
+        if not copied:
+            fsync_tree(partial)
+        fsync_dir(dest_dir)
     try:
         rename_no_replace(partial, ms_path)
     except FileExistsError:
@@ -653,106 +931,7 @@ def _publish(staged: Path, partial: Path, ms_path: Path, *, overwrite: bool, dur
             raise
         shutil.rmtree(aside, ignore_errors=True)
     if durable:
-        _fsync_dir(dest_dir)
-
-
-def _copy_tree(src: Path, dst: Path, *, durable: bool) -> None:
-    """Copy a table tree to another filesystem; all-zero 4 MiB blocks become holes."""
-    dst.mkdir()
-    for root, dirs, names in os.walk(src):
-        rel = Path(root).relative_to(src)
-        for d in dirs:
-            (dst / rel / d).mkdir()
-        for name in names:
-            _copy_file_sparse(Path(root) / name, dst / rel / name, durable=durable)
-        if durable:
-            _fsync_dir(dst / rel)
-
-
-def _copy_file_sparse(src: Path, dst: Path, *, durable: bool) -> None:
-    """Copy ``src`` to a new ``dst`` in the kernel, keeping holes as holes.
-
-    Data extents are found with ``SEEK_DATA``/``SEEK_HOLE`` (so sparse files stay sparse) and
-    copied with ``copy_file_range``, or ``sendfile`` where the kernel refuses a
-    cross-filesystem range copy.
-    """
-    fd_in = os.open(src, os.O_RDONLY)
-    try:
-        size = os.fstat(fd_in).st_size
-        fd_out = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        try:
-            for start, stop in _data_extents(fd_in, size):
-                _copy_range(fd_in, fd_out, start, stop - start)
-            os.ftruncate(fd_out, size)
-            if durable:
-                os.fsync(fd_out)
-        finally:
-            os.close(fd_out)
-    finally:
-        os.close(fd_in)
-    shutil.copymode(src, dst)
-
-
-def _data_extents(fd: int, size: int) -> list[tuple[int, int]]:
-    """(start, stop) of the non-hole regions of a file (the whole file if unsupported)."""
-    extents, offset = [], 0
-    try:
-        while offset < size:
-            try:
-                start = os.lseek(fd, offset, os.SEEK_DATA)
-            except OSError as err:
-                if err.errno == errno.ENXIO:  # only a hole remains
-                    break
-                raise
-            stop = os.lseek(fd, start, os.SEEK_HOLE)
-            extents.append((start, stop))
-            offset = stop
-    except OSError as err:
-        if err.errno not in (errno.EINVAL, errno.EOPNOTSUPP):
-            raise
-        return [(0, size)] if size else []
-    return extents
-
-
-def _copy_range(fd_in: int, fd_out: int, offset: int, count: int) -> None:
-    """Copy ``count`` bytes at ``offset`` between the files, in the kernel."""
-    done = 0
-    use_range = hasattr(os, "copy_file_range")
-    while done < count:
-        position = offset + done
-        if use_range:
-            try:
-                n = os.copy_file_range(fd_in, fd_out, count - done, position, position)
-            except OSError as err:
-                if err.errno not in (errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL):
-                    raise
-                use_range = False
-                continue
-        else:
-            os.lseek(fd_out, position, os.SEEK_SET)
-            n = os.sendfile(fd_out, fd_in, position, count - done)
-        if n == 0:
-            raise OSError(errno.EIO, f"unexpected end of file copying at byte {position}")
-        done += n
-
-
-def _fsync_tree(root: Path) -> None:
-    for folder, _dirs, names in os.walk(root, topdown=False):
-        for name in names:
-            fd = os.open(Path(folder) / name, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        _fsync_dir(Path(folder))
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        fsync_dir(dest_dir)
 
 
 def _tree_size(root: Path) -> int:

@@ -8,12 +8,24 @@ anything is written. Reading is split so a whole group can be validated cheaply 
 :meth:`VisibilityReader.plan` (where the big ``Data`` arrays' chunks lie in the file) and
 :meth:`VisibilityReader.read` (the three ``Data`` arrays, channels in ascending frequency, into
 reusable buffers; the part a converter runs in a thread while it writes).
+
+Every open goes through :func:`open_subband`: ``O_NOFOLLOW`` (a subband swapped for a symlink
+after ingest is refused, never followed, so root cannot be tricked into reading
+``/etc/shadow``), regular files only (a FIFO or device cannot block or feed the reader), and
+h5py then opens that very descriptor (``/proc/self/fd/N``), not the name again, so the file
+checked is the file read. Its identity (device, inode, size, mtime) is kept in the header and
+the read plan; a file replaced between validation and reading is refused.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import errno
 import math
 import os
+import stat as stat_mod
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +49,77 @@ class InvalidSubbandFile(ValueError):
         self.path = Path(path)
         self.problem = problem
         super().__init__(f"{self.path}: {problem}")
+
+    def __reduce__(self) -> tuple[type[InvalidSubbandFile], tuple[Path, str]]:
+        # Picklable with its two arguments: it crosses from the MS writer process.
+        return (type(self), (self.path, self.problem))
+
+
+@dataclass(frozen=True, slots=True)
+class FileIdentity:
+    """Which file a path named when it was opened: compared before every later read."""
+
+    device: int
+    inode: int
+    size: int
+    mtime_ns: int
+
+    @classmethod
+    def of(cls, st: os.stat_result) -> FileIdentity:
+        return cls(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+_OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NOCTTY | os.O_NONBLOCK
+
+
+@contextmanager
+def open_subband(
+    path: Path, expected_size: int | None = None
+) -> Iterator[tuple[int, FileIdentity]]:
+    """Open ``path`` read-only without following a symlink; yield ``(fd, identity)``.
+
+    ``O_NONBLOCK`` keeps a FIFO put in a file's place from blocking the open; the file must
+    then be a regular file, and, when ``expected_size`` is given (the size recorded when the
+    file was registered), exactly that size: otherwise it is not the file that was registered.
+
+    Raises
+    ------
+    InvalidSubbandFile
+        Missing, a symlink, not a regular file, or not the registered size.
+    """
+    try:
+        fd = os.open(path, _OPEN_FLAGS)
+    except FileNotFoundError:
+        raise InvalidSubbandFile(path, "does not exist") from None
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            raise InvalidSubbandFile(
+                path, "is a symbolic link (refused: inputs are never followed through links)"
+            ) from None
+        raise InvalidSubbandFile(path, f"cannot be opened: {err.strerror}") from None
+    try:
+        st = os.fstat(fd)
+        if not stat_mod.S_ISREG(st.st_mode):
+            raise InvalidSubbandFile(path, "is not a regular file")
+        if expected_size is not None and st.st_size != expected_size:
+            raise InvalidSubbandFile(
+                path,
+                f"is not the file that was registered: {st.st_size} bytes, registered with "
+                f"{expected_size}",
+            )
+        yield fd, FileIdentity.of(st)
+    finally:
+        os.close(fd)
+
+
+def _fd_path(fd: int) -> str:
+    """A name for the open file ``fd`` itself (not for whatever its path names now)."""
+    return f"/proc/self/fd/{fd}"
+
+
+def _check_identity(path: Path, fd: int, expected: FileIdentity) -> None:
+    if FileIdentity.of(os.fstat(fd)) != expected:
+        raise InvalidSubbandFile(path, "changed or was replaced since the group was validated")
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +157,7 @@ class SubbandHeader:
     phase_center_dec_rad: float
     n_ants_data: int
     history: str
+    identity: FileIdentity | None = None  # the file validated (device, inode, size, mtime)
 
     @property
     def n_blts(self) -> int:
@@ -148,25 +232,28 @@ class _HeaderReader:
         return _text(self.array(name))
 
 
-def read_header(path: Path) -> SubbandHeader:
-    """Open ``path`` and validate its header and per-baseline-time arrays.
+def read_header(path: Path, expected_size: int | None = None) -> SubbandHeader:
+    """Open ``path`` (see :func:`open_subband`) and validate its header and
+    per-baseline-time arrays.
 
     Raises
     ------
     InvalidSubbandFile
-        The file is missing, unreadable (truncated, not HDF5), or internally inconsistent.
+        The file is missing, a symlink, not a regular file, not the registered size,
+        unreadable (truncated, not HDF5), or internally inconsistent.
     """
     path = Path(path)
-    if not path.is_file():
-        raise InvalidSubbandFile(path, "does not exist or is not a regular file")
-    try:
-        f = h5py.File(path, "r")
-    except (OSError, RuntimeError) as err:
-        raise InvalidSubbandFile(
-            path, f"cannot be opened as HDF5 (truncated or not an HDF5 file): {err}"
-        ) from None
-    with f:
-        return _parse_header(_HeaderReader(path, f))
+    with open_subband(path, expected_size) as (fd, identity):
+        try:
+            f = h5py.File(_fd_path(fd), "r")
+        except (OSError, RuntimeError) as err:
+            raise InvalidSubbandFile(
+                path, f"cannot be opened as HDF5 (truncated or not an HDF5 file): {err}"
+            ) from None
+        with f:
+            header = _parse_header(_HeaderReader(path, f))
+        _check_identity(path, fd, identity)
+    return dataclasses.replace(header, identity=identity)
 
 
 def _parse_header(h: _HeaderReader) -> SubbandHeader:
@@ -414,13 +501,13 @@ class _ChunkMap:
 class ReadPlan:
     """How to read one file's ``Data`` arrays: a chunk map per dataset (None = via h5py).
 
-    Made from the file's metadata by :meth:`VisibilityReader.plan`; the file's size and
-    modification time are recorded so a file changed since then is refused, not misread.
+    Made from the file's metadata by :meth:`VisibilityReader.plan`; the file's identity
+    (device, inode, size, modification time) is recorded so a file changed or replaced since
+    then is refused, not misread.
     """
 
     path: Path
-    size: int
-    mtime_ns: int
+    identity: FileIdentity
     maps: dict[str, _ChunkMap | None]
 
 
@@ -458,23 +545,25 @@ class VisibilityReader:
             The datasets cannot be inspected, or their chunks lie beyond the end of the file.
         """
         path = header.path
-        try:
-            stat = path.stat()
-            with h5py.File(path, "r") as f:
-                maps = {
-                    name: _chunk_map(f[f"Data/{name}"], np.dtype(t))
-                    for name, t in _DATA_DTYPES.items()
-                }
-        except (OSError, RuntimeError, KeyError, ValueError, TypeError) as err:
-            raise InvalidSubbandFile(path, f"cannot map the visibility chunks: {err}") from None
+        with open_subband(path) as (fd, identity):
+            if header.identity is not None and identity != header.identity:
+                raise InvalidSubbandFile(path, "changed or was replaced since it was validated")
+            try:
+                with h5py.File(_fd_path(fd), "r") as f:
+                    maps = {
+                        name: _chunk_map(f[f"Data/{name}"], np.dtype(t))
+                        for name, t in _DATA_DTYPES.items()
+                    }
+            except (OSError, RuntimeError, KeyError, ValueError, TypeError) as err:
+                raise InvalidSubbandFile(path, f"cannot map the visibility chunks: {err}") from None
         for name, chunk_map in maps.items():
-            if chunk_map is not None and chunk_map.start + chunk_map.span > stat.st_size:
+            if chunk_map is not None and chunk_map.start + chunk_map.span > identity.size:
                 raise InvalidSubbandFile(
                     path,
                     f"truncated: Data/{name} extends to byte {chunk_map.start + chunk_map.span} "
-                    f"but the file has {stat.st_size} bytes",
+                    f"but the file has {identity.size} bytes",
                 )
-        return ReadPlan(path, stat.st_size, stat.st_mtime_ns, maps)
+        return ReadPlan(path, identity, maps)
 
     def read(
         self,
@@ -495,15 +584,15 @@ class VisibilityReader:
         out = SubbandBuffers.for_header(header) if out is None else out
         flip = not header.ascending
         try:
-            with open(path, "rb", buffering=0) as raw_file:
-                fd = raw_file.fileno()
-                stat = os.fstat(fd)
-                if (stat.st_size, stat.st_mtime_ns) != (plan.size, plan.mtime_ns):
-                    raise InvalidSubbandFile(path, "changed while the group was being converted")
+            with open_subband(path) as (fd, identity):
+                if identity != plan.identity:
+                    raise InvalidSubbandFile(
+                        path, "changed or was replaced while the group was being converted"
+                    )
                 for name, chunk_map in plan.maps.items():
                     target = getattr(out, name)
                     if chunk_map is None:
-                        with h5py.File(path, "r") as f:
+                        with h5py.File(_fd_path(fd), "r") as f:
                             _read_h5py(f[f"Data/{name}"], target, flip)
                     else:
                         self._read_mapped(path, fd, chunk_map, target, flip)

@@ -8,14 +8,33 @@
 
 Every change goes through :func:`transition`, a compare-and-set inside a write transaction, so
 two workers can never both move a group out of the same state; an illegal move raises.
+
+Owners. A worker enters ``in_progress`` through :func:`claim`, which records in the same
+transaction *who* holds the group (:class:`Owner`: host, boot id, pid and the pid's start time,
+a per-attempt token, the Dagster run id) in the group's ``stage_status`` row of that stage
+(``status = 'running'``, the owner as JSON in ``detail``; no schema change). Whether an owner is
+dead is then decidable: on the same host, a rebooted machine, a pid that no longer runs, or a
+pid reused by another process (its start time differs); on another host, a lease
+(``foreign_lease_s``) since the attempt started. A group ``in_progress`` under a dead owner
+(SIGKILL, OOM kill, ``abort()`` in C++ code, power loss) is taken over by the next
+:func:`claim`: the dead attempt is recorded as ``failed`` (``AttemptDied``, counting as a retry,
+so a group that kills its worker every time still ends ``failed``) and moved back to
+``in_progress`` for the new owner, who cleans the dead attempt's staging first. A live owner's
+group is refused (:class:`GroupBusy`). :func:`finish` leaves ``in_progress`` only for the owner
+that holds it. :func:`requeue_dead_attempts` puts dead attempts back to ``pending`` for a
+sensor that requests only pending groups.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import secrets
+import socket
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from enum import StrEnum
+from pathlib import Path
 
 from dsa110_assets.registry.connection import Registry
 
@@ -49,6 +68,14 @@ class RetriesExhausted(IllegalTransition):
 
 class UnknownGroup(KeyError):
     """No ``processing_queue`` row for this group_id."""
+
+
+class GroupBusy(IllegalTransition):
+    """The group is ``in_progress`` under an owner that is still alive."""
+
+
+class NotOwner(IllegalTransition):
+    """The group is no longer held by this owner (it was taken over, or finished)."""
 
 
 @dataclass(frozen=True)
@@ -116,23 +143,383 @@ def transition(
     now = time.time() if now is None else now
     with registry.transaction():
         status = get_status(registry, group_id)
-        check_transition(status.state, new, status.retry_count)
-        retries = status.retry_count + (1 if status.state is QueueState.FAILED else 0)
-        if new is QueueState.FAILED:
-            err, msg = error, error_message
-        elif new is QueueState.COMPLETED:
-            err, msg = None, None
-        else:
-            err, msg = status.error, status.error_message
-        cursor = registry.execute(
-            "UPDATE processing_queue SET state = ?, retry_count = ?, error = ?,"
-            " error_message = ?, processing_stage = COALESCE(?, processing_stage),"
-            " last_update = ? WHERE group_id = ? AND state = ?",
-            (new.value, retries, err, msg, stage, now, group_id, status.state.value),
+        return _move(
+            registry, status, new, error=error, error_message=error_message, stage=stage, now=now
         )
-        if cursor.rowcount != 1:  # pragma: no cover - guarded by the write lock
-            raise IllegalTransition(f"{group_id}: state changed concurrently")
-    return get_status(registry, group_id)
+
+
+#: Attempts started on another host are presumed dead this long after they started (a full
+#: conversion takes minutes; the pid of another machine cannot be checked from here).
+FOREIGN_LEASE_S = 6 * 3600.0
+#: The error recorded for an attempt whose owner died without finishing.
+ATTEMPT_DIED = "AttemptDied"
+
+_ACTIVE_TOKENS: set[str] = set()  # attempts of this process that have not finished
+
+
+def _boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return ""
+
+
+def _pid_start_ticks(pid: int) -> int | None:
+    """The start time of process ``pid`` (clock ticks after boot), None if it is not running.
+
+    Field 22 of ``/proc/PID/stat``; read after the command name's closing parenthesis, since
+    the name itself may contain spaces and parentheses.
+    """
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except (OSError, ValueError):
+        return None
+    fields = raw[raw.rfind(")") + 2 :].split()
+    try:
+        return int(fields[19])
+    except (IndexError, ValueError):
+        return None
+
+
+@dataclass(frozen=True)
+class Owner:
+    """Who runs an attempt, enough to decide later whether it is still alive."""
+
+    host: str
+    boot_id: str
+    pid: int
+    pid_start: int | None
+    token: str  # unique per attempt: also the tag of its staging names
+    started_at: float
+    run_id: str | None = None
+
+    @classmethod
+    def current(cls, run_id: str | None = None, *, now: float | None = None) -> Owner:
+        """An owner for a new attempt by this process."""
+        pid = os.getpid()
+        return cls(
+            host=socket.gethostname(),
+            boot_id=_boot_id(),
+            pid=pid,
+            pid_start=_pid_start_ticks(pid),
+            token=f"{pid}-{secrets.token_hex(4)}",
+            started_at=time.time() if now is None else now,
+            run_id=run_id,
+        )
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str | None) -> Owner | None:
+        """The owner recorded in ``text``, None when there is none (or it is unreadable)."""
+        try:
+            data = json.loads(text or "")
+            return cls(**data)
+        except (TypeError, ValueError):
+            return None
+
+    def is_alive(
+        self, *, now: float | None = None, foreign_lease_s: float = FOREIGN_LEASE_S
+    ) -> bool:
+        """Whether the attempt may still be running (see the module docstring)."""
+        now = time.time() if now is None else now
+        if self.host != socket.gethostname():
+            return now - self.started_at < foreign_lease_s
+        if self.boot_id and self.boot_id != _boot_id():
+            return False  # the machine rebooted since
+        start = _pid_start_ticks(self.pid)
+        if start is None or (self.pid_start is not None and start != self.pid_start):
+            return False  # not running, or the pid now belongs to another process
+        if self.pid == os.getpid():
+            return self.token in _ACTIVE_TOKENS  # this process: an attempt not yet finished
+        return True
+
+    def describe(self) -> str:
+        run = f", run {self.run_id}" if self.run_id else ""
+        started = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(self.started_at))
+        return f"pid {self.pid} on {self.host} (attempt {self.token}{run}, started {started}Z)"
+
+
+@dataclass(frozen=True)
+class Claim:
+    """The outcome of :func:`claim`: the status now, and the dead attempt taken over."""
+
+    status: GroupStatus
+    owner: Owner
+    dead: Owner | None  # the owner of an attempt that died (its staging is to be cleaned)
+    took_over: bool  # the group was in_progress under a dead (or unrecorded) owner
+
+
+def get_owner(registry: Registry, group_id: str, stage: str) -> Owner | None:
+    """The owner holding ``group_id``'s ``stage`` attempt (None if none is running)."""
+    row = _stage_row(registry, group_id, stage)
+    if row is None or row["status"] != "running":
+        return None
+    return Owner.from_json(row["detail"])
+
+
+def _dead_owner(registry: Registry, group_id: str, stage: str) -> Owner | None:
+    """The owner of the last attempt recorded as died (kept so its staging can be cleaned)."""
+    row = _stage_row(registry, group_id, stage)
+    if row is None or row["status"] != "failed" or row["error"] != ATTEMPT_DIED:
+        return None
+    return Owner.from_json(row["detail"])
+
+
+def _stage_row(registry: Registry, group_id: str, stage: str):
+    return registry.execute(
+        "SELECT status, detail, error FROM stage_status WHERE group_id = ? AND stage = ?",
+        (group_id, stage),
+    ).fetchone()
+
+
+def _record_death(
+    registry: Registry, status: GroupStatus, previous: Owner | None, stage: str, now: float
+) -> GroupStatus:
+    """``in_progress -> failed`` for a dead attempt; its owner stays in ``stage_status``."""
+    message = _died_message(previous)
+    status = _move(
+        registry,
+        status,
+        QueueState.FAILED,
+        error=ATTEMPT_DIED,
+        error_message=message,
+        stage=stage,
+        now=now,
+    )
+    detail = previous.to_json() if previous is not None else message
+    _set_stage(registry, status.group_id, stage, "failed", detail, ATTEMPT_DIED)
+    return status
+
+
+def _set_stage(
+    registry: Registry,
+    group_id: str,
+    stage: str,
+    status: str,
+    detail: str | None,
+    error: str | None,
+) -> None:
+    registry.execute(
+        "INSERT INTO stage_status(group_id, stage, status, detail, error, updated_at)"
+        " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(group_id, stage) DO UPDATE SET"
+        " status = excluded.status, detail = excluded.detail, error = excluded.error,"
+        " updated_at = excluded.updated_at",
+        (group_id, stage, status, detail, error, time.time()),
+    )
+
+
+def _move(
+    registry: Registry,
+    status: GroupStatus,
+    new: QueueState,
+    *,
+    error: str | None,
+    error_message: str | None,
+    stage: str | None,
+    now: float,
+) -> GroupStatus:
+    """One checked compare-and-set; the caller holds the write transaction."""
+    check_transition(status.state, new, status.retry_count)
+    retries = status.retry_count + (1 if status.state is QueueState.FAILED else 0)
+    if new is QueueState.FAILED:
+        err, msg = error, error_message
+    elif new is QueueState.COMPLETED:
+        err, msg = None, None
+    else:
+        err, msg = status.error, status.error_message
+    cursor = registry.execute(
+        "UPDATE processing_queue SET state = ?, retry_count = ?, error = ?,"
+        " error_message = ?, processing_stage = COALESCE(?, processing_stage),"
+        " last_update = ? WHERE group_id = ? AND state = ?",
+        (new.value, retries, err, msg, stage, now, status.group_id, status.state.value),
+    )
+    if cursor.rowcount != 1:  # pragma: no cover - guarded by the write lock
+        raise IllegalTransition(f"{status.group_id}: state changed concurrently")
+    return get_status(registry, status.group_id)
+
+
+def _died_message(dead: Owner | None) -> str:
+    if dead is None:
+        return "an earlier attempt left the group in_progress without recording its owner"
+    return f"the attempt by {dead.describe()} died without finishing (killed or crashed)"
+
+
+def claim(
+    registry: Registry,
+    group_id: str,
+    owner: Owner,
+    *,
+    stage: str,
+    now: float | None = None,
+    foreign_lease_s: float = FOREIGN_LEASE_S,
+) -> Claim:
+    """Move a group to ``in_progress`` for ``owner``, taking it over from a dead owner.
+
+    ``pending`` and ``failed`` (a retry) move as with :func:`transition`. ``in_progress`` under
+    a dead owner, or under none recorded, is recorded as a failed attempt (``AttemptDied``,
+    one retry used) and moved back to ``in_progress``, all in one transaction, so two workers
+    cannot both take a group over. The owner is recorded in ``stage_status``.
+
+    Raises
+    ------
+    UnknownGroup, IllegalTransition
+    GroupBusy
+        The group is ``in_progress`` under a live owner.
+    RetriesExhausted
+        The group has no retry left; a dead attempt is still recorded as ``failed``.
+    """
+    now = time.time() if now is None else now
+    dead: Owner | None = None
+    took_over = False
+    exhausted: RetriesExhausted | None = None
+    with registry.transaction():
+        status = get_status(registry, group_id)
+        if status.state is QueueState.IN_PROGRESS:
+            previous = get_owner(registry, group_id, stage)
+            if previous is not None and previous.is_alive(now=now, foreign_lease_s=foreign_lease_s):
+                raise GroupBusy(f"{group_id} is being processed by {previous.describe()}")
+            dead, took_over = previous, True
+            status = _record_death(registry, status, previous, stage, now)
+        else:
+            dead = _dead_owner(registry, group_id, stage)  # requeued after it died
+        try:
+            status = _move(
+                registry,
+                status,
+                QueueState.IN_PROGRESS,
+                error=None,
+                error_message=None,
+                stage=stage,
+                now=now,
+            )
+        except RetriesExhausted as exc:
+            if not took_over:
+                raise
+            exhausted = exc  # commit the recorded death, then raise
+        else:
+            _set_stage(registry, group_id, stage, "running", owner.to_json(), None)
+            _ACTIVE_TOKENS.add(owner.token)
+    if exhausted is not None:
+        raise exhausted
+    return Claim(status, owner, dead, took_over)
+
+
+def finish(
+    registry: Registry,
+    group_id: str,
+    owner: Owner,
+    new_state: QueueState | str,
+    *,
+    stage: str,
+    error: str | None = None,
+    error_message: str | None = None,
+    detail: str | None = None,
+    now: float | None = None,
+) -> GroupStatus:
+    """End ``owner``'s attempt: ``in_progress -> completed`` or ``failed``.
+
+    Refused (:class:`NotOwner`) when the group is no longer this owner's, so an attempt
+    wrongly presumed dead and taken over cannot overwrite what its successor records.
+    """
+    new = QueueState(new_state)
+    if new not in (QueueState.COMPLETED, QueueState.FAILED):
+        raise ValueError(f"an attempt finishes as completed or failed, not {new.value}")
+    if new is QueueState.FAILED and not (error and error_message):
+        raise ValueError("a transition to 'failed' needs error and error_message")
+    now = time.time() if now is None else now
+    try:
+        with registry.transaction():
+            status = get_status(registry, group_id)
+            holder = get_owner(registry, group_id, stage)
+            if (
+                status.state is not QueueState.IN_PROGRESS
+                or holder is None
+                or (holder.token != owner.token)
+            ):
+                raise NotOwner(
+                    f"{group_id} is {status.state.value}"
+                    + (f" under {holder.describe()}" if holder else "")
+                    + f"; attempt {owner.token} no longer holds it"
+                )
+            status = _move(
+                registry,
+                status,
+                new,
+                error=error,
+                error_message=error_message,
+                stage=stage,
+                now=now,
+            )
+            if new is QueueState.COMPLETED:
+                _set_stage(registry, group_id, stage, "done", detail, None)
+            else:
+                _set_stage(registry, group_id, stage, "failed", error_message, error)
+    finally:
+        _ACTIVE_TOKENS.discard(owner.token)
+    return status
+
+
+def dead_attempts(
+    registry: Registry,
+    *,
+    stage: str = "convert",
+    now: float | None = None,
+    foreign_lease_s: float = FOREIGN_LEASE_S,
+) -> dict[str, Owner | None]:
+    """Groups ``in_progress`` whose owner is dead (or unrecorded): group_id -> that owner."""
+    rows = registry.query(
+        "SELECT q.group_id, s.status, s.detail FROM processing_queue q"
+        " LEFT JOIN stage_status s ON s.group_id = q.group_id AND s.stage = ?"
+        " WHERE q.state = 'in_progress' ORDER BY q.group_id",
+        (stage,),
+    )
+    found: dict[str, Owner | None] = {}
+    for row in rows:
+        owner = Owner.from_json(row["detail"]) if row["status"] == "running" else None
+        if owner is None or not owner.is_alive(now=now, foreign_lease_s=foreign_lease_s):
+            found[row["group_id"]] = owner
+    return found
+
+
+def requeue_dead_attempts(
+    registry: Registry,
+    *,
+    stage: str = "convert",
+    now: float | None = None,
+    foreign_lease_s: float = FOREIGN_LEASE_S,
+) -> dict[str, GroupStatus]:
+    """Record every dead attempt as failed and, with retries left, put it back to ``pending``.
+
+    For a sensor that requests ``pending`` groups (run key ``{group_id}:{retry_count}``: the
+    retry count has grown, so the key is new). Each group moves in its own transaction,
+    re-checked inside it, so a live worker's group is never touched. Returns the new status
+    of every group found dead (``failed`` when its retries were exhausted).
+    """
+    now = time.time() if now is None else now
+    moved: dict[str, GroupStatus] = {}
+    for group_id in dead_attempts(registry, stage=stage, now=now, foreign_lease_s=foreign_lease_s):
+        with registry.transaction():
+            status = get_status(registry, group_id)
+            if status.state is not QueueState.IN_PROGRESS:
+                continue
+            previous = get_owner(registry, group_id, stage)
+            if previous is not None and previous.is_alive(now=now, foreign_lease_s=foreign_lease_s):
+                continue
+            status = _record_death(registry, status, previous, stage, now)
+            if status.retry_count < MAX_RETRIES:
+                status = _move(
+                    registry,
+                    status,
+                    QueueState.PENDING,
+                    error=None,
+                    error_message=None,
+                    stage=stage,
+                    now=now,
+                )
+        moved[group_id] = status
+    return moved
 
 
 def count_by_state(registry: Registry) -> dict[str, int]:

@@ -21,14 +21,15 @@ from resources.pipeline import PipelineResource
     retry_policy=dg.RetryPolicy(max_retries=2, delay=5),
     description="The 16 subbands as one CASA Measurement Set on the SSD products tier: 16 "
     "spectral windows in ascending frequency, one meridian field per integration "
-    "(meridian_icrs_t{i}), DATA and CORRECTED_DATA (no MODEL_DATA). Staged in tmpfs when it fits.",
+    "(meridian_icrs_t{i}), DATA and CORRECTED_DATA (no MODEL_DATA). Staged in tmpfs when it fits "
+    "(a full tmpfs falls back to the SSD); a retry takes over from an attempt that died.",
 )
 def measurement_set(
     context: dg.AssetExecutionContext, pipeline: PipelineResource, subband_group: SubbandGroup
 ) -> Path:
     settings = pipeline.settings()
     with pipeline.registry() as registry:
-        result = convert_and_register(settings, registry, subband_group)
+        result = convert_and_register(settings, registry, subband_group, run_id=context.run.run_id)
     if result is None:
         context.log.info(f"{subband_group.group_id} already converted; nothing changed")
         context.add_output_metadata({"reused": True})
