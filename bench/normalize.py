@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from dsa110_assets.ingest import normalize_directory, normalize_subband_on_ingest
+from dsa110_assets.ingest.samples import write_header_only_subband
 from dsa110_assets.naming import epoch_to_group_id, group_id_to_epoch, subband_filename
 from dsa110_assets.registry import Registry
 
@@ -26,7 +27,8 @@ GROUP_CADENCE_S = 309  # 24 x 12.884902 s
 
 
 def make_backlog(folder: Path, n_groups: int, seed: int = 1) -> list[str]:
-    """Write empty subband files in arrival order; names drift 0-2 s within a group."""
+    """Write header-only subband files (ingest reads each file's ``time_array``) in arrival
+    order; names drift 0-2 s within a group, contents start at the observation's start."""
     rng = random.Random(seed)
     t0 = group_id_to_epoch("2025-01-15T00:00:00")
     written = []
@@ -34,9 +36,10 @@ def make_backlog(folder: Path, n_groups: int, seed: int = 1) -> list[str]:
         order = list(range(16))
         rng.shuffle(order)
         for sb in order:
-            stamp = epoch_to_group_id(t0 + g * GROUP_CADENCE_S + rng.randint(0, 2))
+            start = t0 + g * GROUP_CADENCE_S
+            stamp = epoch_to_group_id(start + rng.randint(0, 2))
             name = subband_filename(stamp, sb)
-            (folder / name).touch()
+            write_header_only_subband(folder / name, start)
             written.append(name)
     return written
 

@@ -16,8 +16,15 @@ N_SUBBANDS = 16
 GROUP_ID_FORMAT = "%Y-%m-%dT%H:%M:%S"
 INCOMPLETE_SUFFIX = "_incomplete.hdf5"
 
-_SUBBAND_RE = re.compile(r"^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2})_sb(\d{2})\.hdf5$")
-_GROUP_ID_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}$")
+#: The range of timestamps a subband name or group_id may carry (inclusive, UTC).
+EARLIEST_TIMESTAMP = "1970-01-01T00:00:00"
+LATEST_TIMESTAMP = "2199-12-31T23:59:59"
+EARLIEST_EPOCH_S = 0
+LATEST_EPOCH_S = int(datetime.fromisoformat(LATEST_TIMESTAMP).replace(tzinfo=UTC).timestamp())
+
+_TIMESTAMP = r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}"
+_SUBBAND_RE = re.compile(rf"({_TIMESTAMP})_sb([0-9]{{2}})\.hdf5", re.ASCII)
+_GROUP_ID_RE = re.compile(_TIMESTAMP, re.ASCII)
 
 
 class InvalidSubbandName(ValueError):
@@ -49,17 +56,31 @@ def parse_subband_filename(name: str) -> SubbandName:
     InvalidSubbandName
         With the reason: the pattern, the subband index or the timestamp is wrong.
     """
-    match = _SUBBAND_RE.match(name)
+    match = _SUBBAND_RE.fullmatch(name) if isinstance(name, str) else None
     if match is None:
         raise InvalidSubbandName(f"{name!r} does not match '{{YYYY-MM-DDTHH:MM:SS}}_sb{{XX}}.hdf5'")
     timestamp, sb = match.group(1), int(match.group(2))
     if sb >= N_SUBBANDS:
         raise InvalidSubbandName(f"{name!r}: subband sb{sb:02d} is outside sb00..sb15")
     try:
+        _check_timestamp(timestamp)
+    except ValueError as exc:
+        raise InvalidSubbandName(f"{name!r}: {exc}") from None
+    return SubbandName(timestamp, sb)
+
+
+def _check_timestamp(timestamp: str) -> None:
+    """Raise ``ValueError`` unless ``timestamp`` is a real UTC second inside the bounds."""
+    try:
         datetime.fromisoformat(timestamp)
     except ValueError:
-        raise InvalidSubbandName(f"{name!r}: {timestamp!r} is not a valid UTC time") from None
-    return SubbandName(timestamp, sb)
+        raise ValueError(f"{timestamp!r} is not a valid UTC time") from None
+    # Same fixed-width format on both sides, so string order is time order.
+    if not EARLIEST_TIMESTAMP <= timestamp <= LATEST_TIMESTAMP:
+        raise ValueError(
+            f"{timestamp!r} is outside the supported range {EARLIEST_TIMESTAMP} .. "
+            f"{LATEST_TIMESTAMP}"
+        )
 
 
 def subband_filename(group_id: str, subband: int) -> str:
@@ -76,9 +97,9 @@ def is_incomplete_name(name: str) -> bool:
 
 def validate_group_id(group_id: str) -> str:
     """Return ``group_id`` if it is a canonical timestamp, else raise ``ValueError``."""
-    if not _GROUP_ID_RE.match(group_id):
+    if not isinstance(group_id, str) or not _GROUP_ID_RE.fullmatch(group_id):
         raise ValueError(f"{group_id!r} is not a group_id (YYYY-MM-DDTHH:MM:SS)")
-    datetime.fromisoformat(group_id)
+    _check_timestamp(group_id)
     return group_id
 
 
@@ -91,7 +112,25 @@ def group_id_to_epoch(group_id: str) -> int:
 
 
 def epoch_to_group_id(epoch_s: float) -> str:
-    return datetime.fromtimestamp(int(epoch_s), UTC).strftime(GROUP_ID_FORMAT)
+    """Format Unix seconds (truncated to the second) as a group_id.
+
+    Raises
+    ------
+    ValueError
+        ``epoch_s`` is not finite or not representable as a date (``OverflowError`` and
+        ``OSError`` from ``datetime`` are turned into this one documented error).
+    """
+    try:
+        return datetime.fromtimestamp(int(epoch_s), UTC).strftime(GROUP_ID_FORMAT)
+    except (OverflowError, OSError, ValueError) as exc:
+        raise ValueError(f"{epoch_s!r} s is not a representable UTC time: {exc}") from None
+
+
+def clamp_epoch(epoch_s: float) -> int:
+    """``epoch_s`` limited to the supported timestamp range (for search bounds)."""
+    if epoch_s != epoch_s:  # NaN
+        raise ValueError("epoch is NaN")
+    return int(min(max(epoch_s, EARLIEST_EPOCH_S), LATEST_EPOCH_S))
 
 
 def datetime_to_group_id(moment: datetime) -> str:

@@ -44,6 +44,15 @@ def build_incoming_sensor(target: dg.AssetSelection | dg.JobDefinition | Any):
                 f"{stats['files_registered']} registered, {stats['conflicts']} conflicts, "
                 f"{stats['skipped']} skipped; backlog {tick.backlog}"
             )
+            # Each refused file alone, by name (escaped: names come from outside).
+            for outcome in tick.report.outcomes:
+                if outcome.action in ("mismatch", "error", "conflict"):
+                    context.log.warning(f"{outcome.action}: {outcome.name!r}: {outcome.reason}")
+        for group_id, status in tick.requeued.items():
+            context.log.warning(
+                f"{group_id}: its conversion died without finishing; now {status.state.value}"
+                f" (retry {status.retry_count})"
+            )
         for group_id, message in tick.stale.failed.items():
             context.log.warning(f"{group_id} failed: {message}")
         new_keys = [

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import json
+import os
+import time
 from pathlib import Path
 
 import dagster as dg
 import pytest
-from helpers import tier_folders, touch
+from helpers import tier_folders
 
 from dsa110_assets.definitions import build_definitions
 from dsa110_assets.defs.ingest.assets import subband_group
 from dsa110_assets.ingest.groups import SubbandGroup
+from dsa110_assets.ingest.samples import write_header_only_subband
 from dsa110_assets.naming import epoch_to_group_id, group_id_to_epoch, subband_filename
 from dsa110_assets.registry import QueueState, Registry, get_status
 from dsa110_assets.storage import WrongTierError, check_placement, product_path
@@ -36,9 +39,12 @@ def pipeline(tmp_path: Path) -> PipelineResource:
 
 
 def write_group(folder: Path, gid: str, subbands, age_s: float = 600.0) -> None:
+    """Header-only subband files of the observation starting at ``gid``, names 0-2 s late."""
     t0 = group_id_to_epoch(gid)
+    now = time.time()
     for i, sb in enumerate(subbands):
-        touch(folder, subband_filename(epoch_to_group_id(t0 + sb % 3), sb), age_s=age_s - i)
+        name = subband_filename(epoch_to_group_id(t0 + sb % 3), sb)
+        write_header_only_subband(folder / name, t0, mtime=now - age_s + i)
 
 
 def tick(defs: dg.Definitions, instance: dg.DagsterInstance, cursor: str | None):
@@ -115,6 +121,36 @@ def test_stale_groups_go_on_partial_or_fail(tmp_path):
         failed = get_status(registry, "2025-01-15T12:05:09")
         assert failed.state is QueueState.FAILED
         assert "only 5 of 16 subbands" in failed.error_message
+
+
+def test_one_bad_file_never_stops_a_tick(pipeline):
+    """Issue 10 item 2 through the sensor: names that overflow, empty and foreign files are
+    reported alone and every good file is registered; the group is requested."""
+    defs = build_definitions(pipeline)
+    incoming = Path(pipeline.input_dir)
+    incoming.mkdir(parents=True)
+    write_group(incoming, GID, range(16))
+    for bad in ("9999-12-31T23:59:30_sb00.hdf5", "0001-01-01T00:00:00_sb01.hdf5"):
+        (incoming / bad).write_bytes(b"")
+    empty = incoming / "2025-01-15T12:05:09_sb03.hdf5"
+    empty.write_bytes(b"")
+    os.utime(empty, (time.time(), time.time() - 60))  # settled, but still empty
+    write_header_only_subband(
+        incoming / "2026-01-20T00:00:00_sb04.hdf5", group_id_to_epoch(GID), mtime=time.time() - 60
+    )
+    with dg.instance_for_test() as instance:
+        result = tick(defs, instance, None)
+    assert [r.partition_key for r in result.run_requests] == [GID]
+    with Registry(pipeline.settings().db_path) as registry:
+        assert registry.query("SELECT COUNT(*) FROM subband_files")[0][0] == 16
+        rejects = {
+            Path(r["path"]).name: r["kind"]
+            for r in registry.query("SELECT path, kind FROM ingest_rejects")
+        }
+    assert rejects == {
+        "2025-01-15T12:05:09_sb03.hdf5": "unreadable",
+        "2026-01-20T00:00:00_sb04.hdf5": "mismatch",
+    }
 
 
 def test_sensor_never_raises(tmp_path):

@@ -5,28 +5,67 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import time
 from pathlib import Path
 
 import pytest
-from helpers import names, touch
+from helpers import names
 
 from dsa110_assets.ingest import (
     normalize_directory,
     normalize_subband_on_ingest,
     normalize_subband_path,
 )
-from dsa110_assets.naming import epoch_to_group_id, group_id_to_epoch, subband_filename
+from dsa110_assets.ingest.content import read_content_time
+from dsa110_assets.ingest.samples import write_header_only_subband
+from dsa110_assets.naming import (
+    InvalidSubbandName,
+    epoch_to_group_id,
+    group_id_to_epoch,
+    parse_subband_filename,
+    subband_filename,
+)
 from dsa110_assets.registry import QueueState, Registry, get_status
 
 GID = "2025-01-15T12:00:00"
+T0 = group_id_to_epoch(GID)
+
+
+def touch(
+    folder: Path,
+    name: str,
+    *,
+    age_s: float = 600.0,
+    start_s: float | None = None,
+    content: bytes | None = None,
+) -> Path:
+    """A file modified ``age_s`` ago: a header-only subband file whose content starts at the
+    time in its name (or ``start_s``), or ``content`` bytes (a file that is no subband)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    mtime = time.time() - age_s
+    if content is None:
+        try:
+            stamp = parse_subband_filename(name).epoch_s if start_s is None else start_s
+        except InvalidSubbandName:
+            content = name.encode()
+        else:
+            return write_header_only_subband(path, stamp, mtime=mtime)
+    path.write_bytes(content)
+    os.utime(path, (mtime, mtime))
+    return path
+
+
+def start_of(path: Path) -> float:
+    return read_content_time(path).start_s
 
 
 def drifting_group(folder: Path, start_s: int = 0, age_s: float = 600.0) -> None:
-    """16 subbands named 0-2 s apart, as the correlator's nodes write them."""
+    """16 subbands of one observation named 0-2 s apart, as the correlator's nodes write them."""
     t0 = group_id_to_epoch(GID) + start_s
     for sb in range(16):
         stamp = epoch_to_group_id(t0 + (sb * 7) % 3)
-        touch(folder, subband_filename(stamp, sb), age_s=age_s - sb * 0.01)
+        touch(folder, subband_filename(stamp, sb), age_s=age_s - sb * 0.01, start_s=t0)
 
 
 def test_documented_example(tmp_path):
@@ -44,17 +83,19 @@ def test_documented_example(tmp_path):
 
 
 def test_first_arrival_defines_the_group(tmp_path):
-    touch(tmp_path, "2025-01-15T12:00:02_sb03.hdf5", age_s=50)  # arrives first
-    touch(tmp_path, "2025-01-15T12:00:00_sb00.hdf5", age_s=40)
+    touch(tmp_path, "2025-01-15T12:00:02_sb03.hdf5", age_s=50, start_s=T0)  # arrives first
+    touch(tmp_path, "2025-01-15T12:00:00_sb00.hdf5", age_s=40, start_s=T0)
     normalize_directory(tmp_path)
     assert names(tmp_path) == ["2025-01-15T12:00:02_sb00.hdf5", "2025-01-15T12:00:02_sb03.hdf5"]
 
 
 def test_contents_follow_the_rename(tmp_path):
-    touch(tmp_path, "2025-01-15T12:00:00_sb00.hdf5", content=b"zero", age_s=50)
-    touch(tmp_path, "2025-01-15T12:00:01_sb01.hdf5", content=b"one", age_s=40)
+    touch(tmp_path, "2025-01-15T12:00:00_sb00.hdf5", age_s=50, start_s=T0)
+    one = touch(tmp_path, "2025-01-15T12:00:01_sb01.hdf5", age_s=40, start_s=T0 + 0.5)
+    inode = one.stat().st_ino
     normalize_directory(tmp_path)
-    assert (tmp_path / f"{GID}_sb01.hdf5").read_bytes() == b"one"
+    assert (tmp_path / f"{GID}_sb01.hdf5").stat().st_ino == inode
+    assert start_of(tmp_path / f"{GID}_sb01.hdf5") == pytest.approx(T0 + 0.5)
 
 
 def test_dry_run_changes_nothing(tmp_path, registry):
@@ -67,6 +108,7 @@ def test_dry_run_changes_nothing(tmp_path, registry):
 
 
 def test_tolerance_is_configurable(tmp_path):
+    # Contents 45 s apart: one observation within 60 s, two within 30 s.
     touch(tmp_path, "2025-01-15T12:00:00_sb00.hdf5", age_s=50)
     touch(tmp_path, "2025-01-15T12:00:45_sb01.hdf5", age_s=40)
     assert normalize_directory(tmp_path, cluster_tolerance_s=30, dry_run=True)["groups"] == 2
@@ -101,12 +143,13 @@ def test_unmatched_names_are_left_alone_and_reported(tmp_path, registry):
 
 
 def test_duplicate_subband_is_a_conflict_never_an_overwrite(tmp_path, registry):
-    touch(tmp_path, "2025-01-15T12:00:00_sb05.hdf5", content=b"first", age_s=50)
-    touch(tmp_path, "2025-01-15T12:00:01_sb05.hdf5", content=b"second", age_s=40)
+    first = touch(tmp_path, "2025-01-15T12:00:00_sb05.hdf5", age_s=50, start_s=T0)
+    second = touch(tmp_path, "2025-01-15T12:00:01_sb05.hdf5", age_s=40, start_s=T0 + 0.25)
+    inodes = first.stat().st_ino, second.stat().st_ino
     stats = normalize_directory(tmp_path, registry=registry)
     assert stats["conflicts"] == 1
-    assert (tmp_path / "2025-01-15T12:00:00_sb05.hdf5").read_bytes() == b"first"
-    assert (tmp_path / "2025-01-15T12:00:01_sb05.hdf5").read_bytes() == b"second"
+    assert (first.stat().st_ino, second.stat().st_ino) == inodes
+    assert start_of(second) == pytest.approx(T0 + 0.25)
     conflict = registry.query("SELECT path, existing_path, reason FROM ingest_conflicts")
     assert len(conflict) == 1
     assert conflict[0]["path"].endswith("12:00:01_sb05.hdf5")
@@ -117,16 +160,17 @@ def test_duplicate_subband_is_a_conflict_never_an_overwrite(tmp_path, registry):
 
 
 def test_conflict_without_registry(tmp_path):
-    touch(tmp_path, "2025-01-15T12:00:00_sb05.hdf5", content=b"first", age_s=40)
-    touch(tmp_path, "2025-01-15T12:00:01_sb05.hdf5", content=b"second", age_s=50)
+    first = touch(tmp_path, "2025-01-15T12:00:00_sb05.hdf5", age_s=40, start_s=T0)
+    touch(tmp_path, "2025-01-15T12:00:01_sb05.hdf5", age_s=50, start_s=T0)
+    inode = first.stat().st_ino
     stats = normalize_directory(tmp_path)
     assert stats["conflicts"] == 1
-    assert (tmp_path / "2025-01-15T12:00:00_sb05.hdf5").read_bytes() == b"first"
+    assert first.stat().st_ino == inode
 
 
 def test_incomplete_and_still_writing_files_wait(tmp_path, registry):
-    touch(tmp_path, "2025-01-15T12:00:00_sb00_incomplete.hdf5")
-    touch(tmp_path, "2025-01-15T12:00:01_sb01.hdf5", age_s=1)  # just written
+    write_header_only_subband(tmp_path / "2025-01-15T12:00:00_sb00_incomplete.hdf5", T0)
+    touch(tmp_path, "2025-01-15T12:00:01_sb01.hdf5", age_s=1, start_s=T0)  # just written
     stats = normalize_directory(tmp_path, registry=registry, settle_s=5)
     assert stats["incomplete"] == 1 and stats["still_writing"] == 1
     assert stats["files_registered"] == 0
@@ -172,7 +216,7 @@ def test_streaming_arrivals_build_one_group(tmp_path, registry):
     outcomes = []
     for i, sb in enumerate(order):
         name = f"2025-01-15T12:00:{(sb * 7) % 3 + 1:02d}_sb{sb:02d}.hdf5"
-        path = touch(tmp_path, name, age_s=100 - i)
+        path = touch(tmp_path, name, age_s=100 - i, start_s=T0)
         outcomes.append(normalize_subband_on_ingest(path, registry, input_dir=tmp_path))
     first_gid = outcomes[0].group_id
     assert {o.group_id for o in outcomes} == {first_gid}
@@ -185,14 +229,14 @@ def test_registry_groups_take_part_in_clustering(tmp_path, registry):
     touch(tmp_path, "2025-01-15T12:00:00_sb00.hdf5", age_s=100)
     normalize_directory(tmp_path, registry=registry)
     # A later file with an earlier timestamp must join the existing group, not start one.
-    touch(tmp_path, "2025-01-15T11:59:59_sb01.hdf5", age_s=10)
+    touch(tmp_path, "2025-01-15T11:59:59_sb01.hdf5", age_s=10, start_s=T0)
     stats = normalize_directory(tmp_path, registry=registry)
     assert stats["groups_created"] == 0
     assert names(tmp_path) == [f"{GID}_sb00.hdf5", f"{GID}_sb01.hdf5"]
 
 
 def test_interrupted_link_fallback_is_completed(tmp_path):
-    src = touch(tmp_path, "2025-01-15T12:00:01_sb01.hdf5", content=b"data")
+    src = touch(tmp_path, "2025-01-15T12:00:01_sb01.hdf5", content=b"data")  # rename only
     os.link(src, tmp_path / f"{GID}_sb01.hdf5")  # a crash after link, before unlink
     result = normalize_subband_path(src, GID)
     assert result.name == f"{GID}_sb01.hdf5" and names(tmp_path) == [result.name]
@@ -218,7 +262,7 @@ def test_two_normalizers_at_once_lose_nothing(tmp_path):
     folder.mkdir()
     for k in range(20):
         drifting_group(folder, start_s=k * 309, age_s=5000 - k * 20)
-    before = {p.read_bytes() for p in folder.iterdir()}
+    before = {p.stat().st_ino for p in folder.iterdir()}
     db = str(tmp_path / "pipeline.sqlite3")
     Registry(db).close()
     ctx = multiprocessing.get_context("spawn")
@@ -231,7 +275,7 @@ def test_two_normalizers_at_once_lose_nothing(tmp_path):
         p.join(timeout=60)
         assert p.exitcode == 0
     after = list(folder.iterdir())
-    assert len(after) == 320 and {p.read_bytes() for p in after} == before
+    assert len(after) == 320 and {p.stat().st_ino for p in after} == before
     assert sum(r["files_registered"] for r in results) == 320
     assert sum(r["conflicts"] for r in results) == 0
     with Registry(db) as registry:

@@ -11,7 +11,9 @@ Migration 1 is the storage architecture's schema (``processing_queue``, ``subban
 every stage after conversion (``stage_status``), 5 the beam response each calibration table was
 solved at (so the apply step can take the bandpass from the best-placed calibrator group; rows
 of older databases are filled from ``processing_queue.calibrators``) and the FIELD named after
-the calibrator in a calibrator group's MS.
+the calibrator in a calibrator group's MS, 6 each group's observation start (ingest groups
+files by their content time) and ``ingest_rejects`` (files ingest refused: unreadable, content
+of another observation than the name, or a per-file error), one row per path.
 """
 
 from __future__ import annotations
@@ -239,6 +241,25 @@ MIGRATIONS: tuple[Migration, ...] = (
             "ALTER TABLE ms_index ADD COLUMN calibrator_field_id INTEGER",  # its FIELD row
         ),
     ),
+    Migration(
+        6,
+        "ingest: each group's observation start (content time); files ingest refused",
+        (
+            # Unix seconds, UTC: the first integration's start in the files' time_array;
+            # groups cluster on it (NULL for groups registered before: read from a file).
+            "ALTER TABLE processing_queue ADD COLUMN obs_start REAL",
+            """
+            CREATE TABLE ingest_rejects (
+                path TEXT PRIMARY KEY,            -- the file left alone, where it was seen
+                subband_idx INTEGER,
+                kind TEXT NOT NULL CHECK (kind IN ('unreadable', 'mismatch', 'error')),
+                reason TEXT NOT NULL,
+                first_seen REAL NOT NULL,
+                last_seen REAL NOT NULL
+            )
+            """,
+        ),
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version
@@ -255,6 +276,31 @@ def current_version(conn: sqlite3.Connection) -> int:
     return int(row[0] or 0)
 
 
+class SchemaTooNew(sqlite3.DatabaseError):
+    """The database was migrated by newer code than this; using it could corrupt it."""
+
+
+def check_version(conn: sqlite3.Connection, where: object = "the registry") -> int:
+    """The database's schema version, refusing one newer than :data:`LATEST_VERSION`.
+
+    Newer code may have changed tables, constraints or meanings this code knows nothing of:
+    reading could misreport and writing could break the newer code's invariants, so the only
+    safe answer is to stop and say which versions meet.
+
+    Raises
+    ------
+    SchemaTooNew
+        Naming ``where``, its version and the newest version this code knows.
+    """
+    version = current_version(conn)
+    if version > LATEST_VERSION:
+        raise SchemaTooNew(
+            f"{where} has schema version {version}, newer than this code's {LATEST_VERSION}:"
+            " refusing to open it (upgrade dsa110_assets)"
+        )
+    return version
+
+
 def migrate(conn: sqlite3.Connection, target: int = LATEST_VERSION) -> list[int]:
     """Apply pending migrations up to ``target`` in one write transaction each.
 
@@ -262,6 +308,7 @@ def migrate(conn: sqlite3.Connection, target: int = LATEST_VERSION) -> list[int]
     applied. Safe when several processes open the database at once: the version is re-read
     under the write lock.
     """
+    check_version(conn)
     applied: list[int] = []
     for migration in MIGRATIONS:
         if migration.version > target:
