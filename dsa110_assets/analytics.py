@@ -29,11 +29,14 @@ from __future__ import annotations
 import ctypes
 import datetime
 import errno
+import fcntl
 import importlib.resources
 import os
 import shutil
 import sqlite3
+import tempfile
 import uuid
+import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +44,7 @@ from typing import Any, Literal
 
 import duckdb
 
+from dsa110_assets.registry.connection import connect_readonly
 from dsa110_assets.settings import Settings
 
 # UTC date (YYYY-MM-DD string) of each table's rows, tried left to right (first non-NULL wins).
@@ -104,11 +108,6 @@ def _db_path(settings_or_db_path: Settings | str | os.PathLike[str]) -> Path:
     return Path(settings_or_db_path)
 
 
-def _require_registry(db_path: Path) -> None:
-    if not db_path.is_file():
-        raise FileNotFoundError(f"registry {db_path} does not exist (run 'dsa110 db init')")
-
-
 def _sqlite_extension_path() -> str:
     root = importlib.resources.files("duckdb_extension_sqlite_scanner") / "extensions"
     version = f"v{duckdb.__version__}"
@@ -122,20 +121,49 @@ def _sqlite_extension_path() -> str:
 
 
 def connect_registry(db_path: Path) -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB with the registry attached read-only as schema ``reg``."""
+    """An in-memory DuckDB with the registry attached read-only as schema ``reg``.
+
+    The registry is first opened with :func:`~dsa110_assets.registry.connect_readonly`, which
+    checks its schema version and finds out whether it can be read in place. DuckDB's SQLite
+    scanner takes no URI, so it cannot open a WAL registry in a read-only folder (no ``-shm``
+    can be made there); in that case a consistent copy is taken with SQLite's backup API into
+    a private temporary folder, attached instead, and deleted when the connection is
+    collected (or the process exits).
+    """
     db_path = Path(db_path)
-    _require_registry(db_path)
+    source = connect_readonly(db_path)
+    snapshot_dir: str | None = None
+    try:
+        if source.immutable:
+            snapshot_dir = tempfile.mkdtemp(prefix="dsa110-registry-snapshot-")
+            target = Path(snapshot_dir) / db_path.name
+            copy = sqlite3.connect(target)
+            try:
+                source.backup(copy)
+                copy.execute("PRAGMA journal_mode = DELETE")
+            finally:
+                copy.close()
+            attach = target
+        else:
+            attach = db_path
+    except BaseException:
+        if snapshot_dir is not None:
+            shutil.rmtree(snapshot_dir, ignore_errors=True)
+        raise
+    finally:
+        source.close()
     con = duckdb.connect()
+    if snapshot_dir is not None:
+        weakref.finalize(con, shutil.rmtree, snapshot_dir, True)
     con.load_extension(_sqlite_extension_path())
-    escaped = str(db_path).replace("'", "''")
+    escaped = str(attach).replace("'", "''")
     con.execute(f"ATTACH '{escaped}' AS reg (TYPE sqlite, READ_ONLY)")
     return con
 
 
 def _connect_sqlite_readonly(db_path: Path) -> sqlite3.Connection:
-    """A read-only SQLite connection (never creates the file, never migrates)."""
-    _require_registry(db_path)
-    return sqlite3.connect(f"{db_path.resolve().as_uri()}?mode=ro", uri=True, timeout=30.0)
+    """A read-only SQLite connection (never creates the file, never migrates, never writes)."""
+    return connect_readonly(db_path)
 
 
 # --- light curves -------------------------------------------------------------------------
@@ -475,10 +503,68 @@ def _swap_into_place(new: Path, final: Path) -> None:
     os.rename(aside, new)
 
 
-def _remove_leftovers(out_dir: Path, table: str) -> None:
-    """Delete temporary folders of this table left by an interrupted export."""
-    for stale in out_dir.glob(f".{table}.tmp-*"):
-        shutil.rmtree(stale, ignore_errors=True)
+# Each export's temporary folder ``.{table}.tmp-{token}`` has a lock file beside it,
+# ``.{table}.tmp-{token}.lock``, held (flock) by the exporting process from before the folder
+# exists until after it is gone. The kernel drops the lock when that process dies, however it
+# dies, so "lock free" means "owner gone": only then is a temporary folder a leftover.
+_LOCK_SUFFIX = ".lock"
+
+
+def _claim_temp(out_dir: Path, table: str) -> tuple[Path, Path, int]:
+    """A fresh temporary folder name for ``table`` and its held lock: ``(tmp, lock, fd)``."""
+    token = f"{os.getpid()}-{uuid.uuid4().hex}"
+    tmp = out_dir / f".{table}.tmp-{token}"
+    lock = out_dir / f".{table}.tmp-{token}{_LOCK_SUFFIX}"
+    fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_RDWR | os.O_CLOEXEC, 0o644)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    return tmp, lock, fd
+
+
+def _release_temp(tmp: Path, lock: Path, fd: int) -> None:
+    """Delete our temporary folder (and its ``.old`` aside), then the lock, then let go."""
+    try:
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(tmp.with_name(tmp.name + ".old"), ignore_errors=True)
+        lock.unlink(missing_ok=True)
+    finally:
+        os.close(fd)
+
+
+def _remove_leftovers(out_dir: Path, table: str) -> list[Path]:
+    """Delete temporary folders of this table whose export is no longer running.
+
+    A folder whose lock another process holds belongs to a live export and is left alone
+    (two ``dsa110 db export`` at once must not delete each other's work). Returns what was
+    removed.
+    """
+    removed: list[Path] = []
+    prefix = f".{table}.tmp-"
+    for stale in sorted(out_dir.glob(f"{prefix}*")):
+        name = stale.name
+        base = name[: -len(_LOCK_SUFFIX)] if name.endswith(_LOCK_SUFFIX) else name
+        base = base[: -len(".old")] if base.endswith(".old") else base
+        lock = out_dir / (base + _LOCK_SUFFIX)
+        try:
+            fd = os.open(lock, os.O_RDWR | os.O_CLOEXEC)
+        except FileNotFoundError:
+            fd = None  # no lock at all: an export from before locks, or one long gone
+        try:
+            if fd is not None:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    continue  # a live export's
+            if stale.is_dir() and not stale.is_symlink():
+                shutil.rmtree(stale, ignore_errors=True)
+            else:
+                stale.unlink(missing_ok=True)
+            removed.append(stale)
+            if fd is not None and not (out_dir / base).exists():
+                lock.unlink(missing_ok=True)
+        finally:
+            if fd is not None:
+                os.close(fd)
+    return removed
 
 
 def _table_columns(con: duckdb.DuckDBPyConnection, table: str) -> list[str]:
@@ -540,10 +626,10 @@ def export_parquet(
 def _export_table(con: duckdb.DuckDBPyConnection, table: str, out_dir: Path) -> TableExport:
     _remove_leftovers(out_dir, table)
     final = out_dir / table
-    tmp = out_dir / f".{table}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     columns = _table_columns(con, table)
     select = "* EXCLUDE (date)" if "date" in columns else "*"
     query = f"SELECT {select}, {_date_sql(table)} AS date FROM reg.{table}"
+    tmp, lock, lock_fd = _claim_temp(out_dir, table)
     target = str(tmp).replace("'", "''")
     try:
         rows = con.execute(
@@ -554,7 +640,7 @@ def _export_table(con: duckdb.DuckDBPyConnection, table: str, out_dir: Path) -> 
     except (duckdb.Error, OSError) as exc:
         raise ExportError(f"exporting {table} to {final} failed: {exc}") from exc
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)  # the previous export, or a failed attempt
+        _release_temp(tmp, lock, lock_fd)  # the previous export, or a failed attempt
     size, files = folder_bytes(final)
     dates = tuple(
         sorted(p.name.split("=", 1)[1] for p in final.iterdir() if p.name.startswith("date="))

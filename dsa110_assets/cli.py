@@ -7,17 +7,25 @@ Errors are one line on stderr and a non-zero exit status.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import sqlite3
 import sys
 import time
-from collections.abc import Sequence
-from datetime import UTC, datetime
+from collections.abc import Callable, Sequence
+from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
-from dsa110_assets.settings import Settings, SettingsError
+from dsa110_assets.settings import (
+    CLUSTER_TOLERANCE_RULE,
+    SETTLE_RULE,
+    NumberRule,
+    Settings,
+    SettingsError,
+    parse_number,
+)
 
 EXIT_ERROR = 1
 
@@ -34,19 +42,175 @@ def _print_json(payload: Any) -> None:
     print(json.dumps(payload, indent=2, default=str))
 
 
-def _parse_time(text: str) -> datetime:
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        raise CommandError(f"--start {text!r} is not an ISO time (YYYY-MM-DDTHH:MM:SS)") from None
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+# --- what the command prints ----------------------------------------------------------------
+
+_NAMED_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t", "\\": "\\\\"}
 
 
-def _parse_int_list(text: str) -> tuple[int, ...]:
+def display_name(text: object) -> str:
+    """``text`` (a file name, path, source id, message) made safe to show on a terminal.
+
+    File names are bytes chosen by whoever wrote the file: a newline in one forges extra lines
+    in ``normalize -v`` output, an escape sequence reaches the terminal. Every control or
+    non-printable character (C0/C1 controls, DEL, bidirectional overrides, line separators,
+    zero-width characters) is shown as a Python-style escape (``\\n``, ``\\x1b``,
+    ``\\u202e``); bytes that are not UTF-8 (kept by ``os.fsdecode`` as lone surrogates) are
+    shown as ``\\xNN``; a backslash is doubled so the escaped form is unambiguous. Printable
+    text, including non-ASCII letters, is unchanged.
+    """
+    value = os.fspath(text) if isinstance(text, os.PathLike) else text
+    if isinstance(value, bytes):
+        value = os.fsdecode(value)
+    value = str(value)
+    if value.isprintable() and "\\" not in value:
+        return value
+    out: list[str] = []
+    for ch in value:
+        code = ord(ch)
+        if ch in _NAMED_ESCAPES:
+            out.append(_NAMED_ESCAPES[ch])
+        elif 0xDC80 <= code <= 0xDCFF:  # a byte that was not UTF-8 (surrogateescape)
+            out.append(f"\\x{code - 0xDC00:02x}")
+        elif ch.isprintable():
+            out.append(ch)
+        elif code <= 0xFF:
+            out.append(f"\\x{code:02x}")
+        elif code <= 0xFFFF:
+            out.append(f"\\u{code:04x}")
+        else:
+            out.append(f"\\U{code:08x}")
+    return "".join(out)
+
+
+class _QuietStdout:
+    """``sys.stdout`` that stops writing, silently, once the reader has gone.
+
+    ``dsa110 db info | head -1``: ``head`` exits after one line and the next write (often
+    Python's final flush) fails with ``EPIPE``. A reader that has seen enough is not an error:
+    further output is dropped (stdout is pointed at ``/dev/null`` so the interpreter's own
+    flush at exit cannot fail either) and the command finishes its work and exits normally,
+    rather than aborting half way (``simulate`` prints while it writes files).
+    """
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+        self.reader_gone = False
+
+    def write(self, text: str) -> int:
+        if not self.reader_gone:
+            try:
+                return self._stream.write(text)
+            except BrokenPipeError:
+                self._drop_output()
+        return len(text)
+
+    def flush(self) -> None:
+        if not self.reader_gone:
+            try:
+                self._stream.flush()
+            except BrokenPipeError:
+                self._drop_output()
+
+    def _drop_output(self) -> None:
+        self.reader_gone = True
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            try:
+                os.dup2(devnull, self._stream.fileno())
+            finally:
+                os.close(devnull)
+        except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
+            pass
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+# --- validated arguments --------------------------------------------------------------------
+#
+# Every number and time the command takes goes through one of these argparse types, so a bad
+# value is a one-line usage error before anything runs (numbers: settings.parse_number).
+
+
+def number_arg(rule: NumberRule) -> Callable[[str], int | float]:
+    """An argparse ``type`` accepting only what ``rule`` allows (finite, in range, ASCII)."""
+
+    def parse(text: str) -> int | float:
+        try:
+            return parse_number(text, rule)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    parse.__name__ = "integer" if rule.kind is int else "number"
+    return parse
+
+
+def iso_time_arg(text: str) -> datetime:
+    """An ISO 8601 time as an aware UTC datetime: an offset is honoured (converted to UTC),
+    a time without one is UTC. Non-ASCII digits and times outside years 1..9999 are refused.
+    """
     try:
-        return tuple(int(part) for part in text.split(",") if part.strip())
+        if not text.isascii():
+            raise ValueError
+        moment = datetime.fromisoformat(text.strip())
+        return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    except (ValueError, OverflowError):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an ISO time (YYYY-MM-DDTHH:MM:SS, optionally with Z or +HH:MM)"
+        ) from None
+
+
+def iso_date_arg(text: str) -> date:
+    """An ISO calendar date, ``YYYY-MM-DD`` (ASCII digits)."""
+    try:
+        if not text.isascii():
+            raise ValueError
+        return date.fromisoformat(text.strip())
     except ValueError:
-        raise CommandError(f"{text!r} is not a comma-separated list of integers") from None
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date (YYYY-MM-DD)") from None
+
+
+def _utc_naive_iso(moment: datetime) -> str:
+    """The UTC wall time of ``moment`` without an offset, as group ids and the registry use."""
+    return moment.astimezone(UTC).replace(tzinfo=None).isoformat()
+
+
+def int_list_arg(rule: NumberRule) -> Callable[[str], tuple[int, ...]]:
+    """An argparse ``type`` for a comma-separated list of integers, each held to ``rule``."""
+
+    def parse(text: str) -> tuple[int, ...]:
+        try:
+            return tuple(int(parse_number(p, rule)) for p in text.split(",") if p.strip())
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(f"in {text!r}: {exc}") from None
+
+    parse.__name__ = "integer list"
+    return parse
+
+
+# Ranges of the options that are not settings (those use the settings' own rules). The
+# antenna limit is instrument.N_DATA_ANTENNAS, not imported (numpy at start; a test checks).
+N_DATA_ANTENNAS = 96
+GROUPS_RULE = NumberRule(int, 1, 10_000)
+DEC_RULE = NumberRule(float, -90.0, 90.0)
+RA_RULE = NumberRule(float, 0.0, 360.0)
+INTERVAL_RULE = NumberRule(float, 0.0, 86_400.0)
+ANTENNAS_RULE = NumberRule(int, 2, N_DATA_ANTENNAS)
+CHANNELS_RULE = NumberRule(int, 1, 4096)
+SEED_RULE = NumberRule(int, 0, 2**32 - 1)
+SOURCES_RULE = NumberRule(int, 0, 100_000)
+GROUP_INDEX_RULE = NumberRule(int, 0, 9_999)
+PB_CUTOFF_RULE = NumberRule(float, 0.0, 1.0, low_open=True, high_open=True)
+RADIUS_RULE = NumberRule(float, 0.0, 180.0, low_open=True)
+FLUX_RULE = NumberRule(float, 0.0)
+LIMIT_RULE = NumberRule(int, 0)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (the usage is one ``--help`` away), names escaped."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {display_name(message)} (see {self.prog} --help)\n")
 
 
 # --- simulate -----------------------------------------------------------------------------
@@ -57,11 +221,16 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
     settings = _settings()
     output_dir = Path(args.output) if args.output else settings.input_dir
-    start = _parse_time(args.start) if args.start else None
+    start = args.start
     if args.continue_ and start is None:
         start = _after_latest_group(settings, output_dir)
         if start is not None:
             print(f"continuing after the latest group: start {start:%Y-%m-%dT%H:%M:%S}")
+    if any(k >= args.groups for k in args.calibrator_groups):
+        raise CommandError(
+            f"--calibrator-groups {','.join(map(str, args.calibrator_groups))}: every index "
+            f"must be below --groups {args.groups}"
+        )
     size = dict(PRESETS[args.preset])
     if args.antennas is not None:
         size["n_antennas"] = args.antennas
@@ -75,7 +244,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         dec_deg=args.dec,
         seed=args.seed,
         calibrator=None if args.calibrator.lower() == "none" else args.calibrator,
-        calibrator_groups=_parse_int_list(args.calibrator_groups),
+        calibrator_groups=args.calibrator_groups,
         n_background_sources=args.sources,
         field_sources=not args.no_field_sources,
         noise=not args.no_noise,
@@ -116,9 +285,10 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     else:
         print(
             f"simulated {summary['files']} files ({summary['bytes'] / 1e6:.1f} MB) in "
-            f"{len(result.groups)} groups into {config.output_dir}"
+            f"{len(result.groups)} groups into {display_name(config.output_dir)}"
         )
-        print(f"sky catalog: {result.catalog_path}\ntruth:       {result.truth_path}")
+        print(f"sky catalog: {display_name(result.catalog_path)}")
+        print(f"truth:       {display_name(result.truth_path)}")
     return 0
 
 
@@ -133,7 +303,7 @@ def _after_latest_group(settings: Settings, output_dir: Path) -> datetime | None
 
     latest: list[str] = []
     if settings.db_path.is_file():
-        with Registry(settings.db_path) as registry:
+        with Registry(settings.db_path, readonly=True) as registry:
             row = registry.execute("SELECT MAX(group_id) FROM processing_queue").fetchone()
             if row[0]:
                 latest.append(row[0])
@@ -186,18 +356,25 @@ def cmd_normalize(args: argparse.Namespace) -> int:
         for f in stats["files"]:
             if f["action"] == "renamed":
                 print(
-                    f"{'would rename' if args.dry_run else 'renamed'}: {f['name']} -> "
-                    f"{f['new_name']}"
+                    f"{'would rename' if args.dry_run else 'renamed'}: {display_name(f['name'])}"
+                    f" -> {display_name(f['new_name'])}"
                 )
             elif f["action"] not in ("unchanged", "registered"):
-                print(f"{f['action']}: {f['name']}: {f.get('reason', '')}")
+                print(
+                    f"{display_name(f['action'])}: {display_name(f['name'])}: "
+                    f"{display_name(f.get('reason', ''))}"
+                )
     verb = "would rename" if args.dry_run else "renamed"
     print(
         f"{stats['files_scanned']} files scanned, {verb} {stats['files_renamed']}, "
         f"{stats['files_unchanged']} already canonical, {stats['groups']} groups "
         f"({stats['groups_created']} new, {stats['groups_completed']} complete), "
         f"{stats['conflicts']} conflicts, {stats['skipped']} skipped"
-        + (f", {stats['files_registered']} registered in {settings.db_path}" if registry else "")
+        + (
+            f", {stats['files_registered']} registered in {display_name(settings.db_path)}"
+            if registry
+            else ""
+        )
     )
     return 0
 
@@ -210,8 +387,27 @@ def cmd_db_init(args: argparse.Namespace) -> int:
 
     settings = _settings()
     with Registry(settings.db_path) as registry:
-        print(f"registry {settings.db_path} at schema version {registry.schema_version}")
+        print(
+            f"registry {display_name(settings.db_path)} at schema version {registry.schema_version}"
+        )
     return 0
+
+
+def _quote_identifier(name: str) -> str:
+    """``name`` as an SQL identifier: double-quoted, inner quotes doubled (never pasted raw)."""
+    if "\x00" in name:
+        raise CommandError(f"table name {name!r} contains a NUL character")
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _journal_mode(registry: Any) -> str:
+    """The registry's journal mode; from the file header when opened ``immutable`` (SQLite
+    then reports "delete" whatever the file says)."""
+    if getattr(registry.conn, "immutable", False) and registry.path is not None:
+        with open(registry.path, "rb") as fh:
+            header = fh.read(20)
+        return "wal" if len(header) == 20 and header[18] == 2 else "delete"
+    return str(registry.execute("PRAGMA journal_mode").fetchone()[0])
 
 
 def cmd_db_info(args: argparse.Namespace) -> int:
@@ -220,7 +416,8 @@ def cmd_db_info(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
     if not settings.db_path.is_file():
         raise CommandError(f"registry {settings.db_path} does not exist (run 'dsa110 db init')")
-    with Registry(settings.db_path, migrate_schema=False) as registry:
+    # Read-only: works on a registry this user may not write, and cannot change it.
+    with Registry(settings.db_path, readonly=True) as registry:
         tables = [
             row[0]
             for row in registry.query(
@@ -233,19 +430,23 @@ def cmd_db_info(args: argparse.Namespace) -> int:
             "bytes": settings.db_path.stat().st_size,
             "schema_version": registry.schema_version,
             "latest_version": LATEST_VERSION,
-            "journal_mode": registry.execute("PRAGMA journal_mode").fetchone()[0],
+            "journal_mode": _journal_mode(registry),
             "rows": {
-                t: registry.execute(f'SELECT COUNT(*) FROM "{t}"').fetchone()[0] for t in tables
+                t: registry.execute(f"SELECT COUNT(*) FROM {_quote_identifier(t)}").fetchone()[0]
+                for t in tables
             },
             "settings": dict(settings.as_table()),
         }
     if args.json:
         _print_json(info)
         return 0
-    print(f"registry:       {info['path']} ({info['bytes']} bytes, {info['journal_mode']})")
+    print(
+        f"registry:       {display_name(info['path'])} ({info['bytes']} bytes, "
+        f"{info['journal_mode']})"
+    )
     print(f"schema version: {info['schema_version']} (latest {info['latest_version']})")
     for table, rows in info["rows"].items():
-        print(f"  {table:<20} {rows:>10} rows")
+        print(f"  {display_name(table):<20} {rows:>10} rows")
     return 0
 
 
@@ -263,12 +464,12 @@ def cmd_query_lightcurve(args: argparse.Namespace) -> int:
         return 0
     if not points:
         raise CommandError(f"no photometry for source {args.source!r}")
-    print(f"{args.source}: {len(points)} epochs")
+    print(f"{display_name(args.source)}: {len(points)} epochs")
     for p in points:
         err = f" +/- {p.flux_err_jy * 1e3:.2f}" if p.flux_err_jy is not None else ""
         flux = f"{p.flux_jy * 1e3:9.2f}{err} mJy" if p.flux_jy is not None else "      n/a"
         print(f"  {p.mjd if p.mjd is not None else float('nan'):.5f}  {p.date}  {flux}"
-              f"  {Path(p.image_path).name}")  # fmt: skip
+              f"  {display_name(Path(p.image_path).name)}")  # fmt: skip
     return 0
 
 
@@ -286,7 +487,7 @@ def cmd_db_export(args: argparse.Namespace) -> int:
             }
         )
         return 0
-    print(f"exported to {report.out_dir} (Parquet, zstd, Hive-partitioned by date)")
+    print(f"exported to {display_name(report.out_dir)} (Parquet, zstd, Hive-partitioned by date)")
     for t in report.tables:
         print(f"  {t.table:<20} {t.rows:>9} rows {t.bytes / 1e6:>9.2f} MB  {len(t.dates)} dates")
     return 0
@@ -298,17 +499,25 @@ def cmd_mosaic_create(args: argparse.Namespace) -> int:
     settings = Settings.from_env().ensure_dirs()
     from dsa110_assets.registry import Registry
 
+    if args.end <= args.start:
+        raise CommandError(
+            f"--end {args.end.isoformat()} is not after --start {args.start.isoformat()} (UTC)"
+        )
     with Registry(settings.db_path) as registry:
         outcome = build_range_mosaic(
-            settings, registry, args.start, args.end, pb_cutoff=args.pb_cutoff
+            settings,
+            registry,
+            _utc_naive_iso(args.start),
+            _utc_naive_iso(args.end),
+            pb_cutoff=args.pb_cutoff,
         )
     r = outcome.result
     print(
-        f"mosaic {r.path}: {r.n_images} images ({len(r.skipped)} skipped), "
+        f"mosaic {display_name(r.path)}: {r.n_images} images ({len(r.skipped)} skipped), "
         f"{r.shape[1]}x{r.shape[0]} px, EFFNOISE {r.effective_noise_jy * 1e3:.3f} mJy/beam"
     )
     for path, reason in r.skipped:
-        print(f"  skipped {path}: {reason}")
+        print(f"  skipped {display_name(path)}: {display_name(reason)}")
     return 0
 
 
@@ -317,7 +526,7 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     they show in the UI like a backfill launched there; without DAGSTER_HOME an ephemeral
     instance is used."""
     import warnings
-    from datetime import date, timedelta
+    from datetime import timedelta
 
     import dagster as dg
 
@@ -325,9 +534,9 @@ def cmd_backfill(args: argparse.Namespace) -> int:
         warnings.simplefilter("ignore")
         from dsa110_assets.definitions import defs
 
-    first, last = date.fromisoformat(args.start), date.fromisoformat(args.end)
+    first, last = args.start, args.end
     if last < first:
-        raise CommandError(f"--end {args.end} is before --start {args.start}")
+        raise CommandError(f"--end {last} is before --start {first}")
     days = [(first + timedelta(days=k)).isoformat() for k in range((last - first).days + 1)]
     job = defs.resolve_job_def("daily_products")
     failed = []
@@ -350,10 +559,13 @@ def cmd_query_stats(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(stats)
         return 0
-    print(f"registry: {stats['registry']}")
+    print(f"registry: {display_name(stats['registry'])}")
     print(
         "groups by state: "
-        + (", ".join(f"{k}={v}" for k, v in stats["groups_by_state"].items()) or "none")
+        + (
+            ", ".join(f"{display_name(k)}={v}" for k, v in stats["groups_by_state"].items())
+            or "none"
+        )
     )
     print("products: " + ", ".join(f"{k}={v}" for k, v in stats["products"].items()))
     for day in stats["per_day"]:
@@ -364,7 +576,7 @@ def cmd_query_stats(args: argparse.Namespace) -> int:
     for tier, usage in stats["bytes_per_tier"].items():
         print(
             f"  {tier:<13} {usage['bytes'] / 1e6:>10.1f} MB in {usage['files']:>6} files"
-            f"  {usage['path']}"
+            f"  {display_name(usage['path'])}"
         )
     return 0
 
@@ -387,6 +599,9 @@ def cmd_catalog_ingest(args: argparse.Namespace) -> int:
                 "rows": report.n_rows,
                 "sources": report.n_sources,
                 "skipped": report.n_skipped,
+                "rejected": report.rejected,
+                "duplicates": report.n_duplicates,
+                "examples": report.examples,
                 "strips": [str(p) for p in report.strips],
                 "removed_strips": [str(p) for p in report.removed_strips],
                 "strip_width_deg": report.strip_width_deg,
@@ -395,10 +610,17 @@ def cmd_catalog_ingest(args: argparse.Namespace) -> int:
         )
         return 0
     print(
-        f"ingested {report.n_sources} {report.survey} sources from {report.file} into "
-        f"{len(report.strips)} strips of {report.strip_width_deg:g} deg in "
-        f"{settings.catalogs_dir} ({report.n_skipped} rows skipped, {report.elapsed_s:.1f} s)"
+        f"ingested {report.n_sources} {report.survey} sources from {display_name(report.file)}"
+        f" into {len(report.strips)} strips of {report.strip_width_deg:g} deg in "
+        f"{display_name(settings.catalogs_dir)} ({report.n_skipped} rows skipped, "
+        f"{report.elapsed_s:.1f} s)"
     )
+    for reason, count in report.rejected.items():
+        example = report.examples.get(reason)
+        print(
+            f"  skipped {count} rows: {display_name(reason)}"
+            + (f" (first: {display_name(example)})" if example else "")
+        )
     return 0
 
 
@@ -429,12 +651,12 @@ def cmd_catalog_calibrators(args: argparse.Namespace) -> int:
             }
         )
         return 0
-    print(f"{len(calibrators)} VLA calibrators in {path}")
+    print(f"{len(calibrators)} VLA calibrators in {display_name(path)}")
     print(f"  {'name':<12} {'ra_deg':>11} {'dec_deg':>11} {'S1.4/Jy':>8} {'alpha':>6}")
     for c in calibrators:
         print(
-            f"  {c.name:<12} {c.ra_deg:>11.6f} {c.dec_deg:>+11.6f} {c.flux_1400_jy:>8.2f}"
-            f" {c.spectral_index:>6.2f}"
+            f"  {display_name(c.name):<12} {c.ra_deg:>11.6f} {c.dec_deg:>+11.6f}"
+            f" {c.flux_1400_jy:>8.2f} {c.spectral_index:>6.2f}"
         )
     return 0
 
@@ -484,7 +706,7 @@ def cmd_catalog_cone(args: argparse.Namespace) -> int:
     )
     for s in shown:
         print(
-            f"  {s.source_id:<24} {s.ra_deg:>11.6f} {s.dec_deg:>+11.6f}"
+            f"  {display_name(s.source_id):<24} {s.ra_deg:>11.6f} {s.dec_deg:>+11.6f}"
             f" {s.flux_jy * 1e3:>10.2f} mJy {s.separation_deg:>8.4f} deg"
         )
     return 0
@@ -494,7 +716,7 @@ def cmd_catalog_cone(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="dsa110",
         description="DSA-110 continuum pipeline platform. Configuration comes from PIPELINE_* "
         "environment variables (see README); defaults live in the checkout.",
@@ -507,14 +729,22 @@ def build_parser() -> argparse.ArgumentParser:
         description="Simulate DSA-110 correlator output: 16 UVH5 subband files "
         "per ~5-minute group, with a sky catalog and the true corruptions.",
     )
-    sim.add_argument("--groups", type=int, default=1, help="number of groups (default 1)")
-    sim.add_argument("--start", help="UTC start, ISO format (default: calibrator transit)")
     sim.add_argument(
-        "--dec", type=float, help="pointing declination in degrees (default: the calibrator's)"
+        "--groups", type=number_arg(GROUPS_RULE), default=1, help="number of groups (default 1)"
+    )
+    sim.add_argument(
+        "--start",
+        type=iso_time_arg,
+        help="start, ISO format; UTC unless it carries an offset (default: calibrator transit)",
+    )
+    sim.add_argument(
+        "--dec",
+        type=number_arg(DEC_RULE),
+        help="pointing declination in degrees (default: the calibrator's)",
     )
     sim.add_argument(
         "--interval",
-        type=float,
+        type=number_arg(INTERVAL_RULE),
         default=0.0,
         metavar="S",
         help="seconds to wait between groups, to drip files in like the correlator",
@@ -531,18 +761,34 @@ def build_parser() -> argparse.ArgumentParser:
         default="full",
         help="full: 96 antennas x 48 channels (~140 MB/file); small: tests/demos",
     )
-    sim.add_argument("--antennas", type=int, help="number of antennas (overrides the preset)")
-    sim.add_argument("--channels", type=int, help="channels per subband (overrides the preset)")
-    sim.add_argument("--seed", type=int, default=42, help="random seed (same seed, same bytes)")
+    sim.add_argument(
+        "--antennas",
+        type=number_arg(ANTENNAS_RULE),
+        help=f"number of antennas, 2..{N_DATA_ANTENNAS} (overrides the preset)",
+    )
+    sim.add_argument(
+        "--channels",
+        type=number_arg(CHANNELS_RULE),
+        help="channels per subband (overrides the preset)",
+    )
+    sim.add_argument(
+        "--seed",
+        type=number_arg(SEED_RULE),
+        default=42,
+        help="random seed (same seed, same bytes)",
+    )
     sim.add_argument(
         "--calibrator", default="3C286", help="VLA calibrator in the sky, or 'none' (default 3C286)"
     )
     sim.add_argument(
         "--calibrator-groups",
-        default="0",
+        type=int_list_arg(GROUP_INDEX_RULE),
+        default=(0,),
         help="comma-separated group indices centred on the calibrator transit",
     )
-    sim.add_argument("--sources", type=int, default=20, help="background point sources")
+    sim.add_argument(
+        "--sources", type=number_arg(SOURCES_RULE), default=20, help="background point sources"
+    )
     sim.add_argument(
         "--no-field-sources",
         action="store_true",
@@ -565,11 +811,15 @@ def build_parser() -> argparse.ArgumentParser:
     norm.add_argument("--dry-run", action="store_true", help="report only; change nothing")
     norm.add_argument("--verbose", "-v", action="store_true", help="list every file's outcome")
     norm.add_argument(
-        "--tolerance", type=float, metavar="S", help="clustering tolerance in seconds (default 60)"
+        "--tolerance",
+        type=number_arg(CLUSTER_TOLERANCE_RULE),
+        metavar="S",
+        help="clustering tolerance in seconds, > 0 and <= 300 (default PIPELINE_CLUSTER_"
+        "TOLERANCE_S, 60)",
     )
     norm.add_argument(
         "--settle",
-        type=float,
+        type=number_arg(SETTLE_RULE),
         metavar="S",
         help="skip files modified less than S seconds ago (default 5)",
     )
@@ -632,8 +882,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Runs the daily_products job once per UTC date from --start to --end "
         "(inclusive); re-running a day replaces its products and registry rows.",
     )
-    backfill.add_argument("--start", required=True, help="first date, YYYY-MM-DD")
-    backfill.add_argument("--end", required=True, help="last date, YYYY-MM-DD (inclusive)")
+    backfill.add_argument(
+        "--start", required=True, type=iso_date_arg, help="first date, YYYY-MM-DD"
+    )
+    backfill.add_argument(
+        "--end", required=True, type=iso_date_arg, help="last date, YYYY-MM-DD (inclusive)"
+    )
     backfill.set_defaults(func=cmd_backfill)
 
     mosaic = sub.add_parser("mosaic", help="mosaics on demand")
@@ -644,9 +898,21 @@ def build_parser() -> argparse.ArgumentParser:
         description="Primary-beam-weighted mosaic of the images whose group_id lies in "
         "[START, END), written to PRODUCTS/mosaics/{START}_{END}.fits and registered.",
     )
-    create.add_argument("--start", required=True, help="ISO time, e.g. 2026-01-15T00:00:00")
-    create.add_argument("--end", required=True, help="ISO time (exclusive)")
-    create.add_argument("--pb-cutoff", type=float, default=0.2)
+    create.add_argument(
+        "--start",
+        required=True,
+        type=iso_time_arg,
+        help="ISO time, e.g. 2026-01-15T00:00:00; UTC unless it carries an offset (+05:00, Z)",
+    )
+    create.add_argument(
+        "--end", required=True, type=iso_time_arg, help="ISO time (exclusive), as --start"
+    )
+    create.add_argument(
+        "--pb-cutoff",
+        type=number_arg(PB_CUTOFF_RULE),
+        default=0.2,
+        help="primary-beam cutoff, in (0, 1) (default 0.2)",
+    )
     create.set_defaults(func=cmd_mosaic_create)
 
     _add_catalog_parser(sub)
@@ -657,6 +923,8 @@ def build_parser() -> argparse.ArgumentParser:
 # not imported here because the catalogs package needs numpy, 0.3 s on every command's start.
 SURVEYS = ("nvss", "first", "vlass")
 DEFAULT_STRIP_WIDTH_DEG = 1.0
+MIN_STRIP_WIDTH_DEG = 0.2
+STRIP_WIDTH_RULE = NumberRule(float, MIN_STRIP_WIDTH_DEG, 180.0)
 
 
 def _add_catalog_parser(sub: Any) -> None:
@@ -673,7 +941,7 @@ def _add_catalog_parser(sub: Any) -> None:
     ingest.add_argument("file", metavar="FILE", help="catalog file (.fits or .csv)")
     ingest.add_argument(
         "--strip-width",
-        type=float,
+        type=number_arg(STRIP_WIDTH_RULE),
         default=DEFAULT_STRIP_WIDTH_DEG,
         metavar="DEG",
         help=f"declination strip width in degrees (default {DEFAULT_STRIP_WIDTH_DEG:g})",
@@ -697,11 +965,21 @@ def _add_catalog_parser(sub: Any) -> None:
         description="Cone search an ingested survey; sources brightest first.",
     )
     cone.add_argument("--survey", required=True, choices=SURVEYS, help="which survey")
-    cone.add_argument("ra", type=float, metavar="RA", help="right ascension (deg, J2000)")
-    cone.add_argument("dec", type=float, metavar="DEC", help="declination (deg, J2000)")
-    cone.add_argument("radius", type=float, metavar="RADIUS", help="radius (deg)")
-    cone.add_argument("--min-flux", type=float, default=0.0, metavar="JY", help="in Jy")
-    cone.add_argument("--limit", type=int, metavar="N", help="show at most N sources")
+    cone.add_argument(
+        "ra", type=number_arg(RA_RULE), metavar="RA", help="right ascension (deg, J2000, 0..360)"
+    )
+    cone.add_argument(
+        "dec", type=number_arg(DEC_RULE), metavar="DEC", help="declination (deg, J2000)"
+    )
+    cone.add_argument(
+        "radius", type=number_arg(RADIUS_RULE), metavar="RADIUS", help="radius (deg, (0, 180])"
+    )
+    cone.add_argument(
+        "--min-flux", type=number_arg(FLUX_RULE), default=0.0, metavar="JY", help="in Jy"
+    )
+    cone.add_argument(
+        "--limit", type=number_arg(LIMIT_RULE), metavar="N", help="show at most N (>= 0) sources"
+    )
     cone.add_argument("--json", action="store_true", help="print the sources as JSON")
     cone.set_defaults(func=cmd_catalog_cone)
 
@@ -709,8 +987,12 @@ def _add_catalog_parser(sub: Any) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    stdout, quiet = sys.stdout, _QuietStdout(sys.stdout)
+    sys.stdout = quiet
     try:
-        return int(args.func(args) or 0)
+        status = int(args.func(args) or 0)
+        quiet.flush()  # inside the guard: a reader that left early is not an error
+        return status
     except KeyboardInterrupt:
         print(f"dsa110 {args.command}: interrupted", file=sys.stderr)
         return 130
@@ -721,8 +1003,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         message = str(exc) or type(exc).__name__
         if not isinstance(exc, expected):
             message = f"{type(exc).__name__}: {message} (set DSA110_DEBUG=1 for a traceback)"
-        print(f"dsa110 {args.command}: error: {message}", file=sys.stderr)
+        # One line, whatever the message quotes (file names, catalog values).
+        print(f"dsa110 {args.command}: error: {display_name(message)}", file=sys.stderr)
         return EXIT_ERROR
+    finally:
+        sys.stdout = stdout
 
 
 if __name__ == "__main__":

@@ -17,7 +17,10 @@ Tier layout (the storage document's hierarchy)::
 
 from __future__ import annotations
 
+import math
+import numbers
 import os
+import re
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
@@ -30,6 +33,92 @@ PRODUCT_SUBDIRS = ("ms", "images", "mosaics", "thumbnails", "caltables", "scratc
 
 class SettingsError(ValueError):
     """A configuration value is unusable; the message names the variable."""
+
+
+# --- validated numbers ----------------------------------------------------------------------
+#
+# Every number the platform takes from outside (an environment variable, a command-line
+# option) goes through :func:`parse_number` with a :class:`NumberRule`, so "nan", "inf",
+# "1e999", "-5" or "٣" are refused in one place with one kind of message instead of being
+# accepted by ``float()`` and failing (or silently misbehaving) later.
+
+_INT_TEXT = re.compile(r"[+-]?[0-9]+", re.ASCII)
+_FLOAT_TEXT = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?", re.ASCII)
+
+
+@dataclass(frozen=True)
+class NumberRule:
+    """The kind and range of one externally supplied number.
+
+    Parameters
+    ----------
+    kind
+        ``int`` or ``float``.
+    low, high
+        Bounds (``None``: unbounded on that side); a float is also always finite.
+    low_open, high_open
+        Exclude the bound itself (``x > low`` rather than ``x >= low``).
+    """
+
+    kind: type = float
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+
+    def describe(self) -> str:
+        """The rule in words, for error messages (e.g. ``a number > 0 and <= 300``)."""
+        noun = "an integer" if self.kind is int else "a finite number"
+        parts = []
+        if self.low is not None:
+            parts.append(f"{'>' if self.low_open else '>='} {self.low:g}")
+        if self.high is not None:
+            parts.append(f"{'<' if self.high_open else '<='} {self.high:g}")
+        return noun + (" " + " and ".join(parts) if parts else "")
+
+    def check(self, value: object) -> int | float:
+        """``value`` if it is of the right kind, finite and in range, else ``ValueError``."""
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise ValueError(f"{value!r} is not {self.describe()}")
+        if self.kind is int and not isinstance(value, numbers.Integral):
+            raise ValueError(f"{value!r} is not {self.describe()}")
+        if not math.isfinite(float(value)):
+            raise ValueError(f"{value!r} is not {self.describe()}")
+        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
+            raise ValueError(f"{value!r} is out of range: expected {self.describe()}")
+        if self.high is not None and (value >= self.high if self.high_open else value > self.high):
+            raise ValueError(f"{value!r} is out of range: expected {self.describe()}")
+        return int(value) if self.kind is int else float(value)
+
+
+def parse_number(text: str, rule: NumberRule) -> int | float:
+    """Parse ``text`` as ASCII decimal of ``rule.kind`` and check it against ``rule``.
+
+    Stricter than ``int()``/``float()`` on purpose: those accept ``nan``, ``inf``,
+    ``1_000`` and non-ASCII digits, none of which an operator means as a tolerance or a count.
+
+    Raises
+    ------
+    ValueError
+        With a message quoting ``text`` and the rule (callers prefix the variable or option).
+    """
+    raw = str(text).strip()
+    pattern = _INT_TEXT if rule.kind is int else _FLOAT_TEXT
+    if not pattern.fullmatch(raw):
+        raise ValueError(f"{text!r} is not {rule.describe()}")
+    value = int(raw) if rule.kind is int else float(raw)  # 1e999 gives inf: check() refuses
+    try:
+        return rule.check(value)
+    except ValueError:
+        raise ValueError(f"{text!r} is out of range: expected {rule.describe()}") from None
+
+
+# The numeric settings' rules, shared with the ``dsa110`` options that override them. A
+# tolerance must stay below the ~309 s between consecutive observations (else they merge) and
+# above 0 (else one observation's files, stamped seconds apart, split into many groups).
+CLUSTER_TOLERANCE_RULE = NumberRule(float, 0.0, 300.0, low_open=True)
+SETTLE_RULE = NumberRule(float, 0.0, 86400.0)
+EXPECTED_SUBBANDS_RULE = NumberRule(int, 1, 16)
 
 
 def _default_root() -> Path:
@@ -68,6 +157,12 @@ class Settings:
         "settle_s": "PIPELINE_SETTLE_S",
         "expected_subbands": "PIPELINE_EXPECTED_SUBBANDS",
     }
+    # The rule each numeric field is held to, from the environment or constructed directly.
+    NUMBER_RULES = {
+        "cluster_tolerance_s": CLUSTER_TOLERANCE_RULE,
+        "settle_s": SETTLE_RULE,
+        "expected_subbands": EXPECTED_SUBBANDS_RULE,
+    }
 
     @property
     def products_dir(self) -> Path:
@@ -97,6 +192,9 @@ class Settings:
     ) -> Settings:
         """Read ``PIPELINE_*`` variables (or ``env``), apply defaults, validate numbers.
 
+        Numbers go through :func:`parse_number` with :attr:`NUMBER_RULES`: finite, in range,
+        ASCII decimal, or a :class:`SettingsError` naming the variable.
+
         Folders are not touched here; call :meth:`ensure_dirs` before writing.
         """
         env = os.environ if env is None else env
@@ -107,25 +205,17 @@ class Settings:
             value = Path(raw).expanduser() if raw else default
             return value if value.is_absolute() else (root / value)
 
-        def number(field: str, default: float, kind: type = float) -> float:
+        def number(field: str, default: float) -> float:
             raw = env.get(cls.ENV[field], "").strip()
             if not raw:
                 return default
             try:
-                value = kind(raw)
-            except ValueError:
-                raise SettingsError(
-                    f"{cls.ENV[field]}={raw!r} is not a valid {kind.__name__}"
-                ) from None
-            if value < 0:
-                raise SettingsError(f"{cls.ENV[field]}={raw!r} must not be negative")
-            return value
+                return parse_number(raw, cls.NUMBER_RULES[field])
+            except ValueError as exc:
+                raise SettingsError(f"{cls.ENV[field]}: {exc}") from None
 
         scratch = path("scratch_dir", root / "data" / "stage")
         state = path("state_dir", root / "state")
-        expected = int(number("expected_subbands", 16, int))
-        if not 1 <= expected <= 16:
-            raise SettingsError(f"PIPELINE_EXPECTED_SUBBANDS={expected} must be within 1..16")
         return cls(
             input_dir=path("input_dir", root / "data" / "incoming"),
             scratch_dir=scratch,
@@ -136,8 +226,22 @@ class Settings:
             archive_dir=path("archive_dir", root / "data" / "archive"),
             cluster_tolerance_s=number("cluster_tolerance_s", 60.0),
             settle_s=number("settle_s", 5.0),
-            expected_subbands=expected,
+            expected_subbands=int(number("expected_subbands", 16)),
         )
+
+    def __post_init__(self) -> None:
+        """Check the numbers however the object was made (``from_env``, directly, ``replace``).
+
+        Raises
+        ------
+        SettingsError
+            Naming the variable whose value is not finite or out of range.
+        """
+        for name, rule in self.NUMBER_RULES.items():
+            try:
+                rule.check(getattr(self, name))
+            except ValueError as exc:
+                raise SettingsError(f"{self.ENV[name]}: {exc}") from None
 
     def ensure_dirs(self) -> Settings:
         """Create every folder the platform writes to and prove each is writable.

@@ -5,10 +5,32 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import dagster as dg
+from pydantic import field_validator
 
 from dsa110_assets.processing.calibrate_step import CalibrationPolicy
 from dsa110_assets.registry import Registry
-from dsa110_assets.settings import Settings
+from dsa110_assets.settings import NumberRule, Settings
+
+_DAY_S = 86400.0
+#: The kind and range of every number of the resource: a run config or a deployment that sets
+#: one out of range fails when the resource is built, naming the field, not hours later.
+NUMBER_RULES: dict[str, NumberRule] = {
+    "group_timeout_s": NumberRule(float, 0.0, 7 * _DAY_S, low_open=True),
+    "min_subbands": NumberRule(int, 1, 16),
+    "max_files_per_tick": NumberRule(int, 1, 1_000_000),
+    "uv_min_klambda": NumberRule(float, 0.0, 100.0),
+    "bandpass_validity_h": NumberRule(float, 0.0, 24.0 * 365, low_open=True),
+    "gain_validity_h": NumberRule(float, 0.0, 24.0 * 365, low_open=True),
+    "min_beam_response": NumberRule(float, 0.0, 1.0, low_open=True),
+    "calibration_wait_s": NumberRule(float, 0.0, 7 * _DAY_S),
+    "calibration_poll_s": NumberRule(float, 0.0, _DAY_S, low_open=True),
+    "pb_cutoff": NumberRule(float, 0.0, 1.0, low_open=True, high_open=True),
+    "eta_threshold": NumberRule(float, 0.0, None),
+    "v_threshold": NumberRule(float, 0.0, None),
+    "vs_threshold": NumberRule(float, 0.0, None),
+    "m_threshold": NumberRule(float, 0.0, None),
+    "min_epochs": NumberRule(int, 2, 100_000),
+}
 
 
 class PipelineResource(dg.ConfigurableResource):
@@ -43,6 +65,17 @@ class PipelineResource(dg.ConfigurableResource):
     vs_threshold: float = 4.3
     m_threshold: float = 0.26
     min_epochs: int = 3
+
+    @field_validator(*NUMBER_RULES, mode="after")
+    @classmethod
+    def _number_in_range(cls, value: float | None, info) -> float | None:
+        """Finite and in range (NaN, inf and negative counts are refused, by field name)."""
+        if value is None:
+            return None
+        try:
+            return NUMBER_RULES[info.field_name].check(value)
+        except ValueError as exc:
+            raise ValueError(f"{info.field_name}: {exc}") from None
 
     def variability_thresholds(self) -> dict[str, float | None]:
         return {

@@ -217,7 +217,9 @@ def test_ingest_writes_named_strips_with_meta_and_index(nvss) -> None:
     k = np.minimum(np.floor(dec / 2.0), 44).astype(int)
     expected = {f"nvss_dec{(2 * i + 1):+05.1f}.sqlite3" for i in k}
     assert {p.name for p in report.strips} == expected
-    assert {p.name for p in catalogs.glob("nvss_dec*.sqlite3")} == expected
+    (generation,) = (catalogs / "nvss").iterdir()  # one published generation folder
+    assert {p.name for p in generation.glob("nvss_dec*.sqlite3")} == expected
+    assert {p.parent for p in report.strips} == {generation}
     assert "nvss_dec-89.0.sqlite3" in expected and "nvss_dec+89.0.sqlite3" in expected
     total = 0
     for strip in report.strips:
@@ -242,7 +244,7 @@ def test_ingest_writes_named_strips_with_meta_and_index(nvss) -> None:
 def test_ingest_stores_exact_values_in_jy(nvss) -> None:
     catalogs, _, (ra, dec, flux), _ = nvss
     rows = []
-    for strip in catalogs.glob("nvss_dec*.sqlite3"):
+    for strip in catalogs.glob("nvss/*/nvss_dec*.sqlite3"):
         with sqlite3.connect(strip) as con:
             rows += con.execute("SELECT * FROM sources").fetchall()
     rows.sort()
@@ -291,9 +293,10 @@ def test_reingest_replaces_strips_without_duplicates(tmp_path: Path) -> None:
     assert {p.name for p in wider.removed_strips} == {p.name for p in first.strips} - {
         p.name for p in wider.strips
     }
-    assert sorted(p.name for p in catalogs.iterdir()) == sorted(
-        [p.name for p in wider.strips] + ["nvss_strips.json"]
-    )
+    visible = sorted(p.name for p in catalogs.iterdir() if not p.name.startswith("."))
+    assert visible == ["nvss", "nvss_strips.json"]
+    (generation,) = (catalogs / "nvss").iterdir()  # the older generations are gone
+    assert sorted(p.name for p in generation.iterdir()) == sorted(p.name for p in wider.strips)
     assert len(cone_search(catalogs, "nvss", 0, 0, 180)) == len(ra)
     assert "nvss_dec+37.5.sqlite3" in {p.name for p in wider.strips}  # [35, 40)
 
@@ -376,11 +379,11 @@ def test_bad_input_names_the_file_and_the_problem(tmp_path: Path) -> None:
         ingest_survey("first", garbage, tmp_path / "cat")
     bad_value = tmp_path / "badvalue.csv"
     bad_value.write_text("NVSS,RAJ2000,DEJ2000,S1.4\na,1,2,lots\n")
-    with pytest.raises(CatalogError, match=r"badvalue.csv: column 'S1.4' .*'lots'"):
+    with pytest.raises(CatalogError, match=r"badvalue.csv: none of the 1 rows .*'S1.4' .*'lots'"):
         ingest_survey("nvss", bad_value, tmp_path / "cat")
     bad_pos = tmp_path / "badpos.csv"
     bad_pos.write_text("NVSS,RAJ2000,DEJ2000,S1.4\na,12h3x,2,3\n")
-    with pytest.raises(CatalogError, match="badpos.csv: column 'RAJ2000' row 1"):
+    with pytest.raises(CatalogError, match="badpos.csv: .*column 'RAJ2000' not a position .*row 1"):
         ingest_survey("nvss", bad_pos, tmp_path / "cat")
     ragged = tmp_path / "ragged.csv"
     ragged.write_text("NVSS,RAJ2000,DEJ2000,S1.4\na,1,2\n")
@@ -392,11 +395,12 @@ def test_bad_input_names_the_file_and_the_problem(tmp_path: Path) -> None:
         ingest_survey("nvss", empty, tmp_path / "cat")
     with pytest.raises(CatalogError, match="strip width"):
         ingest_survey("nvss", good, tmp_path / "cat", strip_width_deg=0.05)
-    assert not (tmp_path / "cat").exists() or not any((tmp_path / "cat").iterdir())
+    assert not (tmp_path / "cat").exists()  # nothing created for a refused file
     with pytest.raises(CatalogError, match="has not been ingested"):
         cone_search(tmp_path / "cat", "nvss", 1, 2, 1)
     ingest_survey("nvss", good, tmp_path / "cat")
-    (tmp_path / "cat" / "nvss_dec+02.5.sqlite3").write_bytes(b"garbage" * 1000)
+    (strip,) = (tmp_path / "cat" / "nvss").glob("*/nvss_dec+02.5.sqlite3")
+    strip.write_bytes(b"garbage" * 1000)
     with pytest.raises(CatalogError, match=r"nvss_dec\+02.5.sqlite3: unreadable strip"):
         cone_search(tmp_path / "cat", "nvss", 1, 2, 1)
     with pytest.raises(CatalogError, match="radius"):

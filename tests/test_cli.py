@@ -6,10 +6,23 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 from helpers import names, tier_env, touch
+
+from dsa110_assets.ingest.samples import write_header_only_subband
+
+
+def subband(folder: Path, name: str, *, age_s: float) -> Path:
+    """A header-only subband file whose content time is the time in its name."""
+    from datetime import UTC, datetime
+
+    start = datetime.fromisoformat(name.split("_sb")[0]).replace(tzinfo=UTC).timestamp()
+    folder.mkdir(parents=True, exist_ok=True)
+    return write_header_only_subband(folder / name, start, mtime=time.time() - age_s)
+
 
 SUBCOMMANDS = [
     ["simulate"], ["normalize"], ["db"], ["db", "init"], ["db", "info"], ["query"],
@@ -46,7 +59,7 @@ def test_db_init_info_normalize_and_stats(tmp_path, env):
     assert "schema version" in out
     incoming = tmp_path / "incoming"
     for sb in range(16):
-        touch(incoming, f"2025-01-15T12:00:0{sb % 3}_sb{sb:02d}.hdf5", age_s=600 - sb)
+        subband(incoming, f"2025-01-15T12:00:0{sb % 3}_sb{sb:02d}.hdf5", age_s=600 - sb)
     dry = json.loads(run(["normalize", "--dry-run", "--json", str(incoming)], env).stdout)
     assert dry["dry_run"] and dry["files_renamed"] == 10 and dry["files_registered"] == 0
     stats = json.loads(run(["normalize", "--json", str(incoming)], env).stdout)
@@ -67,8 +80,8 @@ def test_db_init_info_normalize_and_stats(tmp_path, env):
 def test_verbose_normalize_lists_renames(tmp_path, env):
     incoming = tmp_path / "incoming"
     incoming.mkdir()
-    touch(incoming, "2025-01-15T12:00:00_sb00.hdf5", age_s=60)
-    touch(incoming, "2025-01-15T12:00:01_sb01.hdf5", age_s=50)
+    subband(incoming, "2025-01-15T12:00:00_sb00.hdf5", age_s=60)
+    subband(incoming, "2025-01-15T12:00:01_sb01.hdf5", age_s=50)
     touch(incoming, "junk.txt", age_s=50)
     out = run(["normalize", "--verbose", "--no-register", str(incoming)], env).stdout
     assert "renamed: 2025-01-15T12:00:01_sb01.hdf5 -> 2025-01-15T12:00:00_sb01.hdf5" in out
@@ -82,7 +95,7 @@ def test_verbose_normalize_lists_renames(tmp_path, env):
         (["db", "info"], {}, "does not exist"),
         (["db", "init"], {"PIPELINE_STATE_DIR": "/dev/null/state"}, "PIPELINE_STATE_DIR"),
         (["simulate", "--start", "yesterday"], {}, "not an ISO time"),
-        (["normalize", "--tolerance", "x", "."], {}, "invalid float value"),
+        (["normalize", "--tolerance", "x", "."], {}, "argument --tolerance: 'x' is not"),
     ],
 )
 def test_errors_are_one_line_and_nonzero(env, args, extra_env, message):

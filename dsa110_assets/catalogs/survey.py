@@ -9,13 +9,19 @@ small files instead of one large one, and a strip can be copied to a worker on i
 Each strip holds a ``sources`` table (``source_id, ra_deg, dec_deg, flux_jy, flux_err_jy,
 major_arcsec, minor_arcsec, pa_deg``; flux densities in Jy at the survey's frequency, sizes
 deconvolved where the survey gives them) indexed on ``(dec_deg, ra_deg)``, and a ``meta``
-table (survey, strip bounds, ingested file, count). A per-survey manifest,
-``{survey}_strips.json``, lists the strips of the last ingest; it is written last, so it is the
-commit point that :func:`cone_search` reads.
+table (survey, strip bounds, ingested file, count).
 
-One ingested file is the whole survey: ingesting replaces every strip of that survey (strips
-are built under temporary names and renamed into place, then strips the new file no longer
-fills are removed), so re-ingesting the same file leaves exactly one copy of each source.
+One ingested file is the whole survey, and an ingest is all or nothing. Every row is
+validated first (position in range, sexagesimal fields in range, positive finite flux, a
+unique source id; see :func:`ingest_survey`); rejected rows are counted by reason, and a file
+that leaves no valid row is an error that changes nothing. The strips are then built in a
+private folder ``{survey}/.build-{generation}`` and renamed to ``{survey}/{generation}/``;
+the per-survey manifest ``{survey}_strips.json``, replaced atomically (and fsynced) last,
+names that folder and is the single commit point :func:`cone_search` reads. A crash at any
+moment therefore leaves the previous catalog or the new one, never a mix; the next ingest
+removes what no manifest names (including strips of the older flat layout). Ingests of one
+survey serialize on ``.{survey}.ingest.lock``; a search that read the manifest just before a
+new ingest replaced it reads it again.
 
 Input files are FITS tables (read with ``astropy.table``) or CSV, with the column names of the
 surveys' public catalogs (NVSS VizieR VIII/65, FIRST VIII/92, the VLASS component catalog) or
@@ -28,14 +34,17 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import fcntl
 import gzip
 import json
 import math
 import os
 import re
+import shutil
 import sqlite3
 import time
-from collections.abc import Iterable, Sequence
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -77,11 +86,14 @@ class IngestReport:
     file: Path
     n_rows: int  # data rows read from the file
     n_sources: int  # rows stored
-    n_skipped: int  # rows without a usable position or flux (or flagged duplicates)
+    n_skipped: int  # rows rejected (every reason, duplicates included)
     strips: list[Path] = field(default_factory=list)
     removed_strips: list[Path] = field(default_factory=list)
     strip_width_deg: float = DEFAULT_STRIP_WIDTH_DEG
     elapsed_s: float = 0.0
+    rejected: dict[str, int] = field(default_factory=dict)  # reason -> rows, most first
+    n_duplicates: int = 0  # rows dropped because an earlier row had the same source id
+    examples: dict[str, str] = field(default_factory=dict)  # reason -> its first row
 
 
 # --- column recognition ---------------------------------------------------------------------
@@ -210,78 +222,144 @@ def _find_column(
 
 
 # --- parsing values -------------------------------------------------------------------------
+#
+# Every value is checked row by row: a row whose position, flux or optional value is not a
+# valid number in range is rejected with a reason (counted, first example kept), never stored
+# silently wrong and never failing the whole file. Text must be ASCII decimal (``float()``
+# alone would take "nan", "inf", "1_000" or non-ASCII digits); sexagesimal fields must be in
+# range (minutes and seconds below 60, hours below 24, degrees at most 90), with a sign only
+# in front.
 
 _SEXAGESIMAL_SEP = re.compile(r"[\s:hdmsHDMS°'\"]+")
+_NUMBER_TEXT = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?", re.ASCII)
+_UNSIGNED_INT = re.compile(r"[0-9]+", re.ASCII)
+_UNSIGNED_DECIMAL = re.compile(r"(?:[0-9]+\.?[0-9]*|\.[0-9]+)", re.ASCII)
 
 
-def _parse_angle_text(text: str, scale_sexagesimal: float, scale_plain: float) -> float:
+def _parse_number_text(text: str) -> float:
+    """A number written as ASCII decimal; empty text is NaN (missing); else ``ValueError``."""
+    text = text.strip()
+    if not text:
+        return math.nan
+    if not _NUMBER_TEXT.fullmatch(text):
+        raise ValueError(text)
+    return float(text)
+
+
+def _parse_angle_text(text: str, scale_sexagesimal: float, scale_plain: float, *, hours: bool):
     """One position from text: ``"13 31 08.29"``/``"-00:12:03"`` (sexagesimal, its sign on the
     first field even when that is zero) times ``scale_sexagesimal``, or a plain number times
-    ``scale_plain``; empty text is NaN."""
+    ``scale_plain``; empty text is NaN. ``ValueError`` for anything else, including fields out
+    of range (``hours``: the first field is hours, below 24; else degrees, at most 90)."""
     text = text.strip()
     if not text:
         return math.nan
     sign = -1.0 if text.startswith("-") else 1.0
     parts = [p for p in _SEXAGESIMAL_SEP.split(text.lstrip("+-")) if p]
     if len(parts) == 1:
-        return float(text) * scale_plain
-    if len(parts) > 3:
-        raise ValueError(f"not a sexagesimal value: {text!r}")
-    value = 0.0
-    for k, part in enumerate(parts):
-        value += float(part) / 60.0**k
+        return _parse_number_text(text) * scale_plain
+    if not 2 <= len(parts) <= 3 or text[1:].lstrip().startswith(("+", "-")):
+        raise ValueError(text)
+    *whole, last = parts
+    if not all(_UNSIGNED_INT.fullmatch(p) for p in whole) or not _UNSIGNED_DECIMAL.fullmatch(last):
+        raise ValueError(text)
+    fields = [float(p) for p in parts]
+    if any(f >= 60.0 for f in fields[1:]):
+        raise ValueError(text)
+    value = sum(f / 60.0**k for k, f in enumerate(fields))
+    if (hours and value >= 24.0) or (not hours and value > 90.0):
+        raise ValueError(text)
     return sign * value * scale_sexagesimal
 
 
-def _as_float(values: np.ndarray, path: Path, column: str) -> np.ndarray:
-    """A numeric column as float64 (empty strings become NaN)."""
-    if values.dtype.kind in "fiu":
-        return values.astype(np.float64)
+class _Rejections:
+    """Why each row is rejected (the first reason found wins), with counts and an example."""
+
+    def __init__(self, n_rows: int) -> None:
+        self.reason = np.full(n_rows, None, dtype=object)
+        self.examples: dict[str, str] = {}
+
+    def reject(self, mask: np.ndarray, reason: str, example: Callable[[int], str]) -> None:
+        """Reject the rows of ``mask`` not already rejected; ``example(k)`` describes row k."""
+        fresh = np.flatnonzero(np.asarray(mask, dtype=bool) & (self.reason == None))  # noqa: E711
+        if len(fresh):
+            self.reason[fresh] = reason
+            self.examples.setdefault(reason, example(int(fresh[0])))
+
+    @property
+    def ok(self) -> np.ndarray:
+        return self.reason == None  # noqa: E711
+
+    def counts(self) -> dict[str, int]:
+        values, counts = np.unique(self.reason[~self.ok].astype(str), return_counts=True)
+        pairs = sorted(zip(values.tolist(), counts.tolist(), strict=True), key=lambda p: -p[1])
+        return {reason: int(n) for reason, n in pairs}
+
+
+def _fast_float(values: np.ndarray) -> np.ndarray | None:
+    """``values`` (text) as float64 by numpy when every entry is plain ASCII decimal, else None.
+
+    numpy's conversion is ``float()``, which also takes "nan", "inf", "1_000" and non-ASCII
+    digits; the joined text is checked first so only plain numbers take this fast path (NaN or
+    infinity can then only come from overflow, and fail the finiteness checks later).
+    """
+    joined = "\x1f".join(str(v) for v in values)
+    if not joined.isascii() or any(c in joined for c in "_nNiI"):
+        return None
     try:
         return values.astype(np.float64)
     except (ValueError, TypeError):
-        pass
-    try:
-        return np.array([float(v) if str(v).strip() else math.nan for v in values], dtype=float)
-    except ValueError:
-        bad = next(v for v in values if not _is_number(v))
-        raise CatalogError(f"{path}: column {column!r} has a non-numeric value {bad!r}") from None
+        return None
 
 
-def _is_number(value: object) -> bool:
-    try:
-        float(str(value)) if str(value).strip() else 0.0
-    except ValueError:
-        return False
-    return True
+def _as_float(
+    values: np.ndarray, column: str, rejections: _Rejections, text_rows: np.ndarray | None = None
+) -> np.ndarray:
+    """A numeric column as float64; empty text is NaN, other non-numbers reject their row."""
+    if values.dtype.kind in "fiu":
+        return values.astype(np.float64)
+    fast = _fast_float(values)
+    if fast is not None:
+        return fast
+    out = np.empty(len(values), dtype=np.float64)
+    bad = np.zeros(len(values), dtype=bool)
+    for k, item in enumerate(values):
+        try:
+            out[k] = _parse_number_text(str(item))
+        except ValueError:
+            out[k], bad[k] = math.nan, True
+    rejections.reject(bad, f"column {column!r} not a number", lambda k: f"row {k + 1}: "
+                      f"{str(values[k]).strip()!r}")  # fmt: skip
+    return out
 
 
 def _as_angle_deg(
-    values: np.ndarray, unit: str | None, path: Path, column: str, *, hours: bool
+    values: np.ndarray, unit: str | None, column: str, rejections: _Rejections, *, hours: bool
 ) -> np.ndarray:
     """Positions in degrees from numbers (degrees, or hours when the unit says so) or text.
 
-    Text with two or three fields is sexagesimal: hours for RA, degrees for Dec.
+    Text with two or three fields is sexagesimal: hours for RA, degrees for Dec; text that is
+    neither rejects its row.
     """
     unit_l = (unit or "deg").lower()
     in_hours = unit_l in ("h", "hour", "hourangle", "h:m:s", "hms")
     if values.dtype.kind not in "fiu":
-        with contextlib.suppress(ValueError, TypeError):  # fast path: numbers as text
-            values = values.astype(np.float64)
+        fast = _fast_float(values)  # plain numbers written as text
+        values = fast if fast is not None else values
     if values.dtype.kind in "fiu":
         data = values.astype(np.float64)
         return data * 15.0 if in_hours else data
     sexagesimal_scale = 15.0 if hours else 1.0
     plain_scale = 15.0 if in_hours else 1.0
     out = np.empty(len(values), dtype=np.float64)
+    bad = np.zeros(len(values), dtype=bool)
     for k, item in enumerate(values):
-        text = str(item)
         try:
-            out[k] = _parse_angle_text(text, sexagesimal_scale, plain_scale)
+            out[k] = _parse_angle_text(str(item), sexagesimal_scale, plain_scale, hours=hours)
         except ValueError:
-            raise CatalogError(
-                f"{path}: column {column!r} row {k + 1} is not a position: {text.strip()!r}"
-            ) from None
+            out[k], bad[k] = math.nan, True
+    rejections.reject(bad, f"column {column!r} not a position", lambda k: f"row {k + 1}: "
+                      f"{str(values[k]).strip()!r}")  # fmt: skip
     return out
 
 
@@ -343,14 +421,21 @@ CREATE TABLE sources (
 )"""
 
 
+def _fsync_path(path: Path) -> None:
+    """Flush a file or folder to disk, so a rename or manifest that follows survives a crash."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def _write_strip(
     path: Path, survey: str, index: int, width: float, source_file: Path, rows: Iterable[tuple]
 ) -> int:
-    """Write one strip database under a temporary name and rename it into place."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.unlink(missing_ok=True)
+    """Write one strip database at ``path`` (inside a build folder nobody reads yet)."""
     lo, hi = strip_bounds(index, width)
-    con = sqlite3.connect(tmp)
+    con = sqlite3.connect(path)
     try:
         con.execute("PRAGMA journal_mode=OFF")
         con.execute("PRAGMA synchronous=OFF")
@@ -375,7 +460,7 @@ def _write_strip(
             )
     finally:
         con.close()
-    os.replace(tmp, path)
+    _fsync_path(path)
     return count
 
 
@@ -383,36 +468,30 @@ def _opt(value: float) -> float | None:
     return None if not math.isfinite(value) else float(value)
 
 
-def ingest_survey(
-    survey: str,
-    file: Path,
-    catalogs_dir: Path,
-    *,
-    strip_width_deg: float = DEFAULT_STRIP_WIDTH_DEG,
-) -> IngestReport:
-    """Load a survey catalog file into declination-strip databases in ``catalogs_dir``.
+@dataclass
+class _ValidRows:
+    """The rows of a catalog file that pass every check, and why the others did not."""
 
-    Rows without a finite position and flux are skipped and counted; for VLASS, components
-    flagged as duplicates or of poor quality (``Duplicate_flag >= 2`` or ``Quality_flag`` not
-    0 or 4, the catalog's recommended selection) are skipped too. The file replaces whatever
-    was ingested for this survey before.
+    n_rows: int
+    keep: np.ndarray  # row indices to store, file order
+    ids: np.ndarray
+    ra: np.ndarray
+    dec: np.ndarray
+    flux: np.ndarray
+    flux_err: np.ndarray
+    major: np.ndarray
+    minor: np.ndarray
+    pa: np.ndarray
+    rejected: dict[str, int]
+    examples: dict[str, str]
+    n_duplicates: int
 
-    Raises
-    ------
-    CatalogError
-        Unknown survey, an unreadable file, a missing column or an unusable value; the message
-        names the file and the problem.
-    """
-    started = time.perf_counter()
-    survey = _check_survey(survey)
-    path = Path(file)
-    if not math.isfinite(strip_width_deg) or not (MIN_STRIP_WIDTH_DEG <= strip_width_deg <= 180.0):
-        raise CatalogError(
-            f"strip width {strip_width_deg} deg must be within {MIN_STRIP_WIDTH_DEG}..180"
-        )
-    if not path.is_file():
-        raise CatalogError(f"{path}: no such catalog file")
-    raw = _read_table(path)
+
+DUPLICATE_REASON = "duplicate source id (first kept)"
+
+
+def _validate(survey: str, path: Path, raw: _RawTable) -> _ValidRows:
+    """Parse and check every row; raise only for problems of the file as a whole."""
     found = {q: _find_column(raw, survey, q) for q in ("id", *_REQUIRED, "flux_err")}
     found |= {q: _find_column(raw, survey, q) for q in ("major", "minor", "pa")}
     missing = [q for q in _REQUIRED if found[q][0] is None]
@@ -424,119 +503,289 @@ def ingest_survey(
             f"{path}: no {'/'.join(missing)} column for survey {survey} ({wanted}); "
             f"the file has columns {', '.join(raw.columns) or 'none'}"
         )
+    n = raw.n_rows
+    rej = _Rejections(n)
+
+    def row_value(label: str, values: np.ndarray) -> Callable[[int], str]:
+        return lambda k: f"row {k + 1}: {label} {values[k]:g}"
 
     ra_col, ra_unit = found["ra"]
     dec_col, dec_unit = found["dec"]
-    ra = _as_angle_deg(raw.columns[ra_col], ra_unit, path, ra_col, hours=True)
-    dec = _as_angle_deg(raw.columns[dec_col], dec_unit, path, dec_col, hours=False)
+    ra = _as_angle_deg(raw.columns[ra_col], ra_unit, ra_col, rej, hours=True)
+    dec = _as_angle_deg(raw.columns[dec_col], dec_unit, dec_col, rej, hours=False)
+    rej.reject(~np.isfinite(ra) | ~np.isfinite(dec), "no position", lambda k: f"row {k + 1}")
+    with np.errstate(invalid="ignore"):
+        rej.reject((ra < 0.0) | (ra > 360.0), "RA outside 0..360 deg", row_value("RA", ra))
+        rej.reject(np.abs(dec) > 90.0, "Dec outside -90..90 deg", row_value("Dec", dec))
 
     def quantity(name: str, units: dict[str, float]) -> np.ndarray:
         column, unit = found[name]
         if column is None:
-            return np.full(raw.n_rows, np.nan)
+            return np.full(n, np.nan)
         factor = _unit_factor(unit, units, path, column)
-        return _as_float(raw.columns[column], path, column) * factor
+        return _as_float(raw.columns[column], column, rej) * factor
 
     flux = quantity("flux", _TO_JY)
-    flux_err = quantity("flux_err", _TO_JY)
-    major = quantity("major", _TO_ARCSEC)
-    minor = quantity("minor", _TO_ARCSEC)
-    pa = quantity("pa", {"deg": 1.0})
+    rej.reject(~np.isfinite(flux), "no flux", lambda k: f"row {k + 1}")
+    with np.errstate(invalid="ignore"):
+        rej.reject(flux <= 0.0, "flux not positive", row_value("flux (Jy)", flux))
+    optional = {
+        "flux_err": quantity("flux_err", _TO_JY),
+        "major": quantity("major", _TO_ARCSEC),
+        "minor": quantity("minor", _TO_ARCSEC),
+        "pa": quantity("pa", {"deg": 1.0}),
+    }
+    for name, values in optional.items():
+        rej.reject(np.isinf(values), f"{name} not finite", row_value(name, values))
+        if name != "pa":
+            with np.errstate(invalid="ignore"):
+                rej.reject(values < 0.0, f"{name} negative", row_value(name, values))
 
     id_col = found["id"][0]
     if id_col is not None:
         ids = np.array([str(v).strip() for v in raw.columns[id_col]], dtype=object)
+        rej.reject(ids == "", "no source id", lambda k: f"row {k + 1}")
     else:
-        ids = np.array([f"{survey}_{k + 1}" for k in range(raw.n_rows)], dtype=object)
-
-    good = np.isfinite(ra) & np.isfinite(dec) & np.isfinite(flux) & (np.abs(dec) <= 90.0)
+        ids = np.array([f"{survey}_{k + 1}" for k in range(n)], dtype=object)
     if survey == "vlass":
-        good &= _vlass_selection(raw, path)
-    ra = np.mod(ra, 360.0)
-    n_good = int(good.sum())
-    if raw.n_rows and n_good == 0:
-        raise CatalogError(f"{path}: none of the {raw.n_rows} rows has a usable position and flux")
+        selected = _vlass_selection(raw, path, rej)
+        rej.reject(~selected, "VLASS duplicate or quality flag", lambda k: f"row {k + 1}")
+
+    # Source ids must be unique (photometry keys on them): the first valid row of a name wins.
+    first_row: dict[str, int] = {}
+    duplicate = np.zeros(n, dtype=bool)
+    for k in np.flatnonzero(rej.ok):
+        name = ids[k]
+        if name in first_row:
+            duplicate[k] = True
+        else:
+            first_row[name] = int(k)
+    rej.reject(
+        duplicate,
+        DUPLICATE_REASON,
+        lambda k: f"row {k + 1}: {ids[k]!r} (first at row {first_row[ids[k]] + 1})",
+    )
+    keep = np.flatnonzero(rej.ok)
+    counts = rej.counts()
+    examples = {reason: rej.examples[reason] for reason in counts}
+    if len(keep) == 0:
+        summary = "; ".join(f"{c} {r} (first: {examples[r]})" for r, c in counts.items())
+        raise CatalogError(
+            f"{path}: no usable rows: the file has no data rows"
+            if n == 0
+            else f"{path}: none of the {n} rows is usable: {summary}"
+        )
+    ra = np.where(ra == 360.0, 0.0, ra)
+    return _ValidRows(
+        n_rows=n,
+        keep=keep,
+        ids=ids,
+        ra=ra,
+        dec=dec,
+        flux=flux,
+        rejected=counts,
+        examples=examples,
+        n_duplicates=counts.get(DUPLICATE_REASON, 0),
+        **optional,
+    )
+
+
+def ingest_survey(
+    survey: str,
+    file: Path,
+    catalogs_dir: Path,
+    *,
+    strip_width_deg: float = DEFAULT_STRIP_WIDTH_DEG,
+) -> IngestReport:
+    """Load a survey catalog file into declination-strip databases in ``catalogs_dir``.
+
+    All or nothing. Every row is checked first (see "parsing values"): rows without a valid
+    position (RA 0..360, Dec -90..90, sexagesimal fields in range), a positive finite flux,
+    finite non-negative errors and sizes, or a source id are rejected, as are later rows
+    repeating a source id (the first is kept: photometry needs unique ids) and, for VLASS,
+    components flagged as duplicates or of poor quality (``Duplicate_flag >= 2`` or
+    ``Quality_flag`` not 0 or 4, the catalog's recommended selection); the report counts each
+    reason. A file that leaves no valid row is an error and changes nothing.
+
+    The new strips are then built in a private folder and published by one atomic rename of
+    the manifest, which replaces whatever was ingested for this survey before: a crash at any
+    point leaves the previous catalog or the new one, complete. Ingests of one survey
+    serialize on a lock file.
+
+    Raises
+    ------
+    CatalogError
+        Unknown survey, an unreadable file, a missing column, or no valid row; the message
+        names the file and the problem.
+    """
+    started = time.perf_counter()
+    survey = _check_survey(survey)
+    path = Path(file)
+    if not math.isfinite(strip_width_deg) or not (MIN_STRIP_WIDTH_DEG <= strip_width_deg <= 180.0):
+        raise CatalogError(
+            f"strip width {strip_width_deg} deg must be within {MIN_STRIP_WIDTH_DEG}..180"
+        )
+    if not path.is_file():
+        raise CatalogError(f"{path}: no such catalog file")
+    valid = _validate(survey, path, _read_table(path))
 
     catalogs_dir = Path(catalogs_dir)
     catalogs_dir.mkdir(parents=True, exist_ok=True)
-    keep = np.flatnonzero(good)
-    strips = strip_index(dec[keep], strip_width_deg)
-    order = np.argsort(strips, kind="stable")
-    keep, strips = keep[order], strips[order]
-    boundaries = np.flatnonzero(np.diff(strips)) + 1
-    written: list[Path] = []
-    entries: list[dict[str, object]] = []
-    source_file = path.resolve()
-    for block in np.split(np.arange(len(keep)), boundaries) if len(keep) else []:
-        index = int(strips[block[0]])
-        rows_idx = keep[block]
-        rows = (
-            (
-                ids[k],
-                float(ra[k]),
-                float(dec[k]),
-                float(flux[k]),
-                _opt(flux_err[k]),
-                _opt(major[k]),
-                _opt(minor[k]),
-                _opt(pa[k]),
-            )
-            for k in rows_idx
+    with _ingest_lock(catalogs_dir, survey):
+        previous = _previous_strips(catalogs_dir, survey)
+        _remove_unpublished(catalogs_dir, survey)
+        generation = f"{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
+        survey_dir = catalogs_dir / survey
+        survey_dir.mkdir(exist_ok=True)
+        build = survey_dir / f"{_BUILD_PREFIX}{generation}"
+        build.mkdir()
+        entries = _write_strips(survey, valid, build, strip_width_deg, path.resolve())
+        _fsync_path(build)
+        final = survey_dir / generation
+        os.rename(build, final)
+        _fsync_path(survey_dir)
+        _write_manifest(  # the commit point: before it the old catalog, after it the new one
+            catalogs_dir,
+            survey,
+            {
+                "schema_version": SCHEMA_VERSION,
+                "survey": survey,
+                "strip_width_deg": strip_width_deg,
+                "ingested_file": str(path.resolve()),
+                "ingested_at": datetime.now(UTC).isoformat(timespec="seconds"),
+                "n_sources": len(valid.keep),
+                "folder": f"{survey}/{generation}",
+                "strips": entries,
+            },
         )
-        name = strip_filename(survey, index, strip_width_deg)
-        count = _write_strip(catalogs_dir / name, survey, index, strip_width_deg, source_file, rows)
-        lo, hi = strip_bounds(index, strip_width_deg)
-        written.append(catalogs_dir / name)
-        entries.append({"file": name, "dec_min": lo, "dec_max": hi, "count": count})
-
-    previous = _strip_files_on_disk(catalogs_dir, survey)
-    _write_manifest(
-        catalogs_dir,
-        survey,
-        {
-            "schema_version": SCHEMA_VERSION,
-            "survey": survey,
-            "strip_width_deg": strip_width_deg,
-            "ingested_file": str(source_file),
-            "ingested_at": datetime.now(UTC).isoformat(timespec="seconds"),
-            "n_sources": n_good,
-            "strips": entries,
-        },
-    )
+        _remove_unpublished(catalogs_dir, survey)  # the previous generation, legacy strips
+    written = [final / str(e["file"]) for e in entries]
     keep_names = {p.name for p in written}
-    removed = [p for p in previous if p.name not in keep_names]
-    for stale in removed:
-        stale.unlink(missing_ok=True)
     return IngestReport(
         survey=survey,
         file=path,
-        n_rows=raw.n_rows,
-        n_sources=n_good,
-        n_skipped=raw.n_rows - n_good,
+        n_rows=valid.n_rows,
+        n_sources=len(valid.keep),
+        n_skipped=valid.n_rows - len(valid.keep),
         strips=written,
-        removed_strips=removed,
+        removed_strips=[p for p in previous if p.name not in keep_names],
         strip_width_deg=strip_width_deg,
         elapsed_s=time.perf_counter() - started,
+        rejected=valid.rejected,
+        n_duplicates=valid.n_duplicates,
+        examples=valid.examples,
     )
 
 
-def _vlass_selection(raw: _RawTable, path: Path) -> np.ndarray:
+def _write_strips(
+    survey: str, valid: _ValidRows, folder: Path, width: float, source_file: Path
+) -> list[dict[str, object]]:
+    """Every strip of the valid rows into ``folder``; the manifest's strip entries."""
+    keep = valid.keep
+    strips = strip_index(valid.dec[keep], width)
+    order = np.argsort(strips, kind="stable")
+    keep, strips = keep[order], strips[order]
+    boundaries = np.flatnonzero(np.diff(strips)) + 1
+    entries: list[dict[str, object]] = []
+    for block in np.split(np.arange(len(keep)), boundaries):
+        index = int(strips[block[0]])
+        rows = (
+            (
+                valid.ids[k],
+                float(valid.ra[k]),
+                float(valid.dec[k]),
+                float(valid.flux[k]),
+                _opt(valid.flux_err[k]),
+                _opt(valid.major[k]),
+                _opt(valid.minor[k]),
+                _opt(valid.pa[k]),
+            )
+            for k in keep[block]
+        )
+        name = strip_filename(survey, index, width)
+        count = _write_strip(folder / name, survey, index, width, source_file, rows)
+        lo, hi = strip_bounds(index, width)
+        entries.append({"file": name, "dec_min": lo, "dec_max": hi, "count": count})
+    return entries
+
+
+def _vlass_selection(raw: _RawTable, path: Path, rej: _Rejections) -> np.ndarray:
     """The VLASS catalog's recommended rows: ``Duplicate_flag < 2`` and quality 0 or 4."""
     keep = np.ones(raw.n_rows, dtype=bool)
     by_lower = {name.lower(): name for name in raw.columns}
     if "duplicate_flag" in by_lower:
-        flag = _as_float(raw.columns[by_lower["duplicate_flag"]], path, "Duplicate_flag")
+        flag = _as_float(raw.columns[by_lower["duplicate_flag"]], "Duplicate_flag", rej)
         keep &= flag < 2
     if "quality_flag" in by_lower:
-        flag = _as_float(raw.columns[by_lower["quality_flag"]], path, "Quality_flag")
+        flag = _as_float(raw.columns[by_lower["quality_flag"]], "Quality_flag", rej)
         keep &= (flag == 0) | (flag == 4)
     return keep
 
 
+# --- the published catalog: manifest, generation folders, cleanup ------------------------------
+#
+# ``{survey}_strips.json`` names the folder ``{survey}/{generation}/`` holding the strips of
+# the last ingest. Anything else under ``{survey}/`` (a ``.build-*`` folder of an ingest that
+# died, a generation no manifest names any more) and strips of the flat layout of earlier
+# versions (``{survey}_dec*.sqlite3`` beside the manifest) are unpublished and removed by the
+# next ingest, under the survey's lock so no live ingest's build is touched.
+
 _STRIP_NAME = re.compile(r"^(?P<survey>[a-z]+)_dec[+-]\d+\.\d\.sqlite3$")
+_GENERATION_NAME = re.compile(r"^[0-9]{8}T[0-9]{6}-[0-9a-f]{8}$")
+_BUILD_PREFIX = ".build-"
+
+
+@contextlib.contextmanager
+def _ingest_lock(catalogs_dir: Path, survey: str) -> Iterator[None]:
+    """Hold the survey's ingest lock (``.{survey}.ingest.lock``; released if the holder dies)."""
+    fd = os.open(catalogs_dir / f".{survey}.ingest.lock", os.O_CREAT | os.O_RDWR | os.O_CLOEXEC)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _published_folder(catalogs_dir: Path, survey: str) -> str | None:
+    """The folder the current manifest names ("" for the flat layout; None: no manifest)."""
+    try:
+        return str(read_manifest(catalogs_dir, survey).get("folder", ""))
+    except CatalogError:
+        return None
+
+
+def _previous_strips(catalogs_dir: Path, survey: str) -> list[Path]:
+    """The strip files of the published catalog (none when nothing readable is published)."""
+    try:
+        manifest = read_manifest(catalogs_dir, survey)
+    except CatalogError:
+        return _strip_files_on_disk(catalogs_dir, survey)
+    return [catalogs_dir / rel for rel, _, _ in manifest["strips_parsed"]]
+
+
+def _remove_unpublished(catalogs_dir: Path, survey: str) -> None:
+    """Delete strips and folders of ``survey`` that the manifest does not name."""
+    published = _published_folder(catalogs_dir, survey)
+    survey_dir = catalogs_dir / survey
+    if survey_dir.is_dir():
+        for entry in survey_dir.iterdir():
+            live = published == f"{survey}/{entry.name}"
+            if live or not (entry.name.startswith(_BUILD_PREFIX) or _GENERATION_NAME.match(
+                    entry.name)):  # fmt: skip
+                continue
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+    for leftover in catalogs_dir.glob(f".{survey}_strips.json.*.tmp"):  # a manifest not committed
+        leftover.unlink(missing_ok=True)
+    if published != "":  # the flat layout is no longer (or was never) the published one
+        for stale in _strip_files_on_disk(catalogs_dir, survey):
+            stale.unlink(missing_ok=True)
+        for leftover in catalogs_dir.glob(f".{survey}_dec*.tmp"):
+            leftover.unlink(missing_ok=True)
 
 
 def _strip_files_on_disk(catalogs_dir: Path, survey: str) -> list[Path]:
+    """Strips of the flat layout (earlier versions) directly in ``catalogs_dir``."""
     return sorted(
         p
         for p in catalogs_dir.glob(f"{survey}_dec*.sqlite3")
@@ -545,15 +794,26 @@ def _strip_files_on_disk(catalogs_dir: Path, survey: str) -> list[Path]:
 
 
 def _write_manifest(catalogs_dir: Path, survey: str, payload: dict[str, object]) -> Path:
+    """Replace the manifest atomically and durably (the ingest's single commit point)."""
     path = manifest_path(catalogs_dir, survey)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(payload, indent=1) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        with tmp.open("w", encoding="utf-8") as fh:
+            fh.write(json.dumps(payload, indent=1) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_path(catalogs_dir)
     return path
 
 
 def read_manifest(catalogs_dir: Path, survey: str) -> dict:
     """The manifest of the last ingest of ``survey`` in ``catalogs_dir``.
+
+    ``strips_parsed`` lists ``(path relative to catalogs_dir, dec_min, dec_max)``.
 
     Raises
     ------
@@ -570,9 +830,18 @@ def read_manifest(catalogs_dir: Path, survey: str) -> dict:
     try:
         payload = json.loads(path.read_text(encoding="utf-8"))
         width = float(payload["strip_width_deg"])
-        strips = [
-            (str(s["file"]), float(s["dec_min"]), float(s["dec_max"])) for s in payload["strips"]
-        ]
+        folder = str(payload.get("folder", ""))
+        if folder and not (
+            folder.startswith(f"{survey}/") and _GENERATION_NAME.match(folder.split("/", 1)[1])
+        ):
+            raise ValueError(f"folder {folder!r} is not a generation of {survey}")
+        strips = []
+        for s in payload["strips"]:
+            name = str(s["file"])
+            if not _STRIP_NAME.match(name):
+                raise ValueError(f"strip {name!r} is not a strip file name")
+            strips.append((f"{folder}/{name}" if folder else name, float(s["dec_min"]),
+                           float(s["dec_max"])))  # fmt: skip
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise CatalogError(f"{path}: unreadable strip manifest: {exc}") from None
     payload["strip_width_deg"], payload["strips_parsed"] = width, strips
@@ -648,7 +917,6 @@ def cone_search(
     if not 0.0 < radius_deg <= 180.0:
         raise CatalogError(f"cone radius {radius_deg} deg must be within (0, 180]")
     catalogs_dir = Path(catalogs_dir)
-    manifest = read_manifest(catalogs_dir, survey)
     dec_lo, dec_hi = max(dec_deg - radius_deg, -90.0), min(dec_deg + radius_deg, 90.0)
     ranges = ra_ranges(ra_deg, dec_deg, radius_deg)
     ra_sql = " OR ".join("(ra_deg BETWEEN ? AND ?)" for _ in ranges)
@@ -657,11 +925,22 @@ def cone_search(
         f" pa_deg FROM sources WHERE dec_deg BETWEEN ? AND ? AND ({ra_sql}) AND flux_jy >= ?"
     )
     params = [dec_lo, dec_hi, *(x for pair in ranges for x in pair), min_flux_jy]
-    rows: list[tuple] = []
-    for name, lo, hi in manifest["strips_parsed"]:
-        if hi < dec_lo or lo > dec_hi:
-            continue
-        rows.extend(_query_strip(catalogs_dir / name, query, params))
+    # A new ingest publishes a new manifest and then deletes the strips of the old one: a
+    # search that read the old manifest just before finds a strip gone, and reads again.
+    manifest = read_manifest(catalogs_dir, survey)
+    for attempt in range(5):
+        try:
+            rows: list[tuple] = []
+            for rel, lo, hi in manifest["strips_parsed"]:
+                if hi < dec_lo or lo > dec_hi:
+                    continue
+                rows.extend(_query_strip(catalogs_dir / rel, query, params))
+            break
+        except _StripMissing as exc:
+            again = read_manifest(catalogs_dir, survey)
+            if attempt == 4 or again.get("folder") == manifest.get("folder"):
+                raise CatalogError(str(exc)) from None
+            manifest = again
     if not rows:
         return []
     ra = np.array([r[1] for r in rows])
@@ -676,14 +955,20 @@ def cone_search(
     return results
 
 
+class _StripMissing(CatalogError):
+    """A strip the manifest lists is not there (superseded by a newer ingest, or lost)."""
+
+
 def _query_strip(path: Path, query: str, params: Sequence[float]) -> list[tuple]:
     if not path.is_file():
-        raise CatalogError(f"{path}: strip listed in the manifest is missing (re-ingest)")
+        raise _StripMissing(f"{path}: strip listed in the manifest is missing (re-ingest)")
     try:
-        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        con = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
         try:
             return con.execute(query, params).fetchall()
         finally:
             con.close()
     except sqlite3.DatabaseError as exc:
+        if not path.is_file():
+            raise _StripMissing(f"{path}: strip listed in the manifest is missing") from None
         raise CatalogError(f"{path}: unreadable strip database: {exc}") from None

@@ -1,7 +1,17 @@
 """The pipeline registry, ``pipeline.sqlite3``: schema, connection and queue states."""
 
-from dsa110_assets.registry.connection import Registry
-from dsa110_assets.registry.migrations import LATEST_VERSION, MIGRATIONS, migrate
+from dsa110_assets.registry.connection import (
+    ReadOnlyRegistryError,
+    Registry,
+    connect_readonly,
+)
+from dsa110_assets.registry.migrations import (
+    LATEST_VERSION,
+    MIGRATIONS,
+    SchemaTooNew,
+    check_version,
+    migrate,
+)
 from dsa110_assets.registry.queue import (
     MAX_RETRIES,
     GroupStatus,
@@ -25,12 +35,16 @@ __all__ = [
     "GroupStatus",
     "IllegalTransition",
     "QueueState",
+    "ReadOnlyRegistryError",
     "Registry",
     "RetriesExhausted",
+    "SchemaTooNew",
     "UnknownGroup",
     "StaleGroups",
     "StageOutcome",
     "StageStatus",
+    "check_version",
+    "connect_readonly",
     "get_stage",
     "record_stage",
     "count_by_state",

@@ -4,17 +4,34 @@ The existing pipeline's worst pain was "database is locked"; every connection he
 mode (readers never block the writer) with a 30 s busy timeout, in autocommit mode with
 explicit ``BEGIN IMMEDIATE`` write transactions so a writer takes the lock up front instead of
 failing half way through.
+
+Readers (``dsa110 db info``, ``query``, ``db export``) open the registry read-only with
+:func:`connect_readonly` or ``Registry(path, readonly=True)``: SQLite ``mode=ro``, no journal
+mode change, no migration, so they work on a registry they may not write (another user's, a
+read-only mount) and cannot modify it. A WAL database read-only needs its ``-shm`` file; when
+the folder is not writable and no writer has it open (no ``-shm``, an empty or absent
+``-wal``), the file is fully checkpointed and nothing can be writing it, so it is opened
+``immutable=1`` instead.
+
+Every open refuses a registry whose schema is newer than this code
+(:func:`~dsa110_assets.registry.migrations.check_version`).
 """
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from dsa110_assets.registry.migrations import LATEST_VERSION, current_version, migrate
+from dsa110_assets.registry.migrations import (
+    LATEST_VERSION,
+    check_version,
+    current_version,
+    migrate,
+)
 
 DEFAULT_BUSY_TIMEOUT_S = 30.0
 
@@ -23,6 +40,7 @@ class CountingConnection(sqlite3.Connection):
     """A connection that counts statements sent, to measure database round trips."""
 
     round_trips: int = 0
+    immutable: bool = False  # opened ``immutable=1`` (read-only registry in a read-only folder)
 
     def execute(self, sql: str, parameters: Sequence[Any] | dict = (), /) -> sqlite3.Cursor:
         self.round_trips += 1
@@ -31,6 +49,75 @@ class CountingConnection(sqlite3.Connection):
     def executemany(self, sql: str, parameters: Iterable[Any], /) -> sqlite3.Cursor:
         self.round_trips += 1
         return super().executemany(sql, parameters)
+
+
+class ReadOnlyRegistryError(sqlite3.OperationalError):
+    """A read-only registry cannot be read consistently (e.g. an unapplied write-ahead log)."""
+
+
+def connect_readonly(
+    path: str | Path,
+    *,
+    busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S,
+    factory: type[CountingConnection] = CountingConnection,
+) -> CountingConnection:
+    """A read-only connection to an existing registry; never creates, migrates or writes it.
+
+    ``mode=ro`` first; if that cannot open a WAL database because its folder is not writable
+    (no ``-shm`` can be made), and no ``-wal`` holds changes, ``immutable=1`` (safe: nothing
+    can write there). The schema version is checked.
+
+    Raises
+    ------
+    FileNotFoundError
+        The registry does not exist.
+    ReadOnlyRegistryError
+        It cannot be read consistently without write access.
+    SchemaTooNew
+        It was migrated by newer code.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"registry {path} does not exist (run 'dsa110 db init')")
+    uri = path.resolve().as_uri()
+
+    def open_uri(query: str) -> CountingConnection:
+        conn = sqlite3.connect(
+            f"{uri}?{query}",
+            uri=True,
+            timeout=busy_timeout_s,
+            isolation_level=None,
+            factory=factory,
+            check_same_thread=False,
+        )
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
+            conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    try:
+        conn = open_uri("mode=ro")
+    except sqlite3.OperationalError:
+        if os.access(path.parent, os.W_OK):
+            raise
+        wal = path.with_name(path.name + "-wal")
+        if wal.exists() and wal.stat().st_size > 0:
+            raise ReadOnlyRegistryError(
+                f"registry {path} has an unapplied write-ahead log ({wal.name}) and its folder"
+                " is read-only: open it once with write access to checkpoint it"
+            ) from None
+        conn = open_uri("mode=ro&immutable=1")
+        conn.immutable = True
+    conn.row_factory = sqlite3.Row
+    try:
+        check_version(conn, f"registry {path}")
+    except BaseException:
+        conn.close()
+        raise
+    return conn
 
 
 class Registry:
@@ -44,6 +131,14 @@ class Registry:
         How long a statement waits for another process's write lock.
     migrate_schema
         Apply pending migrations on open (the default).
+    readonly
+        Open read-only (:func:`connect_readonly`): the file must exist; nothing is created,
+        migrated or written. For readers such as ``dsa110 db info``.
+
+    Raises
+    ------
+    SchemaTooNew
+        The registry was migrated by newer code (both versions named); never written to.
     """
 
     def __init__(
@@ -52,8 +147,16 @@ class Registry:
         *,
         busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S,
         migrate_schema: bool = True,
+        readonly: bool = False,
     ) -> None:
         self.path = Path(path) if str(path) != ":memory:" else None
+        self.readonly = readonly
+        if readonly:
+            if self.path is None:
+                raise ValueError("a read-only registry needs a file")
+            self.conn = connect_readonly(self.path, busy_timeout_s=busy_timeout_s)
+            self.conn.execute("PRAGMA foreign_keys = ON")
+            return
         if self.path is not None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         self.conn: CountingConnection = sqlite3.connect(
@@ -64,13 +167,19 @@ class Registry:
             check_same_thread=False,
         )
         self.conn.row_factory = sqlite3.Row
-        self.conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
-        if self.path is not None:
-            self.conn.execute("PRAGMA journal_mode = WAL")
-        self.conn.execute("PRAGMA synchronous = NORMAL")
-        self.conn.execute("PRAGMA foreign_keys = ON")
-        if migrate_schema:
-            migrate(self.conn)
+        try:
+            self.conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
+            # Before anything that writes (the journal mode too): never touch a newer schema.
+            check_version(self.conn, f"registry {path}")
+            if self.path is not None:
+                self.conn.execute("PRAGMA journal_mode = WAL")
+            self.conn.execute("PRAGMA synchronous = NORMAL")
+            self.conn.execute("PRAGMA foreign_keys = ON")
+            if migrate_schema:
+                migrate(self.conn)
+        except BaseException:
+            self.conn.close()
+            raise
 
     @property
     def round_trips(self) -> int:
