@@ -791,3 +791,29 @@ def test_concurrent_ingests_and_searches_never_see_a_mix(tmp_path):
     assert errors == []
     assert all(s in sets.values() for s in seen)
     assert len(list((catalogs / "nvss").iterdir())) == 1
+
+
+def test_a_csv_with_a_byte_order_mark_reads_its_first_column(tmp_path):
+    """Spreadsheet exports start with U+FEFF; it used to become part of the first column name
+    ('no ra column ... the file has columns \\ufeffra')."""
+    file = tmp_path / "nvss.csv"
+    file.write_bytes("\ufeffra,dec,flux_jy\n10.0,20.0,1.5\n".encode())
+    report = ingest_survey("nvss", file, tmp_path / "cat")
+    assert report.n_sources == 1
+
+
+@pytest.mark.parametrize("content", [b"garbage\n", b"SQLite format 3\x00" + b"\x00" * 200])
+def test_a_registry_that_is_not_a_database_is_named_and_left_alone(tmp_path, env, content):
+    """SQLite says only "file is not a database"; every command names the file, exits 1 and
+    changes nothing (no WAL switch, no migration)."""
+    db = Path(env["PIPELINE_STATE_DIR"]) / "db" / "pipeline.sqlite3"
+    db.parent.mkdir(parents=True, exist_ok=True)
+    db.write_bytes(content)
+    for args in (["db", "init"], ["db", "info"], ["query", "stats"]):
+        one_line_error(run(args, env), str(db))
+    assert db.read_bytes() == content
+    from dsa110_assets.registry import RegistryUnreadable
+
+    for readonly in (False, True):
+        with pytest.raises(RegistryUnreadable, match="pipeline.sqlite3"):
+            Registry(db, readonly=readonly)

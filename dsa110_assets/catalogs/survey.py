@@ -187,7 +187,8 @@ def _read_fits(path: Path) -> _RawTable:
 
 def _read_csv(path: Path) -> _RawTable:
     opener = gzip.open if path.name.lower().endswith(".gz") else open
-    with opener(path, "rt", encoding="utf-8", newline="") as fh:  # type: ignore[operator]
+    # utf-8-sig: spreadsheet exports start with a byte-order mark, which is not a column name.
+    with opener(path, "rt", encoding="utf-8-sig", newline="") as fh:  # type: ignore[operator]
         lines = (line for line in fh if line.strip() and not line.lstrip().startswith("#"))
         reader = csv.reader(lines)
         header = next(reader, None)

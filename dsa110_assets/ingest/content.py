@@ -88,7 +88,9 @@ def read_content_time(path: str | os.PathLike[str]) -> ContentTime:
     """
     path = Path(path)
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
+        # O_NONBLOCK: a FIFO or device put in a file's place must not block the sensor.
+        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NOCTTY | os.O_NONBLOCK
+        fd = os.open(path, flags)
     except OSError as exc:
         raise UnreadableSubband(f"cannot be opened: {exc.strerror or exc}") from None
     with os.fdopen(fd, "rb") as handle:

@@ -3,6 +3,7 @@
 from dsa110_assets.registry.connection import (
     ReadOnlyRegistryError,
     Registry,
+    RegistryUnreadable,
     connect_readonly,
 )
 from dsa110_assets.registry.migrations import (
@@ -36,6 +37,7 @@ __all__ = [
     "IllegalTransition",
     "QueueState",
     "ReadOnlyRegistryError",
+    "RegistryUnreadable",
     "Registry",
     "RetriesExhausted",
     "SchemaTooNew",

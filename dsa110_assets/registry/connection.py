@@ -55,6 +55,19 @@ class ReadOnlyRegistryError(sqlite3.OperationalError):
     """A read-only registry cannot be read consistently (e.g. an unapplied write-ahead log)."""
 
 
+class RegistryUnreadable(sqlite3.DatabaseError):
+    """The registry file is not a SQLite database, or a damaged one; the message names it."""
+
+
+def _name_the_file(exc: BaseException, path: object) -> BaseException:
+    """SQLite's "file is not a database" names no file: say which (other errors unchanged)."""
+    if type(exc) is sqlite3.DatabaseError:  # not SchemaTooNew, not OperationalError
+        return RegistryUnreadable(
+            f"registry {path}: {exc} (not a SQLite database, or damaged; it was not changed)"
+        )
+    return exc
+
+
 def connect_readonly(
     path: str | Path,
     *,
@@ -109,14 +122,21 @@ def connect_readonly(
                 f"registry {path} has an unapplied write-ahead log ({wal.name}) and its folder"
                 " is read-only: open it once with write access to checkpoint it"
             ) from None
+        conn = None
+    except sqlite3.DatabaseError as exc:
+        raise _name_the_file(exc, path) from exc
+    if conn is None:
         conn = open_uri("mode=ro&immutable=1")
         conn.immutable = True
     conn.row_factory = sqlite3.Row
     try:
         check_version(conn, f"registry {path}")
-    except BaseException:
+    except BaseException as exc:
         conn.close()
-        raise
+        named = _name_the_file(exc, path)
+        if named is exc:
+            raise
+        raise named from exc
     return conn
 
 
@@ -177,9 +197,12 @@ class Registry:
             self.conn.execute("PRAGMA foreign_keys = ON")
             if migrate_schema:
                 migrate(self.conn)
-        except BaseException:
+        except BaseException as exc:
             self.conn.close()
-            raise
+            named = _name_the_file(exc, path)
+            if named is exc:
+                raise
+            raise named from exc
 
     @property
     def round_trips(self) -> int:
