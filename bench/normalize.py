@@ -3,7 +3,11 @@
 Prints files per second and database round trips per file for the batched pass
 (``normalize_directory`` with a registry), against a baseline measured in the same run: the
 per-file streaming path (``normalize_subband_on_ingest``, one transaction per file) on a
-sample of the same data. Target: the whole folder in under 10 s on 2 cores.
+sample of the same data. Target: the whole folder in under 10 s on 2 cores. Since ingest
+reads each file's ``time_array`` (to refuse files whose content is another observation than
+their name), that target is out of reach: opening an HDF5 file costs ~0.2 ms and reading the
+two values another ~0.3-0.5 ms. The figure that matters for the telescope is also printed:
+the time per observing day of files (288 x 16).
 
 Usage: ``python bench/normalize.py [--groups 6250] [--sample-groups 100] [--dir PATH]``
 """
@@ -108,7 +112,8 @@ def main() -> int:
         )
         print(
             f"speed-up vs baseline: {rate / base_rate:.1f}x; "
-            f"target < 10 s: {'met' if batch_s < 10 else 'MISSED'}"
+            f"target < 10 s: {'met' if batch_s < 10 else 'MISSED'}; "
+            f"{batch_s / n_files * 288 * 16:.1f} s per observing day of files"
         )
         return 0 if ok else 1
     finally:
