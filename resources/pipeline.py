@@ -15,7 +15,7 @@ _DAY_S = 86400.0
 #: The kind and range of every number of the resource: a run config or a deployment that sets
 #: one out of range fails when the resource is built, naming the field, not hours later.
 NUMBER_RULES: dict[str, NumberRule] = {
-    "group_timeout_s": NumberRule(float, 0.0, 7 * _DAY_S, low_open=True),
+    "group_timeout_s": NumberRule(float, 0.0, 7 * _DAY_S),  # 0: never wait for stragglers
     "min_subbands": NumberRule(int, 1, 16),
     "max_files_per_tick": NumberRule(int, 1, 1_000_000),
     "uv_min_klambda": NumberRule(float, 0.0, 100.0),

@@ -214,6 +214,7 @@ def test_settings_validate_however_they_are_made(settings):
     [
         ("group_timeout_s", math.nan),
         ("group_timeout_s", -1.0),
+        ("group_timeout_s", math.inf),
         ("min_subbands", 0),
         ("min_subbands", 17),
         ("max_files_per_tick", -1),
