@@ -63,3 +63,23 @@ def land_observations(root: Path, *, damage=None, n_groups: int = 2, n_channels:
         st = path.stat()
         os.utime(path, (st.st_atime - 60, st.st_mtime - 60))
     return pipeline, result
+
+
+def hang_mid_write(marker: Path, *, window: int = 5, hold_s: float = 600.0) -> None:
+    """Make every Measurement Set write stop, half done, after spectral window ``window``.
+
+    For kill tests run in a child process: once the window is written the child writes
+    ``marker`` (so the test knows the MS is half written) and sleeps until it is killed.
+    """
+    from dsa110_assets.conversion.ms_writer import MeasurementSetWriter
+
+    original = MeasurementSetWriter.write_spw
+
+    def write_then_hang(self, spw, *args, **kwargs):
+        result = original(self, spw, *args, **kwargs)
+        if spw == window:
+            marker.write_text("half")
+            time.sleep(hold_s)
+        return result
+
+    MeasurementSetWriter.write_spw = write_then_hang

@@ -745,24 +745,12 @@ def test_punch_zero_blocks_keeps_content(tmp_path: Path) -> None:
 
 
 _KILLED_CHILD = """
-import sys, time
+import sys
 from pathlib import Path
 from dsa110_assets.conversion import convert_group
-from dsa110_assets.conversion.ms_writer import MeasurementSetWriter
+from helpers import hang_mid_write
 
-original = MeasurementSetWriter.write_spw
-marker = Path(sys.argv[1])
-
-
-def write_then_hang(self, spw, *args, **kwargs):
-    result = original(self, spw, *args, **kwargs)
-    if spw == 5:  # half written: tell the parent, then wait for SIGKILL
-        marker.write_text("half")
-        time.sleep(120)
-    return result
-
-
-MeasurementSetWriter.write_spw = write_then_hang
+hang_mid_write(Path(sys.argv[1]), hold_s=120)
 files = {int(a.split("=")[0]): Path(a.split("=")[1]) for a in sys.argv[4:]}
 convert_group(files, Path(sys.argv[2]), tmpfs_dir=None, scratch_dir=Path(sys.argv[3]))
 """
@@ -781,7 +769,8 @@ def test_a_process_killed_mid_write_leaves_no_ms_and_the_retry_succeeds(
     ms_path, marker = out / "group.ms", tmp_path / "half-written"
     args = [f"{sb}={p}" for sb, p in files.items()]
     child = subprocess.Popen(
-        [sys.executable, "-c", _KILLED_CHILD, str(marker), str(ms_path), str(scratch), *args]
+        [sys.executable, "-c", _KILLED_CHILD, str(marker), str(ms_path), str(scratch), *args],
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), *sys.path])},
     )
     try:
         deadline = time.monotonic() + 120

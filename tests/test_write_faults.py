@@ -188,28 +188,15 @@ def env(tmp_path: Path) -> Iterator[Env]:
 # -- kill ---------------------------------------------------------------------------------
 
 _KILLED_WORKER = """
-import sys, time
+import sys
 from pathlib import Path
-from dsa110_assets.conversion.ms_writer import MeasurementSetWriter
 from dsa110_assets.ingest.groups import describe_group
 from dsa110_assets.processing.convert_step import convert_and_register
 from dsa110_assets.registry import Registry
-from helpers import tier_folders
+from helpers import hang_mid_write, tier_folders
 from resources.pipeline import PipelineResource
 
-original = MeasurementSetWriter.write_spw
-marker = Path(sys.argv[2])
-
-
-def write_then_hang(self, spw, *args, **kwargs):
-    result = original(self, spw, *args, **kwargs)
-    if spw == 5:  # half written: tell the test, then wait for SIGKILL
-        marker.write_text("half")
-        time.sleep(600)
-    return result
-
-
-MeasurementSetWriter.write_spw = write_then_hang
+hang_mid_write(Path(sys.argv[2]))
 settings = PipelineResource(**tier_folders(Path(sys.argv[1]))).settings()
 registry = Registry(settings.db_path)
 convert_and_register(settings, registry, describe_group(registry, sys.argv[3]), run_id="doomed")
