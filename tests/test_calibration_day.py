@@ -420,3 +420,74 @@ def test_a_field_model_too_noisy_is_refused_and_stays_a_quick_look(no_calibrator
     assert header["CALSTATE"] == "UNCALIBRATED" and header["CALMETH"] == "uncalibrated"
     with pt.table(ms["path"], ack=False) as t:
         assert np.array_equal(t.getcol("CORRECTED_DATA", 0, 500), t.getcol("DATA", 0, 500))
+
+
+def test_a_later_solve_turns_nearest_into_interpolated(day) -> None:
+    """Runs last on the day (it adds a solve): the +2 h group gets a calibrator solution of
+    its own (the calibrator group's tables, moved to its time; the simulated gains are the
+    same). The +1 h group, between two solves, is then due for interpolation, the -1 h one is
+    not (both solves are after it), and interpolated gains calibrate as the nearest did."""
+    from dsa110_assets.processing.apply_step import (
+        CalMethod,
+        apply_and_register,
+        groups_to_recalibrate,
+    )
+    from dsa110_assets.processing.calibrate_step import (
+        CalibrationPolicy,
+        ms_record,
+        register_tables,
+    )
+
+    settings, keys = day["settings"], day["keys"]
+    before, cal_group, after1, after2 = keys
+    with Registry(settings.db_path) as registry:
+        bp, gain = (
+            Path(p)
+            for (p,) in registry.query(
+                "SELECT path FROM calibration_tables WHERE group_id = ? ORDER BY table_type",
+                (cal_group,),
+            )
+        )
+        later = ms_record(registry, after2)
+        shift_s = (later.mid_mjd - ms_record(registry, cal_group).mid_mjd) * 86400.0
+        bp_later = bp.with_name(f"{after2}_3C286.bcal")
+        gain_later = gain.with_name(f"{after2}_3C286.gcal")
+        shutil.copytree(bp, bp_later)
+        shutil.copytree(gain, gain_later)
+        with pt.table(str(gain_later), readonly=False, ack=False) as t:
+            t.putcol("TIME", t.getcol("TIME") + shift_s)
+        register_tables(
+            registry,
+            later,
+            [(bp_later, "bandpass", 24.0, None), (gain_later, "gain", 24.0, None)],
+            calibrator="3C286",
+            refant=None,
+            details={},
+            beam_response=0.5,
+            solved_against="calibrator",
+        )
+        policy = CalibrationPolicy()
+        due = {r.group_id: r.choice.method for r in groups_to_recalibrate(registry, policy)}
+        assert due == {after1: CalMethod.INTERPOLATED, after2: CalMethod.CALIBRATOR}
+        record = ms_record(registry, after1)
+        with pt.table(str(record.path), ack=False) as t:
+            nearest = t.getcol("CORRECTED_DATA")
+            flags = t.getcol("FLAG")
+        outcome = apply_and_register(registry, record, policy, settings=settings)
+        row = registry.execute(
+            "SELECT cal_method, cal_age_h, cal_choice, gain_table FROM ms_index WHERE group_id = ?",
+            (after1,),
+        ).fetchone()
+    assert outcome.method is CalMethod.INTERPOLATED
+    assert row["cal_method"] == "interpolated"
+    assert row["cal_age_h"] == pytest.approx(1.0, abs=0.01)
+    assert Path(row["gain_table"]).parent.name == "interpolated"
+    solves = json.loads(row["cal_choice"])["gain_solves"]
+    assert sorted(s["group_id"] for s in solves) == sorted([cal_group, after2])
+    assert sorted(s["age_h"] for s in solves) == pytest.approx([1.0, 1.0], abs=0.01)
+    with pt.table(str(record.path), ack=False) as t:
+        interpolated = t.getcol("CORRECTED_DATA")
+    ok = ~flags & (np.abs(nearest) > 0)
+    ratio = np.abs(interpolated[ok] / nearest[ok] - 1)
+    print(f"interpolated vs nearest: median |ratio - 1| = {np.median(ratio):.2e}")
+    assert np.median(ratio) < 0.01

@@ -661,7 +661,8 @@ def groups_to_recalibrate(
     """Imaged groups whose calibration would now be better, oldest first.
 
     A group qualifies when it is ``uncalibrated`` or ``field-model`` and a calibrator solution
-    now covers it, or ``nearest`` and it can now be interpolated; only once its image stage
+    now covers it, or ``nearest`` and it can now be interpolated (or has its own calibrator
+    solve); only once its image stage
     is done and no stage of it is running (so a re-run never overlaps the first run).
     """
     rows = registry.query(
@@ -680,7 +681,7 @@ def groups_to_recalibrate(
         )
         if choice is None:
             continue
-        if method == CalMethod.NEAREST.value and choice.method is not CalMethod.INTERPOLATED:
+        if method == CalMethod.NEAREST.value and choice.method is CalMethod.NEAREST:
             continue
         found.append(Recalibration(group_id, method, choice))
         if len(found) >= limit:
