@@ -354,6 +354,7 @@ def test_a_day_without_calibrator_is_calibrated_on_the_field_model(no_calibrator
     assert meta["calibrated_ms"]["cal_method"] == "field-model"
     assert meta["calibrated_ms"]["field_median_snr"] >= 10
     assert meta["image"]["calibrated"] is True and meta["image"]["cal_method"] == "field-model"
+    assert meta["group_photometry"]["cal_method"] == "field-model"
     with Registry(settings.db_path) as registry:
         ms = registry.execute(
             "SELECT path, cal_method, cal_status, cal_choice FROM ms_index WHERE group_id = ?",
