@@ -21,6 +21,7 @@ from resources.clock import Clock, system_clock
 from resources.io_managers import TierIOManager
 from resources.pipeline import PipelineResource
 from resources.wsclean import WSCleanResource
+from sensors.calibration import build_calibration_sensor
 from sensors.daily import build_daily_sensor
 from sensors.incoming import build_incoming_sensor
 
@@ -71,6 +72,7 @@ def build_definitions(
         sensors=[
             build_incoming_sensor(process_group_job),
             build_daily_sensor(daily_products_job),
+            build_calibration_sensor(process_group_job),
         ],
         resources={
             "pipeline": pipeline,

@@ -20,10 +20,9 @@ NUMBER_RULES: dict[str, NumberRule] = {
     "max_files_per_tick": NumberRule(int, 1, 1_000_000),
     "uv_min_klambda": NumberRule(float, 0.0, 100.0),
     "bandpass_validity_h": NumberRule(float, 0.0, 24.0 * 365, low_open=True),
-    "gain_validity_h": NumberRule(float, 0.0, 24.0 * 365, low_open=True),
+    "gain_window_h": NumberRule(float, 0.0, 24.0 * 365, low_open=True),
     "min_beam_response": NumberRule(float, 0.0, 1.0, low_open=True),
-    "calibration_wait_s": NumberRule(float, 0.0, 7 * _DAY_S),
-    "calibration_poll_s": NumberRule(float, 0.0, _DAY_S, low_open=True),
+    "field_min_snr": NumberRule(float, 0.0, 1e6, low_open=True),
     "pb_cutoff": NumberRule(float, 0.0, 1.0, low_open=True, high_open=True),
     "eta_threshold": NumberRule(float, 0.0, None),
     "v_threshold": NumberRule(float, 0.0, None),
@@ -53,10 +52,10 @@ class PipelineResource(dg.ConfigurableResource):
     # Calibration: see dsa110_assets.processing.calibrate_step.CalibrationPolicy.
     uv_min_klambda: float = 1.0
     bandpass_validity_h: float = 24.0
-    gain_validity_h: float = 1.0
+    gain_window_h: float = 12.0  # a calibrator's gains calibrate groups this far either side
     min_beam_response: float = 0.3
-    calibration_wait_s: float = 900.0
-    calibration_poll_s: float = 60.0
+    field_model_calibration: bool = True  # no calibrator in the window: solve on the field
+    field_min_snr: float = 10.0  # ... and accept that solution at this median gain S/N
     # Imaging: primary-beam cutoff of the pb-corrected image.
     pb_cutoff: float = 0.2
     # Variability candidates (Mooley et al. 2016): None takes the population's mean + 3 sigma.
@@ -105,9 +104,10 @@ class PipelineResource(dg.ConfigurableResource):
         return CalibrationPolicy(
             uv_min_klambda=self.uv_min_klambda,
             bandpass_validity_h=self.bandpass_validity_h,
-            gain_validity_h=self.gain_validity_h,
+            gain_window_h=self.gain_window_h,
             min_beam_response=self.min_beam_response,
-            wait_s=self.calibration_wait_s,
+            field_model=self.field_model_calibration,
+            field_min_snr=self.field_min_snr,
         )
 
     @contextmanager

@@ -435,3 +435,52 @@ def test_given_reference_antenna_is_used_or_refused(clean, calibrator) -> None:
     unused = next(n for k, n in enumerate(names) if k not in used)
     with pytest.raises(CalibrationError, match="no usable solutions"):
         solve_calibrator(clean_ms, calibrator, refant=unused)
+
+
+# -- interpolation between two solves -----------------------------------------------------------
+
+
+def test_merged_gains_interpolate_between_two_solves(tables, cal, tmp_path: Path) -> None:
+    """A second solve two hours later, whose gains carry a known extra phase per antenna and
+    whose bandpass another: merged against the first solve's bandpass, its gains are the
+    total gain ``g_B B_B / B_A`` (analytic), and the apply step interpolates halfway between
+    the two at the midpoint."""
+    from dsa110_assets.calibration.apply import _antenna_map, _gains_for
+    from dsa110_assets.processing.apply_step import merge_gain_tables
+
+    bp_a, g_a = tables
+    bp_b, g_b = tmp_path / "later.B", tmp_path / "later.G"
+    shutil.copytree(bp_a, bp_b)
+    shutil.copytree(g_a, g_b)
+    gains_a = read_caltable(g_a)
+    n_ant = len(gains_a.antenna_names)
+    rng = np.random.default_rng(3)
+    theta = rng.uniform(-0.8, 0.8, n_ant)  # radians: extra gain phase of the later solve
+    phi = rng.uniform(-0.4, 0.4, n_ant)  # and of its bandpass (the opposite way)
+    with pt.table(str(g_b), readonly=False, ack=False) as t:
+        t.putcol("TIME", t.getcol("TIME") + 7200.0)
+        ant = t.getcol("ANTENNA1")
+        t.putcol("CPARAM", t.getcol("CPARAM") * np.exp(1j * theta[ant])[:, None, None])
+    with pt.table(str(bp_b), readonly=False, ack=False) as t:
+        ant = t.getcol("ANTENNA1")
+        t.putcol("CPARAM", t.getcol("CPARAM") * np.exp(-1j * phi[ant])[:, None, None])
+    merged_path = merge_gain_tables(g_a, bp_a, g_b, bp_b, tmp_path / "merged.G")
+    merged = read_caltable(merged_path)
+    n = gains_a.time.size
+    assert merged.time.size == 2 * n
+    assert np.allclose(merged.time[n:], gains_a.time + 7200.0)
+    # later rows: g_A e^{i theta} e^{-i phi} (the bandpass ratio B_B / B_A = e^{-i phi})
+    expected = gains_a.cparam * np.exp(1j * (theta - phi)[gains_a.antenna1])[:, None, None]
+    ok = ~gains_a.flag
+    assert np.allclose(merged.cparam[n:][ok], expected[ok], atol=1e-5)
+    # the apply step's interpolation, at the midpoint between the two solves
+    names = list(gains_a.antenna_names)
+    ant_map = _antenna_map(merged, names)
+    t_mid = np.array([float(gains_a.time.mean()) + 3600.0])
+    at_mid = _gains_for(merged, int(merged.spw_id[0]), ant_map, t_mid)[0]
+    first = _gains_for(gains_a, int(merged.spw_id[0]), _antenna_map(gains_a, names), t_mid)[0]
+    solved = np.abs(first) > 0
+    step = np.angle(at_mid[solved] * np.conj(first[solved]))
+    want = np.broadcast_to(((theta - phi) / 2)[:, None], first.shape)[solved]
+    # within 0.02 rad: the gains also drift (< 1 deg) between a solve's first and last interval
+    assert np.allclose(step, want, atol=0.02)

@@ -17,6 +17,7 @@ from pathlib import Path
 import dagster as dg
 import numpy as np
 import pytest
+from astropy.io import fits
 from casacore import tables as pt
 from helpers import land_observations
 
@@ -79,7 +80,7 @@ def _check_metadata(run, name: str) -> dict[str, object]:
 def pipeline_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("e2e-cal")
     landed, sim = land_observations(root, **SIM)
-    pipeline = PipelineResource(**{**landed.model_dump(), "calibration_wait_s": 0.0})
+    pipeline = PipelineResource(**landed.model_dump())
     # The field's sky model for calibration comes from the survey catalogs: the simulated sky
     # is loaded exactly as NVSS would be.
     ingest_survey("nvss", sim.nvss_catalog_path, pipeline.settings().state_dir / "catalogs")
@@ -174,14 +175,18 @@ def test_registry_tells_the_story(pipeline_run) -> None:
         assert Path(applied[target]["bandpass_table"]).name.startswith(Path(tables[0]["path"]).stem)
         assert applied[cal_group]["bandpass_table"] == tables[0]["path"]
         spans = {t["table_type"]: (t["valid_end_mjd"] - t["valid_start_mjd"]) * 24 for t in tables}
-        assert spans == pytest.approx({"bandpass": 24.0, "gain": 1.0})
+        # gains reach +/-12 h (gain_window_h): one transit calibrates the pointing's day
+        assert spans == pytest.approx({"bandpass": 24.0, "gain": 24.0})
         ms_rows = registry.query(
-            "SELECT group_id, cal_applied, cal_status, gain_table FROM ms_index"
+            "SELECT group_id, cal_applied, cal_status, cal_method, cal_age_h FROM ms_index"
         )
-        assert {r["group_id"]: (r["cal_applied"], r["cal_status"]) for r in ms_rows} == {
-            cal_group: (1, "applied"),
-            target: (1, "applied"),
+        assert {
+            r["group_id"]: (r["cal_applied"], r["cal_status"], r["cal_method"]) for r in ms_rows
+        } == {
+            cal_group: (1, "applied", "calibrator"),
+            target: (1, "applied", "calibrator"),
         }
+        assert all(r["cal_age_h"] == pytest.approx(0.0, abs=0.05) for r in ms_rows)
         images = registry.query(
             "SELECT group_id, image_type, path, thumbnail_path, noise_jy, beam_major_arcsec"
             " FROM images ORDER BY group_id, image_type"
@@ -270,7 +275,8 @@ def test_injected_sources_at_catalog_positions_and_fluxes(pipeline_run, which: i
 
 
 def test_a_corrupt_table_is_never_applied(pipeline_run) -> None:
-    pipeline, sim, (cal_group, target), _, defs, instance = pipeline_run
+    """Field-model calibration off, so the target has nothing left but a quick look."""
+    pipeline, sim, (cal_group, target), _, _, instance = pipeline_run
     settings = pipeline.settings()
     with Registry(settings.db_path) as registry:
         gains = [
@@ -281,6 +287,7 @@ def test_a_corrupt_table_is_never_applied(pipeline_run) -> None:
     for gain in gains:
         for data_file in gain.glob("table.f*"):
             data_file.write_bytes(b"garbage")
+    defs = build_definitions(_no_field_model(pipeline), WSCLEAN)
     run = _run(
         defs,
         instance,
@@ -293,6 +300,7 @@ def test_a_corrupt_table_is_never_applied(pipeline_run) -> None:
         for e in run.get_asset_materialization_events()
     }["calibrated_ms"]
     assert meta["cal_status"].value == "uncalibrated"
+    assert meta["cal_method"].value == "uncalibrated"
     with Registry(settings.db_path) as registry:
         status = dict(registry.query("SELECT table_type, status FROM calibration_tables"))
         assert status["gain"] == "invalid"
@@ -302,6 +310,10 @@ def test_a_corrupt_table_is_never_applied(pipeline_run) -> None:
     assert (ms["cal_applied"], ms["cal_status"]) == (0, "uncalibrated")
     with pt.table(ms["path"], ack=False) as t:
         assert np.array_equal(t.getcol("CORRECTED_DATA", 0, 500), t.getcol("DATA", 0, 500))
+
+
+def _no_field_model(pipeline: PipelineResource) -> PipelineResource:
+    return PipelineResource(**{**pipeline.model_dump(), "field_model_calibration": False})
 
 
 def test_all_flagged_calibrator_fails_clearly_and_writes_no_table(tmp_path: Path) -> None:
@@ -338,35 +350,97 @@ def test_all_flagged_calibrator_fails_clearly_and_writes_no_table(tmp_path: Path
     assert not caltables.exists() or not any(caltables.iterdir())
 
 
-def test_a_target_without_valid_calibration_waits_then_goes_on_uncalibrated(pipeline_run) -> None:
-    """Runs after the corrupt-table test: no valid pair is left. The step retries (Dagster
-    RetryRequested) until ``calibration_wait_s`` after the MS was made, then images
-    uncalibrated data and says so.
-
-    The clock is scripted, not raced: the first two attempts see 10 s and 20 s after the MS
-    was made (inside a 100 s wait), the third 101 s, so exactly two retries happen however
-    loaded the machine is."""
+def test_a_target_without_valid_calibration_is_a_quick_look_then_recalibrated(
+    pipeline_run,
+) -> None:
+    """Runs after the corrupt-table test: no valid gain is left. The target is imaged at once
+    (no retry, no wait) as a quick look, marked uncalibrated in the registry, the metadata
+    and the FITS header. When the calibrator group is solved again, the calibration sensor
+    requests the target's calibrated products, which replace the quick look: same files,
+    rows updated (not duplicated), both materializations in the instance."""
     pipeline, sim, (cal_group, target), _, _, instance = pipeline_run
-    with Registry(pipeline.settings().db_path) as registry:
-        made = registry.execute(
-            "SELECT created_at FROM ms_index WHERE group_id = ?", (target,)
-        ).fetchone()[0]
-    readings = iter([made + 10.0, made + 20.0, made + 101.0])
-    waiting = PipelineResource(
-        **{**pipeline.model_dump(), "calibration_wait_s": 100.0, "calibration_poll_s": 1.0}
+    settings = pipeline.settings()
+    defs = build_definitions(_no_field_model(pipeline), WSCLEAN)
+    quick = _run(
+        defs, instance, target, asset_selection=[dg.AssetKey("calibrated_ms"), dg.AssetKey("image")]
     )
-    defs = build_definitions(waiting, WSCLEAN, clock=lambda: next(readings))
-    run = _run(defs, instance, target, asset_selection=[dg.AssetKey("calibrated_ms")])
-    assert run.success
-    retries = [e for e in run.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
-    assert len(retries) == 2
-    with Registry(pipeline.settings().db_path) as registry:
+    assert quick.success
+    assert not [e for e in quick.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
+    meta = {
+        e.asset_key.to_user_string(): {k: v.value for k, v in e.materialization.metadata.items()}
+        for e in quick.get_asset_materialization_events()
+    }
+    assert meta["calibrated_ms"]["cal_method"] == "uncalibrated"
+    assert meta["image"]["calibrated"] is False
+    with Registry(settings.db_path) as registry:
         stage = get_stage(registry, target, "apply")
-        status = registry.execute(
-            "SELECT cal_status FROM ms_index WHERE group_id = ?", (target,)
+        row = registry.execute(
+            "SELECT m.cal_status, m.cal_method, i.path FROM ms_index m JOIN images i"
+            " ON i.ms_path = m.path AND i.image_type = 'image' WHERE m.group_id = ?",
+            (target,),
+        ).fetchone()
+        n_images = registry.execute(
+            "SELECT COUNT(*) FROM images WHERE group_id = ?", (target,)
         ).fetchone()[0]
-    assert status == "uncalibrated" and stage.status.value == "skipped"
-    assert "uncalibrated" in stage.detail
+    assert (row["cal_status"], row["cal_method"]) == ("uncalibrated", "uncalibrated")
+    assert stage.status.value == "skipped" and "quick look" in stage.detail
+    assert fits.getheader(row["path"])["CALSTATE"] == "UNCALIBRATED"
+    sensor = defs.get_sensor_def("calibration_sensor")
+
+    def tick():
+        return sensor(
+            dg.build_sensor_context(
+                instance=instance, definitions=defs, resources={"pipeline": pipeline}
+            )
+        )
+
+    assert not tick().run_requests  # nothing valid covers it yet
+    resolved = _run(defs, instance, cal_group, asset_selection=[dg.AssetKey("calibration_tables")])
+    assert resolved.success
+    (request,) = tick().run_requests
+    assert request.partition_key == target
+    assert {k.to_user_string() for k in request.asset_selection} == {
+        "calibrated_ms",
+        "image",
+        "thumbnail",
+        "group_photometry",
+    }
+    job = defs.resolve_job_def("process_group")
+    rerun = job.execute_in_process(
+        partition_key=target,
+        instance=instance,
+        asset_selection=request.asset_selection,
+        tags=request.tags,
+    )
+    assert rerun.success
+    with Registry(settings.db_path) as registry:
+        after = registry.execute(
+            "SELECT m.cal_status, m.cal_method, m.cal_choice, i.path, i.cal_applied"
+            " FROM ms_index m JOIN images i ON i.ms_path = m.path AND i.image_type = 'image'"
+            " WHERE m.group_id = ?",
+            (target,),
+        ).fetchone()
+        assert (
+            registry.execute(
+                "SELECT COUNT(*) FROM images WHERE group_id = ?", (target,)
+            ).fetchone()[0]
+            == n_images
+        )
+    assert (after["cal_status"], after["cal_method"], after["cal_applied"]) == (
+        "applied",
+        "nearest",
+        1,
+    )
+    assert json.loads(after["cal_choice"])["gain_solves"][0]["group_id"] == cal_group
+    assert after["path"] == row["path"]
+    header = fits.getheader(after["path"])
+    assert header["CALSTATE"] == "CALIBRATED" and header["CALMETH"] == "nearest"
+    events = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey("image"), asset_partitions=[target]),
+        limit=10,
+    ).records
+    assert len(events) >= 3  # first run, the quick look, the re-calibration
+    assert not tick().run_requests  # done: the same choice is not requested again
 
 
 def test_a_wsclean_failure_fails_the_partition_with_its_output(pipeline_run) -> None:

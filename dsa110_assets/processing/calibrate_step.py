@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from dsa110_assets.calibration import (
+    CalibrationError,
     CalibrationSolution,
     solve_calibrator,
     write_bandpass_table,
@@ -56,17 +57,27 @@ STAGE = "calibrate"
 
 @dataclass(frozen=True)
 class CalibrationPolicy:
-    """How calibration is done and for how long its solutions hold."""
+    """How calibration is done and how far in time its solutions reach.
+
+    ``gain_window_h``: a calibrator's gain solution calibrates groups up to this many hours
+    either side of it (interpolated between the solutions on either side, else the nearest).
+    DSA-110 drifts the sky through a fixed beam, so each pointing sees a given calibrator once
+    a day: +/-12 h lets one transit calibrate the whole day. ``field_model``: with no
+    calibrator solution in the window, solve the group's gains against its catalog field
+    (accepted when the median gain S/N is at least ``field_min_snr``). Nothing waits: a group
+    without either is imaged at once, uncalibrated, and re-calibrated when a solution appears.
+    """
 
     uv_min_klambda: float = 1.0
     bandpass_validity_h: float = 24.0
-    gain_validity_h: float = 1.0
+    gain_window_h: float = 12.0
     gain_solint_s: float | None = None  # None: the solver's default
     min_beam_response: float = 0.3  # a calibrator counts when the beam sees this much of it
     max_field_sources: int = 10  # brightest catalog sources added to the calibrator's model
     field_radius_deg: float = 2.5  # searched around the pointing (beam FWHM ~2.9 deg + drift)
     field_min_apparent_jy: float = 0.05
-    wait_s: float = 900.0  # how long a target waits for a solution before imaging uncalibrated
+    field_model: bool = True
+    field_min_snr: float = 10.0
 
 
 @dataclass(frozen=True)
@@ -184,10 +195,11 @@ def detect_calibrators(
 
 
 def field_sources(
-    settings: Settings, record: MSRecord, calibrator: object, policy: CalibrationPolicy
+    settings: Settings, record: MSRecord, calibrator: object | None, policy: CalibrationPolicy
 ) -> list[FieldSource]:
     """The brightest (by beam-weighted flux) catalog sources around the pointing, other than
-    the calibrator, from the first ingested survey of NVSS, FIRST, VLASS (none: empty)."""
+    the calibrator (if any), from the first ingested survey of NVSS, FIRST, VLASS (none:
+    empty), brightest first."""
     catalogs_dir = settings.state_dir / "catalogs"
     for survey in SURVEYS:
         try:
@@ -201,10 +213,14 @@ def field_sources(
             )
         except CatalogError:
             continue
-        cal_ra, cal_dec = float(calibrator.ra_deg), float(calibrator.dec_deg)
         ranked = []
         for src in found:
-            if angular_separation_deg(src.ra_deg, src.dec_deg, cal_ra, cal_dec) < 1.0 / 60:
+            if calibrator is not None and (
+                angular_separation_deg(
+                    src.ra_deg, src.dec_deg, float(calibrator.ra_deg), float(calibrator.dec_deg)
+                )
+                < 1.0 / 60
+            ):
                 continue  # the calibrator itself
             response = float(airy_power_beam(np.radians(src.separation_deg), np.array([1.4e9]))[0])
             apparent = src.flux_jy * response
@@ -275,42 +291,19 @@ def solve_and_register(
     outcome.details["beam_response"] = round(best.beam_response, 4)
     outcome.details["calibrator_field"] = outcome.calibrator_field.name
     outcome.details["calibrator_field_id"] = outcome.calibrator_field.field_id
-    now = time.time()
-    rows = [
-        (bandpass_path, "bandpass", policy.bandpass_validity_h, None),
-        (gain_path, "gain", policy.gain_validity_h, policy.gain_solint_s),
-    ]
-    with registry.transaction():
-        for path, table_type, validity_h, solint in rows:
-            half = validity_h / 48.0  # hours -> days, halved
-            registry.execute(
-                "INSERT INTO calibration_tables(path, group_id, table_type, calibrator, refant,"
-                " valid_start_mjd, valid_end_mjd, solution_interval_s, n_antennas,"
-                " flagged_fraction, beam_response, status, created_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'valid', ?)"
-                " ON CONFLICT(path) DO UPDATE SET refant = excluded.refant,"
-                " beam_response = excluded.beam_response,"
-                " valid_start_mjd = excluded.valid_start_mjd,"
-                " valid_end_mjd = excluded.valid_end_mjd,"
-                " solution_interval_s = excluded.solution_interval_s,"
-                " n_antennas = excluded.n_antennas,"
-                " flagged_fraction = excluded.flagged_fraction, status = 'valid',"
-                " created_at = excluded.created_at",
-                (
-                    str(path),
-                    record.group_id,
-                    table_type,
-                    best.name,
-                    outcome.refant,
-                    record.mid_mjd - half,
-                    record.mid_mjd + half,
-                    solint if solint is not None else outcome.details.get("gain_solint_s"),
-                    outcome.details.get("n_antennas"),
-                    outcome.details.get(f"{table_type}_flagged_fraction"),
-                    best.beam_response,
-                    now,
-                ),
-            )
+    register_tables(
+        registry,
+        record,
+        [
+            (bandpass_path, "bandpass", policy.bandpass_validity_h, None),
+            (gain_path, "gain", 2.0 * policy.gain_window_h, policy.gain_solint_s),
+        ],
+        calibrator=best.name,
+        refant=outcome.refant,
+        details=outcome.details,
+        beam_response=best.beam_response,
+        solved_against="calibrator",
+    )
     minutes = abs(best.transit_mjd - best.closest_mjd) * 1440
     where = "at its transit" if best.in_window else f"{minutes:.1f} min from its transit"
     record_stage(
@@ -321,6 +314,131 @@ def solve_and_register(
         f"solved on {best.name} (beam response {best.beam_response:.3f} {where}; refant "
         f"{outcome.refant}) in {outcome.solve_s:.1f} s",
     )
+    return outcome
+
+
+def register_tables(
+    registry: Registry,
+    record: MSRecord,
+    rows: list[tuple[Path, str, float, float | None]],
+    *,
+    calibrator: str,
+    refant: str | None,
+    details: dict[str, object],
+    beam_response: float | None,
+    solved_against: str,
+) -> None:
+    """Upsert ``(path, table_type, validity_h, solint_s)`` rows in ``calibration_tables``.
+
+    The validity window is centred on the group's mid-time. A re-solve updates its row (same
+    path), so a table is never registered twice.
+    """
+    now = time.time()
+    with registry.transaction():
+        for path, table_type, validity_h, solint in rows:
+            half = validity_h / 48.0  # hours -> days, halved
+            registry.execute(
+                "INSERT INTO calibration_tables(path, group_id, table_type, calibrator, refant,"
+                " valid_start_mjd, valid_end_mjd, solution_interval_s, n_antennas,"
+                " flagged_fraction, beam_response, status, created_at, solved_against)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'valid', ?, ?)"
+                " ON CONFLICT(path) DO UPDATE SET refant = excluded.refant,"
+                " beam_response = excluded.beam_response,"
+                " valid_start_mjd = excluded.valid_start_mjd,"
+                " valid_end_mjd = excluded.valid_end_mjd,"
+                " solution_interval_s = excluded.solution_interval_s,"
+                " n_antennas = excluded.n_antennas,"
+                " flagged_fraction = excluded.flagged_fraction, status = 'valid',"
+                " created_at = excluded.created_at, solved_against = excluded.solved_against",
+                (
+                    str(path),
+                    record.group_id,
+                    table_type,
+                    calibrator,
+                    refant,
+                    record.mid_mjd - half,
+                    record.mid_mjd + half,
+                    solint if solint is not None else details.get("gain_solint_s"),
+                    details.get("n_antennas"),
+                    details.get(f"{table_type}_flagged_fraction"),
+                    beam_response,
+                    now,
+                    solved_against,
+                ),
+            )
+
+
+FIELD_MODEL = "field-model"
+
+
+@dataclass
+class FieldSolveOutcome:
+    """A gain solve against a group's catalog field, accepted or refused (``reason``)."""
+
+    tables: tuple[Path, Path] | None
+    sources: list[FieldSource]
+    median_snr: float = 0.0
+    n_antennas: int = 0
+    solve_s: float = 0.0
+    reason: str | None = None
+
+
+def solve_field_model(
+    settings: Settings, registry: Registry, record: MSRecord, policy: CalibrationPolicy
+) -> FieldSolveOutcome:
+    """Solve ``record``'s bandpass and gains against its catalog field (no calibrator).
+
+    Why it works: every DSA-110 pointing has survey sources in its 3 deg beam, and the solver
+    models them as it models a calibrator's field (beam-weighted points, spectral index
+    -0.7). The solution is accepted only when the median gain S/N over solved antennas is at
+    least ``policy.field_min_snr`` and the solver solved enough antennas; otherwise nothing
+    is written or registered and the group stays a quick look. An accepted solution is
+    registered with ``solved_against = 'field-model'``: it describes this group's sky, so no
+    other group is ever calibrated with it.
+    """
+    sources = field_sources(settings, record, None, policy)
+    outcome = FieldSolveOutcome(tables=None, sources=sources)
+    if not sources:
+        outcome.reason = "no catalog source in the beam"
+        return outcome
+    started = time.perf_counter()
+    kwargs: dict[str, object] = {"uv_min_klambda": policy.uv_min_klambda}
+    if policy.gain_solint_s is not None:
+        kwargs["gain_solint_s"] = policy.gain_solint_s
+    try:
+        solution = solve_calibrator(record.path, sources[0], field_sources=sources[1:], **kwargs)
+    except CalibrationError as exc:
+        outcome.reason = f"field-model solve failed: {exc}"
+        return outcome
+    outcome.solve_s = time.perf_counter() - started
+    solved = ~solution.gain_flag
+    outcome.n_antennas = int(solved.any(axis=(0, 2)).sum())
+    outcome.median_snr = float(np.median(solution.gain_snr[solved])) if solved.any() else 0.0
+    if outcome.median_snr < policy.field_min_snr:
+        outcome.reason = (
+            f"field-model gains too noisy: median S/N {outcome.median_snr:.1f} < "
+            f"{policy.field_min_snr:g}"
+        )
+        return outcome
+    bandpass_path, gain_path = caltable_paths(settings, record.group_id, FIELD_MODEL)
+    bandpass_path.parent.mkdir(parents=True, exist_ok=True)
+    write_bandpass_table(bandpass_path, solution, record.path, overwrite=True)
+    write_gain_table(gain_path, solution, record.path, overwrite=True)
+    details = solution_summary(solution)
+    register_tables(
+        registry,
+        record,
+        [
+            (bandpass_path, "bandpass", policy.bandpass_validity_h, None),
+            (gain_path, "gain", 2.0 * policy.gain_window_h, policy.gain_solint_s),
+        ],
+        calibrator=FIELD_MODEL,
+        refant=solution.antenna_names[solution.refant],
+        details=details,
+        beam_response=None,
+        solved_against=FIELD_MODEL,
+    )
+    outcome.tables = (bandpass_path, gain_path)
     return outcome
 
 

@@ -12,9 +12,13 @@ calibration state and the radiometer-equation noise of the data imaged.
 from __future__ import annotations
 
 import json
+import os
+import secrets
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from astropy.io import fits
 
 from dsa110_assets.imaging.image_stats import ImageStats, image_statistics
 from dsa110_assets.imaging.primary_beam import primary_beam_image, write_pb_products
@@ -41,6 +45,8 @@ class ImagingOutcome:
     expected_noise_jy: float
     cal_applied: bool
     calibrator: str | None
+    cal_method: str = "uncalibrated"
+    cal_age_h: float | None = None
     timings: dict[str, float] = field(default_factory=dict)
     command: list[str] = field(default_factory=list)
 
@@ -65,11 +71,50 @@ def group_calibrator(registry: Registry, group_id: str) -> str | None:
     return str(listed[0]["name"]) if listed else None
 
 
-def _cal_applied(registry: Registry, ms_path: Path) -> bool:
+def _cal_state(registry: Registry, ms_path: Path) -> tuple[bool, str, float | None]:
+    """(applied, method, gain age in hours) of the MS as the apply step recorded it."""
     row = registry.execute(
-        "SELECT cal_applied FROM ms_index WHERE path = ?", (str(ms_path),)
+        "SELECT cal_applied, cal_method, cal_age_h FROM ms_index WHERE path = ?", (str(ms_path),)
     ).fetchone()
-    return bool(row and row[0])
+    if row is None:
+        return False, "uncalibrated", None
+    applied = bool(row[0])
+    method = row[1] or ("calibrator" if applied else "uncalibrated")
+    return applied, str(method), None if row[2] is None else float(row[2])
+
+
+def stamp_calibration_state(
+    path: Path, applied: bool, method: str, age_h: float | None, group_id: str
+) -> None:
+    """Write the calibration state into ``path``'s primary FITS header, atomically.
+
+    ``CALSTATE`` = ``CALIBRATED`` or ``UNCALIBRATED`` (a quick look), ``CALMETH`` the method
+    (calibrator, interpolated, nearest, field-model, uncalibrated), ``CALAGE`` the hours to
+    the gain solution applied, and a ``HISTORY`` card; so a FITS file taken away from the
+    registry still says whether its fluxes can be trusted. The header is rewritten into a
+    temporary file beside it and renamed over the original.
+    """
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    try:
+        with fits.open(path, memmap=False) as hdul:
+            header = hdul[0].header
+            header["CALSTATE"] = (
+                "CALIBRATED" if applied else "UNCALIBRATED",
+                "quick look if UNCALIBRATED",
+            )
+            header["CALMETH"] = (method, "calibrator/interpolated/nearest/field-model")
+            if age_h is not None:
+                header["CALAGE"] = (round(float(age_h), 4), "[h] to the gain solution applied")
+            elif "CALAGE" in header:
+                del header["CALAGE"]
+            header.add_history(
+                f"dsa110-assets: {group_id} {'calibrated' if applied else 'UNCALIBRATED'}"
+                f" ({method})"
+            )
+            hdul.writeto(tmp, output_verify="silentfix")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def image_and_register(
@@ -119,6 +164,10 @@ def image_and_register(
         pb_path, pbcor_path = write_pb_products(products["image"], pb, cutoff=pb_cutoff)
         products["pb"], products["image-pb"] = pb_path, pbcor_path
         timings["primary_beam_s"] = time.perf_counter() - started
+        applied, method, age_h = _cal_state(registry, record.path)
+        for kind in ("image", "image-pb", "residual", "model"):
+            if kind in products:
+                stamp_calibration_state(products[kind], applied, method, age_h, record.group_id)
         started = time.perf_counter()
         stats = image_statistics(products["image"])
         residual = image_statistics(products["residual"])
@@ -147,8 +196,10 @@ def image_and_register(
         stats=stats,
         residual_noise_jy=residual.noise_jy,
         expected_noise_jy=expected,
-        cal_applied=_cal_applied(registry, record.path),
+        cal_applied=applied,
         calibrator=calibrator,
+        cal_method=method,
+        cal_age_h=age_h,
         timings=timings,
         command=list(result.command),
     )
@@ -159,7 +210,7 @@ def image_and_register(
         STAGE,
         StageOutcome.DONE,
         f"{name}: noise {stats.noise_jy * 1e3:.2f} mJy/beam, peak {stats.peak_jy:.3f} Jy/beam"
-        + ("" if outcome.cal_applied else " (uncalibrated)"),
+        + (f" ({method})" if outcome.cal_applied else " (uncalibrated quick look)"),
     )
     return outcome
 

@@ -260,6 +260,24 @@ MIGRATIONS: tuple[Migration, ...] = (
             """,
         ),
     ),
+    Migration(
+        7,
+        "calibration over a day: how each group was calibrated, and field-model solutions",
+        (
+            # calibrator / interpolated / nearest / field-model / uncalibrated (quick look)
+            "ALTER TABLE ms_index ADD COLUMN cal_method TEXT",
+            # hours between the group and the gain solution applied (nearest one if two)
+            "ALTER TABLE ms_index ADD COLUMN cal_age_h REAL",
+            # JSON: tables, solves, ages and bandpass origin of the choice
+            "ALTER TABLE ms_index ADD COLUMN cal_choice TEXT",
+            # what a solution was solved against: 'calibrator' (usable by every group in its
+            # window) or 'field-model' (the group's own catalog sky; that group only)
+            "ALTER TABLE calibration_tables ADD COLUMN solved_against TEXT"
+            " NOT NULL DEFAULT 'calibrator'",
+            "UPDATE ms_index SET cal_method = CASE WHEN cal_applied = 1 THEN 'calibrator'"
+            " ELSE 'uncalibrated' END WHERE cal_status IS NOT NULL AND cal_method IS NULL",
+        ),
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

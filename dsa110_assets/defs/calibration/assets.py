@@ -1,6 +1,5 @@
 """Calibration assets: solutions on calibrator groups, applied to every group's MS."""
 
-import math
 from pathlib import Path
 
 import dagster as dg
@@ -9,7 +8,6 @@ from dsa110_assets.defs.ingest.assets import OWNERS
 from dsa110_assets.defs.partitions import group_id_partitions
 from dsa110_assets.processing.apply_step import CalStatus, apply_and_register
 from dsa110_assets.processing.calibrate_step import ms_record, solve_and_register
-from resources.clock import Clock
 from resources.pipeline import PipelineResource
 
 
@@ -68,46 +66,42 @@ def calibration_tables(
     io_manager_key="tier_io_manager",
     deps=[calibration_tables],
     metadata={"dsa110/kind": "ms", "dsa110/suffix": ".ms"},
-    description="The group's Measurement Set with the nearest valid bandpass and gain "
-    "solutions applied into CORRECTED_DATA (ms_index.cal_applied = 1). With no valid solution "
-    "it waits up to calibration_wait_s after the MS was made, then goes on uncalibrated "
-    "(CORRECTED_DATA = DATA) and says so here and in ms_index.cal_status.",
+    description="The group's Measurement Set with the best calibration available now applied "
+    "into CORRECTED_DATA: its own calibrator gains, gains interpolated between the calibrator "
+    "solutions on either side, or the nearest within gain_window_h (12 h); else gains solved "
+    "against the catalog field model; else none (CORRECTED_DATA = DATA, a quick look). It "
+    "never waits: the calibration sensor re-materializes a quick look when a calibrator "
+    "solution covering it appears. cal_method / cal_choice in ms_index say which.",
 )
 def calibrated_ms(
-    context: dg.AssetExecutionContext,
-    pipeline: PipelineResource,
-    clock: dg.ResourceParam[Clock],
-    measurement_set: Path,
+    context: dg.AssetExecutionContext, pipeline: PipelineResource, measurement_set: Path
 ) -> Path:
     policy = pipeline.calibration_policy()
     with pipeline.registry() as registry:
         record = ms_record(registry, context.partition_key)
-        outcome = apply_and_register(registry, record, policy, now=clock())
-    if outcome.status is CalStatus.WAITING:
-        poll = max(1.0, min(pipeline.calibration_poll_s, outcome.wait_left_s))
-        context.log.info(
-            f"no valid calibration for {context.partition_key} yet; checking again in "
-            f"{poll:.0f} s (at most {outcome.wait_left_s:.0f} s more)"
-        )
-        raise dg.RetryRequested(
-            max_retries=math.ceil(policy.wait_s / max(1.0, pipeline.calibration_poll_s)) + 1,
-            seconds_to_wait=poll,
-        )
+        outcome = apply_and_register(registry, record, policy, settings=pipeline.settings())
     for reason in outcome.rejected:
         context.log.warning(f"calibration table not applied: {reason}")
     metadata: dict[str, object] = {
         "cal_status": outcome.status.value,
         "cal_applied": outcome.status is CalStatus.APPLIED,
+        "cal_method": outcome.method.value,
         "apply_s": round(outcome.duration_s, 2),
         "rejected_tables": len(outcome.rejected),
+        "cal_choice": dg.MetadataValue.json(outcome.details),
     }
     if outcome.pair is not None:
         metadata["bandpass_table"] = dg.MetadataValue.path(str(outcome.pair.bandpass))
         metadata["gain_table"] = dg.MetadataValue.path(str(outcome.pair.gain))
         metadata["calibrator"] = outcome.pair.calibrator or ""
         metadata["solved_in_group"] = outcome.pair.source_group or ""
+        if outcome.pair.age_h is not None:
+            metadata["gain_age_h"] = round(outcome.pair.age_h, 3)
     else:
-        metadata["note"] = "no valid calibration: CORRECTED_DATA = DATA (uncalibrated)"
+        metadata["note"] = (
+            "quick look: no calibration covers this group yet, CORRECTED_DATA = DATA "
+            "(uncalibrated); re-calibrated when a calibrator solution covering it appears"
+        )
     metadata.update({k: v for k, v in outcome.details.items() if isinstance(v, (int, float))})
     context.add_output_metadata(metadata)
     return record.path

@@ -51,6 +51,9 @@ def image(
         {
             "field": outcome.field,
             "calibrated": outcome.cal_applied,
+            "cal_state": "calibrated" if outcome.cal_applied else "uncalibrated (quick look)",
+            "cal_method": outcome.cal_method,
+            "cal_age_h": round(outcome.cal_age_h, 3) if outcome.cal_age_h is not None else -1.0,
             "calibrator": outcome.calibrator or "none",
             "noise_mjy_per_beam": round(s.noise_jy * 1e3, 4),
             "residual_noise_mjy_per_beam": round(outcome.residual_noise_jy * 1e3, 4),

@@ -41,8 +41,14 @@ def group_photometry(
             mjd=record.mid_mjd,
             pb_cutoff=pipeline.pb_cutoff,
         )
+        cal = registry.execute(
+            "SELECT cal_applied, cal_method FROM ms_index WHERE path = ?", (str(record.path),)
+        ).fetchone()
     context.add_output_metadata(
         {
+            # fluxes of a quick look are uncalibrated; a re-calibration replaces these rows
+            "calibrated": bool(cal and cal[0]),
+            "cal_method": (cal[1] if cal and cal[1] else "uncalibrated"),
             "catalog": outcome.catalog or "none ingested",
             "measured": outcome.measured,
             "skipped": outcome.skipped,
