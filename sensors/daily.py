@@ -1,8 +1,9 @@
 """The daily sensor: requests a day's products once the day is complete.
 
 Complete means over (plus a margin) with every group of the day settled; see
-:mod:`dsa110_assets.processing.daily_step`. The run key carries the day's image count, so a
-late group or a re-imaged day is requested again, and nothing runs twice for the same state.
+:mod:`dsa110_assets.processing.daily_step`. The run key carries the day's image count and
+a digest of when each image was last made, so a late group or a re-imaged day (a quick look
+replaced by its calibrated image) is requested again, and nothing runs twice for one state.
 """
 
 import time
@@ -35,7 +36,9 @@ def build_daily_sensor(target: dg.AssetSelection | dg.JobDefinition | Any):
                     status = day_status(registry, day, now=now)
                     if status.complete and status.images:
                         requests.append(
-                            dg.RunRequest(partition_key=day, run_key=f"{day}:{status.images}")
+                            dg.RunRequest(
+                                partition_key=day, run_key=f"{day}:{status.images}:{status.version}"
+                            )
                         )
         except Exception as exc:  # never raise: a broken registry is a skip, not a crash
             return dg.SkipReason(f"registry unavailable: {exc}")

@@ -281,3 +281,30 @@ def test_cli_lightcurve_export_and_mosaic_on_demand(landed_days, monkeypatch, ca
     with Registry(settings.db_path) as registry:
         dated = registry.execute("SELECT COUNT(*) FROM mosaics WHERE date IS NOT NULL").fetchone()
     assert dated[0] == 3  # the backfill replaced each day's mosaic row, never added one
+
+
+def test_a_day_whose_image_is_made_again_gets_a_new_run_key(landed_days) -> None:
+    """A quick look replaced by its calibrated image (the calibration sensor re-runs the image
+    stage) must request the day's mosaic again: the run key carries the images' version."""
+    from dsa110_assets.processing.daily_step import day_status
+
+    pipeline, _ = landed_days
+    with Registry(pipeline.settings().db_path) as registry:
+        before = day_status(registry, DAYS[0])
+        (group_id,) = registry.execute(
+            "SELECT MIN(group_id) FROM stage_status WHERE stage = 'image' AND status = 'done'"
+            " AND group_id >= ?",
+            (DAYS[0],),
+        ).fetchone()
+        assert group_id.startswith(DAYS[0])
+        assert day_status(registry, DAYS[0]).version == before.version  # stable
+        bump = (
+            "UPDATE stage_status SET updated_at = updated_at + ?"
+            " WHERE group_id = ? AND stage = 'image'"
+        )
+        registry.execute(bump, (1.0, group_id))
+        try:
+            after = day_status(registry, DAYS[0])
+            assert after.images == before.images and after.version != before.version
+        finally:
+            registry.execute(bump, (-1.0, group_id))

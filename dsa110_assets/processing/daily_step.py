@@ -11,6 +11,7 @@ finished images of a past day changes (a re-run or a late group), so products st
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import time
 from dataclasses import dataclass, field
@@ -46,6 +47,9 @@ class DayStatus:
     unsettled: int  # groups still collecting, converting or imaging
     images: int
     over: bool
+    #: Changes whenever any of the day's images is made again (a quick look replaced by its
+    #: calibrated image, a late group): the daily sensor's run key carries it.
+    version: str = ""
 
     @property
     def complete(self) -> bool:
@@ -88,7 +92,19 @@ def day_status(
         unsettled=int(row[1] or 0),
         images=len(day_images(registry, day)),
         over=now >= (end + timedelta(hours=margin_h)).timestamp(),
+        version=_images_version(registry, day),
     )
+
+
+def _images_version(registry: Registry, day: str) -> str:
+    """A short digest of when each of the day's images was last made (its image stage)."""
+    rows = registry.query(
+        "SELECT group_id, updated_at FROM stage_status WHERE stage = 'image'"
+        " AND status = 'done' AND group_id >= ? AND group_id < ? ORDER BY group_id",
+        (day, _next_day(day)),
+    )
+    text = ";".join(f"{r[0]}@{r[1]!r}" for r in rows)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
 def observed_days(registry: Registry) -> list[str]:
