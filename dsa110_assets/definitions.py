@@ -23,6 +23,7 @@ from resources.pipeline import PipelineResource
 from resources.wsclean import WSCleanResource
 from sensors.daily import build_daily_sensor
 from sensors.incoming import build_incoming_sensor
+from sensors.retirement import build_retirement_sensor
 
 #: Everything that runs per observation, in one run per group_id partition.
 PER_GROUP_GROUPS = ("ingest", "conversion", "calibration", "imaging", "photometry")
@@ -71,6 +72,7 @@ def build_definitions(
         sensors=[
             build_incoming_sensor(process_group_job),
             build_daily_sensor(daily_products_job),
+            build_retirement_sensor(),
         ],
         resources={
             "pipeline": pipeline,
