@@ -610,6 +610,8 @@ def cmd_reprocess(args: argparse.Namespace) -> int:
             )
         selection = [known[name] for name in wanted]
     instance = dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else None
+    if instance is None:
+        print("DAGSTER_HOME is not set: an ephemeral instance; the UI will not show this run")
     with instance or dg.DagsterInstance.ephemeral() as inst:
         if inst.has_dynamic_partition(group_id_partitions.name, group_id):
             print(f"partition {group_id} exists")

@@ -24,7 +24,8 @@ A key is retired only when all hold:
   re-run by hand stays visible for a day).
 
 At most ``max_per_tick`` keys go per evaluation, oldest first, so a deployment that starts
-with 100,000 keys drains over a few ticks instead of one long one.
+with 100,000 keys drains over 100 ticks (17 h at one per 10 minutes) instead of one long
+one.
 """
 
 from __future__ import annotations
@@ -62,12 +63,15 @@ class RetentionPolicy:
         A group whose last run ended less than this ago keeps its partition (default one day),
         so an old group re-run with ``dsa110 reprocess`` can be looked at.
     max_per_tick
-        At most this many keys are retired per evaluation (oldest first).
+        At most this many keys are retired per evaluation (oldest first). The daemon deletes
+        keys one at a time (two statements each; ~35 ms each on the bench's disk, see
+        ``bench/partitions.py``), so 1,000 keep a tick's deletions well under a minute; the
+        steady state is 288 a day, ~2 per 10-minute tick.
     """
 
     retain_days: float = 14.0
     grace_s: float = _DAY_S
-    max_per_tick: int = 5000
+    max_per_tick: int = 1000
 
     def __post_init__(self) -> None:
         for name, rule in (

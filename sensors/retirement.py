@@ -58,7 +58,7 @@ def build_retirement_sensor(policy: RetentionPolicy | None = None) -> dg.SensorD
 
     @dg.sensor(
         name="partition_retirement_sensor",
-        minimum_interval_seconds=3600,
+        minimum_interval_seconds=600,
         default_status=dg.DefaultSensorStatus.RUNNING,
         description=f"Deletes the group_id partitions of groups observed more than "
         f"{policy.retain_days:g} days ago that are completed or failed in the registry and "

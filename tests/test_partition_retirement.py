@@ -193,13 +193,25 @@ def test_sensor_retires_finished_groups_and_reprocess_brings_one_back(tmp_path, 
 def test_reprocess_refuses_unknown_groups_and_bad_keys(tmp_path, monkeypatch, capsys):
     for name, value in tier_env(tmp_path).items():
         monkeypatch.setenv(name, value)
-    with Registry(Path(tmp_path / "state" / "db" / "pipeline.sqlite3")):
-        pass
-    with dg.instance_for_test():
+    with Registry(Path(tmp_path / "state" / "db" / "pipeline.sqlite3")) as registry:
+        registry.execute(
+            "INSERT INTO processing_queue(group_id, state, received_at, last_update)"
+            " VALUES (?, 'failed', 0, 0)",
+            (OLD_PENDING,),
+        )
+        registry.conn.commit()
+    with dg.instance_for_test() as instance:
         assert main(["reprocess", OLD]) == 1
         assert "not in the registry" in capsys.readouterr().err
         with pytest.raises(SystemExit):
             main(["reprocess", "2025-13-01T00:00:00"])
+        assert main(["reprocess", OLD_PENDING, "--assets", "no_such_asset"]) == 1
+        assert "not in process_group" in capsys.readouterr().err
+        # Only the key: the run is then launched from the UI or the dagster command.
+        assert main(["reprocess", OLD_PENDING, "--partition-only"]) == 0
+        assert "partition 2025-01-15T12:05:09 re-added" in capsys.readouterr().out
+        assert instance.get_dynamic_partitions("group_id") == [OLD_PENDING]
+        assert instance.get_runs() == []
 
 
 def test_sensor_with_no_registry_retires_nothing(tmp_path):
