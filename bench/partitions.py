@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -112,6 +113,14 @@ def main(argv: list[str] | None = None) -> int:
     sizes = sorted({int(s) for s in args.sizes.split(",") if s.strip()})
 
     home = Path(tempfile.mkdtemp(prefix="bench-partitions-"))
+    try:
+        return run(args, sizes, home)
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def run(args: argparse.Namespace, sizes: list[int], home: Path) -> int:
+    """The benchmark in ``home`` (a temporary folder, removed by :func:`main`)."""
     os.environ["DAGSTER_HOME"] = str(home / "dagster_home")
     (home / "dagster_home").mkdir()
     (home / "dagster_home" / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")

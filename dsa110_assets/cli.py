@@ -569,8 +569,9 @@ def cmd_reprocess(args: argparse.Namespace) -> int:
     an old group is not in the UI's partition list. Its registry rows and files stay; this
     re-adds its partition (its earlier runs and materializations show again) and runs
     ``process_group`` for it in the ``DAGSTER_HOME`` instance, so the run is recorded where
-    the UI shows it. Stages already done are reused (a converted MS is not converted again);
-    a failed group retries only while its queue retries last.
+    the UI shows it. A completed conversion whose MS is in place is reused; the later stages
+    run again and replace their products and rows. A failed group retries only while its
+    queue retries last.
     """
     import warnings
 
@@ -988,8 +989,9 @@ def build_parser() -> argparse.ArgumentParser:
         "reprocess",
         help="re-run one group by group_id (also one whose partition was retired)",
         description="Re-adds GROUP_ID's group_id partition if it was retired and runs "
-        "process_group for it in DAGSTER_HOME's instance (so the UI shows the run). Finished "
-        "stages are reused; registry rows and files of the group are never removed.",
+        "process_group for it in DAGSTER_HOME's instance (so the UI shows the run). A "
+        "completed conversion is reused, later stages run again; registry rows and files of "
+        "the group are never removed.",
     )
     reprocess.add_argument("group_id", type=group_id_arg, metavar="GROUP_ID")
     reprocess.add_argument(

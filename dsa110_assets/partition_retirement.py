@@ -64,7 +64,7 @@ class RetentionPolicy:
         so an old group re-run with ``dsa110 reprocess`` can be looked at.
     max_per_tick
         At most this many keys are retired per evaluation (oldest first). The daemon deletes
-        keys one at a time (two statements each; ~35 ms each on the bench's disk, see
+        keys one at a time (two statements each; 13-36 ms a key on SQLite in
         ``bench/partitions.py``), so 1,000 keep a tick's deletions well under a minute; the
         steady state is 288 a day, ~2 per 10-minute tick.
     """
