@@ -552,6 +552,101 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     return 0
 
 
+def group_id_arg(text: str) -> str:
+    """A canonical group_id, ``YYYY-MM-DDTHH:MM:SS`` (ASCII digits, a real time)."""
+    from dsa110_assets.naming import validate_group_id
+
+    try:
+        return validate_group_id(text.strip())
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def cmd_reprocess(args: argparse.Namespace) -> int:
+    """Re-run one group by its group_id, also one whose partition was retired.
+
+    Why: only recent groups keep a ``group_id`` partition (partition_retirement_sensor), so
+    an old group is not in the UI's partition list. Its registry rows and files stay; this
+    re-adds its partition (its earlier runs and materializations show again) and runs
+    ``process_group`` for it in the ``DAGSTER_HOME`` instance, so the run is recorded where
+    the UI shows it. A completed conversion whose MS is in place is reused; the later stages
+    run again and replace their products and rows. A failed group retries only while its
+    queue retries last.
+    """
+    import warnings
+
+    import dagster as dg
+
+    from dsa110_assets.partition_retirement import group_record
+    from dsa110_assets.registry import Registry
+
+    settings = Settings.from_env()
+    group_id = args.group_id
+    if not settings.db_path.is_file():
+        raise CommandError(f"registry {settings.db_path} does not exist (run 'dsa110 db init')")
+    with Registry(settings.db_path, readonly=True) as registry:
+        record = group_record(registry, group_id)
+    if record is None:
+        raise CommandError(f"{group_id} is not in the registry's processing_queue")
+    print(
+        f"{group_id}: {record.state} (retries {record.retry_count}), "
+        f"{record.subband_files} subband files"
+        + (f"; last error: {display_name(record.error_message)}" if record.error_message else "")
+    )
+    with warnings.catch_warnings():  # preview/beta notices of the definitions, not news here
+        warnings.simplefilter("ignore")
+        from dsa110_assets.definitions import PER_GROUP_GROUPS, defs
+        from dsa110_assets.defs.partitions import group_id_partitions
+
+    job = defs.resolve_job_def("process_group")
+    selection = None
+    if args.assets:
+        known = {key.to_user_string(): key for key in job.asset_layer.executable_asset_keys}
+        wanted = [name.strip() for name in args.assets.split(",") if name.strip()]
+        unknown = [name for name in wanted if name not in known]
+        if unknown or not wanted:
+            raise CommandError(
+                f"--assets: {', '.join(unknown) or 'nothing given'} not in process_group "
+                f"(choose from {', '.join(sorted(known))})"
+            )
+        selection = [known[name] for name in wanted]
+    instance = dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else None
+    if instance is None:
+        print("DAGSTER_HOME is not set: an ephemeral instance; the UI will not show this run")
+    with instance or dg.DagsterInstance.ephemeral() as inst:
+        if inst.has_dynamic_partition(group_id_partitions.name, group_id):
+            print(f"partition {group_id} exists")
+        else:
+            inst.add_dynamic_partitions(group_id_partitions.name, [group_id])
+            print(f"partition {group_id} re-added")
+        if args.partition_only:
+            groups = " or ".join(f"group:{g}" for g in PER_GROUP_GROUPS)
+            print(
+                f"launch it from the UI (job process_group, partition {group_id}) or: "
+                f"dagster asset materialize -m dsa110_assets.definitions --select "
+                f"'{groups}' --partition {group_id}"
+            )
+            return 0
+        result = job.execute_in_process(
+            partition_key=group_id,
+            instance=inst,
+            asset_selection=selection,
+            raise_on_error=False,
+            tags={"group_id": group_id, "dsa110/reprocess": "cli"},
+        )
+    if not result.success:
+        failed = [e.step_key for e in result.all_events if e.is_step_failure]
+        raise CommandError(
+            f"{group_id}: run {result.run_id} failed"
+            + (f" in {', '.join(sorted(set(failed)))}" if failed else "")
+        )
+    materialized = sorted(
+        {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
+    )
+    print(f"{group_id}: ok (run {result.run_id}); materialized {', '.join(materialized)}")
+    return 0
+
+
 def cmd_query_stats(args: argparse.Namespace) -> int:
     from dsa110_assets.analytics import pipeline_stats
 
@@ -889,6 +984,27 @@ def build_parser() -> argparse.ArgumentParser:
         "--end", required=True, type=iso_date_arg, help="last date, YYYY-MM-DD (inclusive)"
     )
     backfill.set_defaults(func=cmd_backfill)
+
+    reprocess = sub.add_parser(
+        "reprocess",
+        help="re-run one group by group_id (also one whose partition was retired)",
+        description="Re-adds GROUP_ID's group_id partition if it was retired and runs "
+        "process_group for it in DAGSTER_HOME's instance (so the UI shows the run). A "
+        "completed conversion is reused, later stages run again; registry rows and files of "
+        "the group are never removed.",
+    )
+    reprocess.add_argument("group_id", type=group_id_arg, metavar="GROUP_ID")
+    reprocess.add_argument(
+        "--assets",
+        metavar="KEYS",
+        help="comma-separated asset keys of process_group to run (default: all of them)",
+    )
+    reprocess.add_argument(
+        "--partition-only",
+        action="store_true",
+        help="only re-add the partition (then launch from the UI or 'dagster asset materialize')",
+    )
+    reprocess.set_defaults(func=cmd_reprocess)
 
     mosaic = sub.add_parser("mosaic", help="mosaics on demand")
     m_sub = mosaic.add_subparsers(dest="mosaic_command", required=True, metavar="ACTION")

@@ -24,6 +24,7 @@ from resources.wsclean import WSCleanResource
 from sensors.calibration import build_calibration_sensor
 from sensors.daily import build_daily_sensor
 from sensors.incoming import build_incoming_sensor
+from sensors.retirement import build_retirement_sensor
 
 #: Everything that runs per observation, in one run per group_id partition.
 PER_GROUP_GROUPS = ("ingest", "conversion", "calibration", "imaging", "photometry")
@@ -73,6 +74,7 @@ def build_definitions(
             build_incoming_sensor(process_group_job),
             build_daily_sensor(daily_products_job),
             build_calibration_sensor(process_group_job),
+            build_retirement_sensor(),
         ],
         resources={
             "pipeline": pipeline,

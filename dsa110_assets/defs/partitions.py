@@ -1,4 +1,4 @@
-"""Partitions: one per observation, keyed by the canonical group_id."""
+"""Partitions: one per recent observation, keyed by the canonical group_id; one per day."""
 
 import os
 import re
@@ -6,7 +6,16 @@ from datetime import date
 
 import dagster as dg
 
+from dsa110_assets.partition_retirement import RetentionPolicy
+
+#: One key per observation. Only recent groups keep theirs (:data:`RETENTION`): a year of
+#: groups is ~102,000 keys, past what Dagster advises per asset (100,000) and what its UI
+#: shows quickly; older finished groups are retired by ``partition_retirement_sensor``.
 group_id_partitions = dg.DynamicPartitionsDefinition(name="group_id")
+
+#: How long groups keep their partition: ``PIPELINE_PARTITION_RETAIN_DAYS`` (default 14),
+#: validated when the code location loads (see :mod:`dsa110_assets.partition_retirement`).
+RETENTION = RetentionPolicy.from_env(os.environ)
 
 #: First date of the daily products (mosaics, photometry, light curves); a deployment sets
 #: ``PIPELINE_DAILY_START`` (YYYY-MM-DD) to its first observing day.
