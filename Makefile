@@ -7,8 +7,8 @@ DEBIAN_PACKAGES := wsclean casacore-tools postgresql
 # The Dagster instance of `make demo` (SQLite inside it) and of `make postgres`.
 DAGSTER_HOME_DEMO := $(CURDIR)/state/run/dagster_home
 # `make postgres`: a local PostgreSQL server for the production storage (deploy/).
-PG_DIR := $(CURDIR)/state/run/pg
-PG_HOME := $(CURDIR)/state/run/dagster_home_pg
+PG_DIR ?= $(CURDIR)/state/run/pg
+PG_HOME ?= $(CURDIR)/state/run/dagster_home_pg
 DAGSTER_PG_HOST ?= 127.0.0.1
 DAGSTER_PG_PORT ?= 5433
 DAGSTER_PG_USERNAME ?= dagster

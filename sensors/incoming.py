@@ -15,10 +15,17 @@ QUEUE_TAG = "dsa110/queue"
 QUEUE_VALUE = "process_group"
 #: Dagster's queue starts the queued run of highest priority first (ties: first queued).
 PRIORITY_TAG = "dagster/priority"
+#: Run monitoring cancels a per-group run still going after this (dagster.yaml's
+#: ``max_runtime_seconds``, 6 h, is for every run, mosaics and backfills included). A full
+#: group takes minutes; a run left ``STARTED`` by a code server that died with its worker
+#: would otherwise hold one of the two per-group slots for the whole 6 h.
+MAX_RUNTIME_TAG = "dagster/max_runtime"
+GROUP_MAX_RUNTIME_S = 7200
 
 
 def group_run_tags(group_id: str) -> dict[str, str]:
-    """The tags of a per-group run: its group, its queue and its place in the queue.
+    """The tags of a per-group run: its group, its queue, its place in the queue and its
+    longest run time.
 
     The priority is minus the group's start time in Unix seconds, so the oldest observation
     waiting is always the next to start, whatever order its run was queued in: a requeued
@@ -29,6 +36,7 @@ def group_run_tags(group_id: str) -> dict[str, str]:
         "group_id": group_id,
         QUEUE_TAG: QUEUE_VALUE,
         PRIORITY_TAG: str(-group_id_to_epoch(group_id)),
+        MAX_RUNTIME_TAG: str(GROUP_MAX_RUNTIME_S),
     }
 
 

@@ -122,6 +122,7 @@ def test_run_tags_put_the_oldest_group_first():
     by_priority = sorted(groups, key=lambda g: int(tags[g][PRIORITY_TAG]), reverse=True)
     assert by_priority == sorted(groups)
     assert all(t[QUEUE_TAG] == QUEUE_VALUE and t["group_id"] == g for g, t in tags.items())
+    assert all(0 < int(t["dagster/max_runtime"]) < 6 * 3600 for t in tags.values())
 
 
 # --------------------------------------------------------------------------------------------
