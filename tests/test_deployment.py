@@ -109,9 +109,7 @@ def test_wsclean_runs_in_its_pool():
     """The WSClean-running asset is in pool ``wsclean`` (limit: dagster.yaml's default)."""
     from dsa110_assets.definitions import defs
 
-    image = defs.resolve_assets_def("image")
-    (node,) = image.node_def.node_defs if hasattr(image.node_def, "node_defs") else [image.op]
-    assert node.pool == "wsclean"
+    assert defs.resolve_assets_def("image").op.pool == "wsclean"
 
 
 def test_run_tags_put_the_oldest_group_first():
