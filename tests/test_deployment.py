@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
+import psycopg2
 import pytest
 import yaml
 from dagster._core.storage.dagster_run import DagsterRunStatus, RunsFilter
@@ -409,7 +410,9 @@ def failed_sensor_ticks(instance: dg.DagsterInstance) -> list[Any]:
 N_BACKLOG = 12
 
 
-def test_backlog_runs_oldest_first_within_the_limit(deployment: Deployment):
+def test_backlog_runs_oldest_first_within_the_limit(
+    deployment: Deployment, postgres: PostgresServer
+):
     """Twelve observations wait in the input folder at once: the sensor admits them all, the
     queue runs them oldest first and never more than two at a time, memory stays within the
     machine, and every group ends with a Measurement Set."""
@@ -450,6 +453,12 @@ def test_backlog_runs_oldest_first_within_the_limit(deployment: Deployment):
     launched = [by_id[run_id] for run_id in launched_at if run_id in by_id]
     assert launched == partitions  # oldest first
     assert not failed_sensor_ticks(deployment.instance)
+    # The records are in PostgreSQL, where the daemon and its runs wrote them.
+    assert type(deployment.instance.run_storage).__name__ == "PostgresRunStorage"
+    with psycopg2.connect(postgres.url()) as conn, conn.cursor() as cur:
+        cur.execute("SELECT count(*) FROM runs WHERE status = 'SUCCESS'")
+        assert cur.fetchone()[0] >= N_BACKLOG
+    conn.close()
     with deployment.registry() as registry:
         for group_id in partitions:
             assert get_status(registry, group_id).state is QueueState.COMPLETED
