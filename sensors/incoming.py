@@ -6,7 +6,38 @@ import dagster as dg
 
 from dsa110_assets.defs.partitions import group_id_partitions
 from dsa110_assets.ingest.tick import TickCursor, ingest_tick
+from dsa110_assets.naming import group_id_to_epoch
 from resources.pipeline import PipelineResource
+
+#: The run tag that dagster.yaml's tag concurrency limit counts: at most N per-group runs at
+#: once (``concurrency.runs.tag_concurrency_limits``, 2 by default).
+QUEUE_TAG = "dsa110/queue"
+QUEUE_VALUE = "process_group"
+#: Dagster's queue starts the queued run of highest priority first (ties: first queued).
+PRIORITY_TAG = "dagster/priority"
+#: Run monitoring cancels a per-group run still going after this (dagster.yaml's
+#: ``max_runtime_seconds``, 6 h, is for every run, mosaics and backfills included). A full
+#: group takes minutes; a run left ``STARTED`` by a code server that died with its worker
+#: would otherwise hold one of the two per-group slots for the whole 6 h.
+MAX_RUNTIME_TAG = "dagster/max_runtime"
+GROUP_MAX_RUNTIME_S = 7200
+
+
+def group_run_tags(group_id: str) -> dict[str, str]:
+    """The tags of a per-group run: its group, its queue, its place in the queue and its
+    longest run time.
+
+    The priority is minus the group's start time in Unix seconds, so the oldest observation
+    waiting is always the next to start, whatever order its run was queued in: a requeued
+    group (a retry, a dead attempt) or a late one does not wait behind a backlog of newer
+    ones. Being negative, it also lets a run started by hand (priority 0) go first.
+    """
+    return {
+        "group_id": group_id,
+        QUEUE_TAG: QUEUE_VALUE,
+        PRIORITY_TAG: str(-group_id_to_epoch(group_id)),
+        MAX_RUNTIME_TAG: str(GROUP_MAX_RUNTIME_S),
+    }
 
 
 def build_incoming_sensor(target: dg.AssetSelection | dg.JobDefinition | Any):
@@ -19,7 +50,8 @@ def build_incoming_sensor(target: dg.AssetSelection | dg.JobDefinition | Any):
         minimum_interval_seconds=30,
         description="Normalizes and registers new UVH5 subband files in PIPELINE_INPUT_DIR, "
         "adds a group_id partition when a group is complete (or has waited long enough) and "
-        "requests one run per ready group (run key = group_id and retry count).",
+        "requests one run per ready group (run key = group_id and retry count), oldest first, "
+        "tagged for the per-group concurrency limit and prioritised by age.",
     )
     def incoming_sensor(context: dg.SensorEvaluationContext, pipeline: PipelineResource):
         cursor = TickCursor.from_json(context.cursor)
@@ -61,8 +93,8 @@ def build_incoming_sensor(target: dg.AssetSelection | dg.JobDefinition | Any):
             if not context.instance.has_dynamic_partition(group_id_partitions.name, g)
         ]
         run_requests = [
-            dg.RunRequest(partition_key=g, run_key=f"{g}:{retries}", tags={"group_id": g})
-            for g, retries in tick.ready
+            dg.RunRequest(partition_key=g, run_key=f"{g}:{retries}", tags=group_run_tags(g))
+            for g, retries in sorted(tick.ready)
         ]
         return dg.SensorResult(
             run_requests=run_requests,

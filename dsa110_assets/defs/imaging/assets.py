@@ -16,6 +16,7 @@ from resources.wsclean import WSCleanResource
 @dg.asset(
     partitions_def=group_id_partitions,
     group_name="imaging",
+    pool="wsclean",
     kinds={"wsclean", "fits"},
     owners=OWNERS,
     io_manager_key="tier_io_manager",
