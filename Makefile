@@ -94,6 +94,7 @@ bench: setup
 	@$(BIN)/python bench/photometry.py
 	@$(BIN)/python bench/mosaic.py
 	@$(BIN)/python bench/lightcurve_query.py
+	@$(BIN)/python bench/partitions.py
 
 # A local PostgreSQL cluster owned by `postgres` (password in state/run/pg/password), the
 # database DAGSTER_PG_DB for role DAGSTER_PG_USERNAME, and state/run/dagster_home_pg with
