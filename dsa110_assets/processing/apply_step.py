@@ -45,6 +45,8 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -395,28 +397,44 @@ def merge_gain_tables(
     if first.antenna_names != second.antenna_names or not same_windows:
         raise CalTableError(f"{gain} and {other_gain} differ in antennas or windows")
     _, factors = _phase_factors(bandpass, other_bandpass)
-    cparam = second.cparam.astype(np.complex64).copy()
-    for k, a in enumerate(second.antenna1):
-        factor = factors.get(second.antenna_names[int(a)])
+    cparam = _times_factors(second, factors)
+    with _rebuilt_table(gain, dest) as out:
+        n0 = out.nrows()
+        with pt.table(str(other_gain), ack=False) as extra:
+            extra.copyrows(out)
+        out.putcol("CPARAM", cparam, n0, len(cparam))
+        out.putkeyword("DSA110_MERGED_FROM", f"{gain};{other_gain}")
+    return dest
+
+
+def _times_factors(table: CalTable, factors: dict[str, np.ndarray]) -> np.ndarray:
+    """``table``'s CPARAM with each antenna's rows multiplied by its per-polarization factor
+    (antennas without one unchanged), as complex64 for a CASA table."""
+    cparam = table.cparam.astype(np.complex64).copy()
+    for k, a in enumerate(table.antenna1):
+        factor = factors.get(table.antenna_names[int(a)])
         if factor is not None:
             cparam[k] = (cparam[k] * factor[None, :]).astype(np.complex64)
+    return cparam
+
+
+@contextmanager
+def _rebuilt_table(source: Path, dest: Path) -> Iterator[pt.table]:
+    """A writable copy of the CASA table ``source``, published as ``dest`` when the block
+    ends without error: built under a hidden temporary name beside ``dest`` (same
+    filesystem) and renamed into place, so a reader never opens a half-written table."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(gain, tmp)
+    shutil.copytree(source, tmp)
     try:
-        with pt.table(str(tmp), readonly=False, ack=False) as out:
-            n0 = out.nrows()
-            with pt.table(str(other_gain), ack=False) as extra:
-                extra.copyrows(out)
-            out.putcol("CPARAM", cparam, n0, len(cparam))
-            out.putkeyword("DSA110_MERGED_FROM", f"{gain};{other_gain}")
+        with pt.table(str(tmp), readonly=False, ack=False) as table:
+            yield table
         if dest.exists():
             shutil.rmtree(dest)
         os.rename(tmp, dest)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return dest
 
 
 def _spw_match(table: CalTable, reference: CalTable) -> dict[int, int]:
@@ -452,24 +470,10 @@ def rebase_bandpass(bandpass: Path, reference: Path, dest: Path) -> Path:
         if built >= max(Path(bandpass).stat().st_mtime_ns, Path(reference).stat().st_mtime_ns):
             return dest
     bp, factors = _phase_factors(bandpass, reference)
-    cparam = bp.cparam.astype(np.complex64).copy()
-    for k, a in enumerate(bp.antenna1):
-        factor = factors.get(bp.antenna_names[int(a)])
-        if factor is not None:
-            cparam[k] = (cparam[k] * factor[None, :]).astype(np.complex64)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(bandpass, tmp)
-    try:
-        with pt.table(str(tmp), readonly=False, ack=False) as t:
-            t.putcol("CPARAM", cparam)
-            t.putkeyword("DSA110_REBASED_ON", str(reference))
-        if dest.exists():
-            shutil.rmtree(dest)
-        os.rename(tmp, dest)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    cparam = _times_factors(bp, factors)
+    with _rebuilt_table(bandpass, dest) as table:
+        table.putcol("CPARAM", cparam)
+        table.putkeyword("DSA110_REBASED_ON", str(reference))
     return dest
 
 
