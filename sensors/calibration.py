@@ -17,6 +17,7 @@ import dagster as dg
 
 from dsa110_assets.processing.apply_step import groups_to_recalibrate
 from resources.pipeline import PipelineResource
+from sensors.incoming import group_run_tags
 
 #: What a re-calibration re-materializes for its partition.
 RECALIBRATED_ASSETS = (
@@ -59,7 +60,11 @@ def build_calibration_sensor(target: dg.AssetSelection | dg.JobDefinition | Any)
                     partition_key=item.group_id,
                     run_key=item.run_key,
                     asset_selection=list(RECALIBRATED_ASSETS),
-                    tags={"group_id": item.group_id, "dsa110/recalibration": item.choice.key},
+                    # The queue's per-group limit and oldest-first order hold for these too.
+                    tags={
+                        **group_run_tags(item.group_id),
+                        "dsa110/recalibration": item.choice.key,
+                    },
                 )
             )
         if not requests:

@@ -405,6 +405,9 @@ def test_a_target_without_valid_calibration_is_a_quick_look_then_recalibrated(
         "thumbnail",
         "group_photometry",
     }
+    # Re-calibration runs queue under the same per-group limit and oldest-first order.
+    assert request.tags["dsa110/queue"] == "process_group"
+    assert float(request.tags["dagster/priority"]) < 0
     job = defs.resolve_job_def("process_group")
     rerun = job.execute_in_process(
         partition_key=target,
