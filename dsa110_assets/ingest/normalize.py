@@ -70,21 +70,7 @@ UNREADABLE_RETRY_S = 900.0
 #: the ingest rules on files whose content is made by hand.
 ContentReader = Callable[[str], ContentTime]
 
-#: Actions a file can receive, in the order reports list them.
-ACTIONS = (
-    "renamed",
-    "unchanged",
-    "registered",
-    "conflict",
-    "unmatched",
-    "incomplete",
-    "still_writing",
-    "refused",
-    "unreadable",
-    "mismatch",
-    "error",
-    "vanished",
-)
+#: Actions that leave a file where it is, unregistered (counted as ``skipped``).
 _SKIPPED = (
     "unmatched",
     "incomplete",
@@ -94,6 +80,8 @@ _SKIPPED = (
     "mismatch",
     "error",
 )
+#: Actions a file can receive, in the order reports list them.
+ACTIONS = ("renamed", "unchanged", "registered", "conflict", *_SKIPPED, "vanished")
 
 
 @dataclass(slots=True)
