@@ -24,7 +24,7 @@ import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from dsa110_assets.registry.migrations import (
     LATEST_VERSION,
@@ -59,13 +59,13 @@ class RegistryUnreadable(sqlite3.DatabaseError):
     """The registry file is not a SQLite database, or a damaged one; the message names it."""
 
 
-def _name_the_file(exc: BaseException, path: object) -> BaseException:
-    """SQLite's "file is not a database" names no file: say which (other errors unchanged)."""
+def _reraise_naming_the_file(exc: BaseException, path: object) -> NoReturn:
+    """Re-raise ``exc``; SQLite's "file is not a database" names no file, so say which."""
     if type(exc) is sqlite3.DatabaseError:  # not SchemaTooNew, not OperationalError
-        return RegistryUnreadable(
+        raise RegistryUnreadable(
             f"registry {path}: {exc} (not a SQLite database, or damaged; it was not changed)"
-        )
-    return exc
+        ) from exc
+    raise exc
 
 
 def connect_readonly(
@@ -124,7 +124,7 @@ def connect_readonly(
             ) from None
         conn = None
     except sqlite3.DatabaseError as exc:
-        raise _name_the_file(exc, path) from exc
+        _reraise_naming_the_file(exc, path)
     if conn is None:
         conn = open_uri("mode=ro&immutable=1")
         conn.immutable = True
@@ -133,10 +133,7 @@ def connect_readonly(
         check_version(conn, f"registry {path}")
     except BaseException as exc:
         conn.close()
-        named = _name_the_file(exc, path)
-        if named is exc:
-            raise
-        raise named from exc
+        _reraise_naming_the_file(exc, path)
     return conn
 
 
@@ -199,10 +196,7 @@ class Registry:
                 migrate(self.conn)
         except BaseException as exc:
             self.conn.close()
-            named = _name_the_file(exc, path)
-            if named is exc:
-                raise
-            raise named from exc
+            _reraise_naming_the_file(exc, path)
 
     @property
     def round_trips(self) -> int:
