@@ -32,7 +32,8 @@ GROUP_CADENCE_S = 309  # 24 x 12.884902 s
 
 def make_backlog(folder: Path, n_groups: int, seed: int = 1) -> list[str]:
     """Write header-only subband files (ingest reads each file's ``time_array``) in arrival
-    order; names drift 0-2 s within a group, contents start at the observation's start."""
+    order; names drift 0-2 s within a group, contents start at the observation's start.
+    """
     rng = random.Random(seed)
     t0 = group_id_to_epoch("2025-01-15T00:00:00")
     written = []

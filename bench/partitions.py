@@ -170,7 +170,8 @@ def run(args: argparse.Namespace, sizes: list[int], home: Path) -> int:
 
             def gql(query: str) -> dict:
                 """One request, with a fresh request context as the webserver makes per
-                request (its loaders cache partition keys within a request only)."""
+                request (its loaders cache partition keys within a request only).
+                """
                 return execute_dagster_graphql(
                     workspace.create_request_context(), query, variables
                 ).data

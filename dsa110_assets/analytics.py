@@ -44,6 +44,7 @@ from typing import Any, Literal
 
 import duckdb
 
+from dsa110_assets.errors import PipelineError
 from dsa110_assets.registry.connection import connect_readonly
 from dsa110_assets.settings import Settings
 
@@ -94,7 +95,7 @@ EXPORT_TABLES: tuple[str, ...] = (
 )
 
 
-class ExportError(RuntimeError):
+class ExportError(PipelineError, RuntimeError):
     """A Parquet export could not be made; the message names the table and folder."""
 
 
@@ -267,7 +268,7 @@ class SourceVariability:
 def variability(
     settings_or_db_path: Settings | str | os.PathLike[str], *, min_epochs: int = 2
 ) -> list[SourceVariability]:
-    """eta and V for every source with at least ``min_epochs`` usable measurements.
+    """Eta and V for every source with at least ``min_epochs`` usable measurements.
 
     Usable means a flux and a positive error. One GROUP BY in DuckDB over the registry, sorted
     by descending eta so the most variable sources come first.

@@ -18,19 +18,19 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, NoReturn
 
+from dsa110_assets.errors import PipelineError
 from dsa110_assets.settings import (
     CLUSTER_TOLERANCE_RULE,
     SETTLE_RULE,
     NumberRule,
     Settings,
-    SettingsError,
     parse_number,
 )
 
 EXIT_ERROR = 1
 
 
-class CommandError(Exception):
+class CommandError(PipelineError):
     """An expected failure with a message for the user."""
 
 
@@ -402,7 +402,8 @@ def _quote_identifier(name: str) -> str:
 
 def _journal_mode(registry: Any) -> str:
     """The registry's journal mode; from the file header when opened ``immutable`` (SQLite
-    then reports "delete" whatever the file says)."""
+    then reports "delete" whatever the file says).
+    """
     if getattr(registry.conn, "immutable", False) and registry.path is not None:
         with open(registry.path, "rb") as fh:
             header = fh.read(20)
@@ -524,7 +525,8 @@ def cmd_mosaic_create(args: argparse.Namespace) -> int:
 def cmd_backfill(args: argparse.Namespace) -> int:
     """One daily_products run per date, recorded in the Dagster instance (DAGSTER_HOME) so
     they show in the UI like a backfill launched there; without DAGSTER_HOME an ephemeral
-    instance is used."""
+    instance is used.
+    """
     import warnings
     from datetime import timedelta
 
@@ -1115,7 +1117,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:
         if os.environ.get("DSA110_DEBUG"):
             raise
-        expected = (CommandError, SettingsError, ValueError, OSError, sqlite3.Error)
+        expected = (PipelineError, ValueError, OSError, sqlite3.Error)
         message = str(exc) or type(exc).__name__
         if not isinstance(exc, expected):
             message = f"{type(exc).__name__}: {message} (set DSA110_DEBUG=1 for a traceback)"

@@ -48,7 +48,8 @@ def build_definitions(
     clock: Clock = system_clock,
 ) -> dg.Definitions:
     """Definitions wired to ``pipeline`` (default: the PIPELINE_* environment), ``wsclean``
-    and ``clock`` (the wall clock; tests script it)."""
+    and ``clock`` (the wall clock; tests script it).
+    """
     pipeline = pipeline or PipelineResource()
     return dg.Definitions(
         assets=[

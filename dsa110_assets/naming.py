@@ -12,6 +12,8 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from dsa110_assets.errors import PipelineError
+
 N_SUBBANDS = 16
 GROUP_ID_FORMAT = "%Y-%m-%dT%H:%M:%S"
 INCOMPLETE_SUFFIX = "_incomplete.hdf5"
@@ -27,7 +29,7 @@ _SUBBAND_RE = re.compile(rf"({_TIMESTAMP})_sb([0-9]{{2}})\.hdf5", re.ASCII)
 _GROUP_ID_RE = re.compile(_TIMESTAMP, re.ASCII)
 
 
-class InvalidSubbandName(ValueError):
+class InvalidSubbandName(PipelineError, ValueError):
     """A file name that is not ``{YYYY-MM-DDTHH:MM:SS}_sb{00..15}.hdf5``."""
 
 

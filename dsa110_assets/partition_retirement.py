@@ -87,7 +87,8 @@ class RetentionPolicy:
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> RetentionPolicy:
         """The policy from ``PIPELINE_PARTITION_RETAIN_DAYS`` (default 14), validated so a typo
-        fails when the code location loads, naming the variable."""
+        fails when the code location loads, naming the variable.
+        """
         text = environ.get("PIPELINE_PARTITION_RETAIN_DAYS")
         if text is None or not text.strip():
             return cls()

@@ -93,7 +93,8 @@ def move_no_replace(
 ) -> bool:
     """Move the file or tree ``src`` to the new name ``dst``: a rename, or a copy across
     mounts. Returns True when it was copied (the copy is then already fsynced if
-    ``durable``; a renamed tree is not, the caller fsyncs it where it now is)."""
+    ``durable``; a renamed tree is not, the caller fsyncs it where it now is).
+    """
     src, dst = Path(src), Path(dst)
     try:
         _rename_no_replace_same_mount(os.fsencode(src), os.fsencode(dst))
@@ -108,7 +109,8 @@ def move_no_replace(
 def _copy_then_rename(src: Path, dst: Path, *, replace: bool, durable: bool = True) -> None:
     """The EXDEV fallback: copy ``src`` to a hidden name beside ``dst``, rename it into place
     (same mount now), then remove ``src``. On any failure the copy is removed and ``src``
-    and ``dst`` are as they were."""
+    and ``dst`` are as they were.
+    """
     if not replace and os.path.lexists(dst):
         raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(dst))
     tmp = dst.with_name(f".{dst.name}.xdev-{os.getpid()}-{secrets.token_hex(4)}")
@@ -222,7 +224,7 @@ def _copy_range(fd_in: int, fd_out: int, offset: int, count: int) -> None:
 
 
 def fsync_tree(root: Path) -> None:
-    """fsync every file and folder of a tree, deepest first."""
+    """Fsync every file and folder of a tree, deepest first."""
     for folder, _dirs, names in os.walk(root, topdown=False):
         for name in names:
             fd = os.open(Path(folder) / name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
@@ -234,7 +236,7 @@ def fsync_tree(root: Path) -> None:
 
 
 def fsync_dir(folder: Path) -> None:
-    """fsync a folder, making the renames and creations inside it durable."""
+    """Fsync a folder, making the renames and creations inside it durable."""
     fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         os.fsync(fd)
@@ -262,7 +264,8 @@ def is_within(path: Path, folder: Path) -> bool:
 @contextmanager
 def atomic_output(path: Path) -> Iterator[Path]:
     """Yield a hidden temporary name beside ``path``; on success it replaces ``path`` in one
-    rename, on any error it is removed, so ``path`` is always the old or the whole new file."""
+    rename, on any error it is removed, so ``path`` is always the old or the whole new file.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")

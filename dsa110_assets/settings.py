@@ -26,12 +26,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+from dsa110_assets.errors import PipelineError
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 STATE_SUBDIRS = ("db", "catalogs", "logs", "run")
 PRODUCT_SUBDIRS = ("ms", "images", "mosaics", "thumbnails", "caltables", "scratch")
 
 
-class SettingsError(ValueError):
+class SettingsError(PipelineError, ValueError):
     """A configuration value is unusable; the message names the variable."""
 
 

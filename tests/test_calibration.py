@@ -136,7 +136,8 @@ def _column(path: Path, column: str, sub: str | None = None) -> np.ndarray:
 
 def test_model_reproduces_noise_free_data(clean, calibrator: PointSource) -> None:
     """The MS sign convention, UVW frame, field centres and beam, checked numerically, on 3C286
-    and eight sources in all four quadrants up to 1.25 deg out (a mirror cannot hide)."""
+    and eight sources in all four quadrants up to 1.25 deg out (a mirror cannot hide).
+    """
     clean_ms, truth = clean
     sky = [calibrator, *_field_sources(truth)]
     assert len(sky) == 9
@@ -444,7 +445,8 @@ def test_merged_gains_interpolate_between_two_solves(tables, cal, tmp_path: Path
     """A second solve two hours later, whose gains carry a known extra phase per antenna and
     whose bandpass another: merged against the first solve's bandpass, its gains are the
     total gain ``g_B B_B / B_A`` (analytic), and the apply step interpolates halfway between
-    the two at the midpoint."""
+    the two at the midpoint.
+    """
     from dsa110_assets.calibration.apply import _antenna_map, _gains_for
     from dsa110_assets.processing.apply_step import merge_gain_tables
 

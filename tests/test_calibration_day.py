@@ -116,7 +116,8 @@ def _step_seconds(instance, run) -> float:
 
 def _source_fluxes(image: Path, ms_path: Path, catalog: Path) -> dict[str, tuple]:
     """Per catalog source with beam >= 0.5 and S/N >= 20 inside the image: (measured after
-    the beam, expected band-averaged catalog flux, S/N, offset / cell)."""
+    the beam, expected band-averaged catalog flux, S/N, offset / cell).
+    """
     from astropy.wcs import WCS
 
     noise = image_statistics(image).noise_jy
@@ -299,7 +300,8 @@ def test_fits_headers_say_calibrated(day) -> None:
 def test_sources_within_5_percent_of_the_catalog(day, which: int) -> None:
     """Every source with beam >= 0.5 and S/N >= 20 (the field pattern: all four quadrants)
     within one pixel of its catalog position and 5% of its catalog flux (widened in
-    quadrature by 4 sigma of the image noise) after the primary beam."""
+    quadrature by 4 sigma of the image noise) after the primary beam.
+    """
     settings, keys, staged = day["settings"], day["keys"], day["staged"]
     with Registry(settings.db_path) as registry:
         row = registry.execute(
@@ -427,7 +429,8 @@ def test_a_later_solve_turns_nearest_into_interpolated(day) -> None:
     """Runs last on the day (it adds a solve): the +2 h group gets a calibrator solution of
     its own (the calibrator group's tables, moved to its time; the simulated gains are the
     same). The +1 h group, between two solves, is then due for interpolation, the -1 h one is
-    not (both solves are after it), and interpolated gains calibrate as the nearest did."""
+    not (both solves are after it), and interpolated gains calibrate as the nearest did.
+    """
     from dsa110_assets.processing.apply_step import (
         CalMethod,
         apply_and_register,

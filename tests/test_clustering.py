@@ -61,7 +61,8 @@ observation = st.tuples(
 def test_any_arrival_order_and_any_honest_names_give_the_true_groups(observations, tol):
     """Names anywhere within the name tolerance, files of consecutive observations
     interleaved in any order: each observation is exactly one complete group, no conflicts,
-    and a second pass changes nothing (issue 10, item 17)."""
+    and a second pass changes nothing (issue 10, item 17).
+    """
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "incoming"
         folder.mkdir()
@@ -103,7 +104,8 @@ def test_any_arrival_order_and_any_honest_names_give_the_true_groups(observation
 @given(order=st.permutations(list(range(32))))
 def test_an_outlier_stamped_at_the_tolerance_edge_never_merges_the_next_observation(order):
     """The reported case: sb00 of observation A stamped T+59 (its clock) may arrive first;
-    A's other files (T..T+2) and observation B's (309 s later) arrive in any order."""
+    A's other files (T..T+2) and observation B's (309 s later) arrive in any order.
+    """
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         files = []

@@ -245,8 +245,9 @@ def test_one_field_per_integration_at_the_icrs_meridian_point(
 
 
 def test_uvw_match_pyuvdata_in_the_ms_sign_convention(converted: ConversionResult) -> None:
-    """pyuvdata's ``calc_uvw`` (apparent coordinates + frame position angle, tested against
-    CASA) toward each field's ICRS centre, negated as pyuvdata's ``write_ms`` writes it."""
+    """Pyuvdata's ``calc_uvw`` (apparent coordinates + frame position angle, tested against
+    CASA) toward each field's ICRS centre, negated as pyuvdata's ``write_ms`` writes it.
+    """
     from pyuvdata.utils import phasing
 
     ms = converted.ms_path
@@ -304,7 +305,8 @@ def test_w_is_the_delay_toward_the_fringe_stop_centre(
     converted: ConversionResult, files: dict[int, Path]
 ) -> None:
     """No phase rotation is applied, so w must be exactly the fringe-stop delay of the
-    MS baseline x(ant1) - x(ant2)."""
+    MS baseline x(ant1) - x(ant2).
+    """
     ms = converted.ms_path
     with h5py.File(files[0]) as f:
         dec0 = f["Header/extra_keywords/phase_center_dec"][()]
@@ -687,7 +689,8 @@ def test_wsclean_finds_the_calibrator_at_its_catalog_position_and_flux(
 
 def test_reader_fast_path_and_h5py_fallback_agree(files: dict[int, Path], tmp_path: Path) -> None:
     """The raw chunk reader and HDF5 (used for layouts it cannot map, here gzip-compressed
-    data) give the same arrays, channels ascending."""
+    data) give the same arrays, channels ascending.
+    """
     from dsa110_assets.conversion.uvh5_reader import VisibilityReader, read_header
 
     source = files[9]
@@ -760,7 +763,8 @@ def test_a_process_killed_mid_write_leaves_no_ms_and_the_retry_succeeds(
     files: dict[int, Path], tmp_path: Path
 ) -> None:
     """SIGKILL (no cleanup handler can run) while the MS is half written: nothing appears at
-    the destination, and the next conversion sweeps the dead process's staging and succeeds."""
+    the destination, and the next conversion sweeps the dead process's staging and succeeds.
+    """
     import signal
     import sys
     import time

@@ -222,7 +222,8 @@ def _image_tolerance(name: str, which: int, pb: float) -> float:
     (measured up to 5.7%: the residual sidelobes of 3C286 and the 2.5 Jy field source after a
     bounded clean; the visibilities themselves hold every source to 0.1%, see
     ``test_fourier_check.py``); 12% elsewhere, on the beam's flank (0.89x measured at beam
-    0.54) and on the target field (the limits in the test's docstring)."""
+    0.54) and on the target field (the limits in the test's docstring).
+    """
     if which == 0 and name == "3C286" and pb >= 0.5:
         return 0.05
     return 0.08 if which == 0 and pb >= 0.7 else 0.12
@@ -357,7 +358,8 @@ def test_a_target_without_valid_calibration_is_a_quick_look_then_recalibrated(
     (no retry, no wait) as a quick look, marked uncalibrated in the registry, the metadata
     and the FITS header. When the calibrator group is solved again, the calibration sensor
     requests the target's calibrated products, which replace the quick look: same files,
-    rows updated (not duplicated), both materializations in the instance."""
+    rows updated (not duplicated), both materializations in the instance.
+    """
     pipeline, sim, (cal_group, target), _, _, instance = pipeline_run
     settings = pipeline.settings()
     defs = build_definitions(_no_field_model(pipeline), WSCLEAN)
@@ -448,7 +450,8 @@ def test_a_target_without_valid_calibration_is_a_quick_look_then_recalibrated(
 
 def test_a_wsclean_failure_fails_the_partition_with_its_output(pipeline_run) -> None:
     """Runs last: WSClean exiting non-zero fails the image step with the tail of its output,
-    the registry says so, and the earlier products of the group stay as they were."""
+    the registry says so, and the earlier products of the group stay as they were.
+    """
     pipeline, sim, (cal_group, target), _, _, instance = pipeline_run
     with Registry(pipeline.settings().db_path) as registry:
         before = {

@@ -109,7 +109,8 @@ def test_truncated_file_fails_its_group_only(tmp_path):
 def test_a_killed_conversion_is_taken_over_by_the_next_run(tmp_path):
     """Issue 10 item 1 through Dagster: a worker SIGKILLed mid-write left the group
     ``in_progress`` and every later attempt failed with "illegal queue transition
-    in_progress -> in_progress". Now the next run records the dead attempt and converts."""
+    in_progress -> in_progress". Now the next run records the dead attempt and converts.
+    """
     from test_write_faults import kill_mid_write
 
     pipeline, sim = land_observations(tmp_path, n_groups=1, n_antennas=5, n_background_sources=0)

@@ -285,7 +285,8 @@ def test_cli_lightcurve_export_and_mosaic_on_demand(landed_days, monkeypatch, ca
 
 def test_a_day_whose_image_is_made_again_gets_a_new_run_key(landed_days) -> None:
     """A quick look replaced by its calibrated image (the calibration sensor re-runs the image
-    stage) must request the day's mosaic again: the run key carries the images' version."""
+    stage) must request the day's mosaic again: the run key carries the images' version.
+    """
     from dsa110_assets.processing.daily_step import day_status
 
     pipeline, _ = landed_days

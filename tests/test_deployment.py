@@ -47,7 +47,8 @@ WAIT_S = 600.0
 
 def wait_for(condition: Callable[[], Any], what: str, *, timeout: float = WAIT_S) -> Any:
     """Poll ``condition`` until it returns something truthy; fail naming ``what`` after
-    ``timeout`` seconds (a bound for a hung deployment, not a performance assertion)."""
+    ``timeout`` seconds (a bound for a hung deployment, not a performance assertion).
+    """
     deadline = time.monotonic() + timeout
     while True:
         value = condition()
@@ -68,7 +69,8 @@ def load_yaml(path: Path) -> dict[str, Any]:
 
 def test_postgres_config_is_the_instance_config_plus_storage():
     """deploy/dagster.postgres.yaml must not drift from dagster.yaml: the same queue, limits,
-    retries and monitoring, with storage on PostgreSQL from DAGSTER_PG_* variables."""
+    retries and monitoring, with storage on PostgreSQL from DAGSTER_PG_* variables.
+    """
     base = load_yaml(REPO / "dagster.yaml")
     prod = load_yaml(REPO / "deploy" / "dagster.postgres.yaml")
     storage = prod.pop("storage")
@@ -87,7 +89,8 @@ def test_postgres_config_is_the_instance_config_plus_storage():
 
 def test_instance_config_sets_the_documented_limits(tmp_path):
     """The shipped dagster.yaml loads as an instance with the queue, the per-group limit on
-    the tag the sensor sets, one WSClean per machine, run retries and run monitoring."""
+    the tag the sensor sets, one WSClean per machine, run retries and run monitoring.
+    """
     shutil.copy(REPO / "dagster.yaml", tmp_path / "dagster.yaml")
     with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
         coordinator = instance.run_coordinator
@@ -115,7 +118,8 @@ def test_wsclean_runs_in_its_pool():
 
 def test_run_tags_put_the_oldest_group_first():
     """Older groups have the higher dagster/priority (the queue starts the highest first),
-    and every per-group run carries the tag the concurrency limit counts."""
+    and every per-group run carries the tag the concurrency limit counts.
+    """
     groups = ["2026-01-15T00:05:09", "2026-01-15T00:00:00", "2027-03-01T12:00:00"]
     tags = {g: group_run_tags(g) for g in groups}
     by_priority = sorted(groups, key=lambda g: int(tags[g][PRIORITY_TAG]), reverse=True)
@@ -132,7 +136,8 @@ UNITS = REPO / "deploy" / "systemd"
 
 def read_unit(path: Path) -> dict[str, dict[str, list[str]]]:
     """A unit file as section -> key -> every value (systemd keys repeat, e.g. Environment;
-    configparser keeps only the last)."""
+    configparser keeps only the last).
+    """
     unit: dict[str, dict[str, list[str]]] = {}
     section = None
     for raw in path.read_text().splitlines():
@@ -151,7 +156,8 @@ def read_unit(path: Path) -> dict[str, dict[str, list[str]]]:
 @pytest.mark.parametrize("name", ["dagster-webserver.service", "dagster-daemon.service"])
 def test_systemd_unit(name, tmp_path):
     """Each unit restarts on failure, sets DAGSTER_HOME and reads the PIPELINE_* and
-    DAGSTER_PG_* environment file; ``systemd-analyze verify`` accepts it when installed."""
+    DAGSTER_PG_* environment file; ``systemd-analyze verify`` accepts it when installed.
+    """
     path = UNITS / name
     unit = read_unit(path)
     service = unit["Service"]
@@ -303,7 +309,8 @@ class Deployment:
 
 def write_home(home: Path, workspace_dir: Path) -> None:
     """DAGSTER_HOME: the production config, run monitoring polled every 2 s, and a
-    workspace serving tests/deploy_location.py."""
+    workspace serving tests/deploy_location.py.
+    """
     config = load_yaml(REPO / "deploy" / "dagster.postgres.yaml")
     config["run_monitoring"]["poll_interval_seconds"] = 2
     (home / "dagster.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
@@ -331,7 +338,8 @@ def postgres() -> Iterator[PostgresServer]:
 @pytest.fixture(scope="module")
 def deployment(tmp_path_factory, postgres: PostgresServer) -> Iterator[Deployment]:
     """``dagster-daemon run`` on PostgreSQL with the shipped instance config; stopped (its
-    whole process group: code server and run workers) at the end."""
+    whole process group: code server and run workers) at the end.
+    """
     root = tmp_path_factory.mktemp("deploy")
     home = root / "dagster_home"
     home.mkdir()
@@ -415,7 +423,8 @@ def test_backlog_runs_oldest_first_within_the_limit(
 ):
     """Twelve observations wait in the input folder at once: the sensor admits them all, the
     queue runs them oldest first and never more than two at a time, memory stays within the
-    machine, and every group ends with a Measurement Set."""
+    machine, and every group ends with a Measurement Set.
+    """
     budget = mem_available()
     t0 = time.monotonic()
     with MemorySampler(deployment.daemon.pid) as memory:
@@ -474,9 +483,10 @@ def test_backlog_runs_oldest_first_within_the_limit(
 
 
 def test_killed_run_worker_recovers_without_help(deployment: Deployment):
-    """kill -9 the run worker while it converts: the code server and run monitoring fail the
+    """Kill -9 the run worker while it converts: the code server and run monitoring fail the
     run, the run retry (or the sensor's requeue of dead attempts) starts another, which takes
-    over the dead attempt (registry/queue.py claim), cleans its staging and converts."""
+    over the dead attempt (registry/queue.py claim), cleans its staging and converts.
+    """
     start = datetime(2026, 1, 15, 6, 0, tzinfo=UTC)  # after the backlog's observations
     land_observations(
         deployment.root,

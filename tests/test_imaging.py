@@ -88,7 +88,8 @@ def _simulate_and_convert(root: Path, **sim) -> tuple[object, Path]:
 def point(tmp_path_factory: pytest.TempPathFactory):
     """Noise-free group of 3C286 alone (the rephase is checked against one analytic point
     source; the quadrant sky is rephased against pyuvdata's own ``UVData.phase`` in
-    ``test_pyuvdata_oracle.py``): (simulation, pristine MS copy, rephased MS)."""
+    ``test_pyuvdata_oracle.py``): (simulation, pristine MS copy, rephased MS).
+    """
     root = tmp_path_factory.mktemp("point")
     sim, ms = _simulate_and_convert(
         root,
@@ -152,7 +153,7 @@ def _col(ms: Path, column: str, sub: str | None = None) -> np.ndarray:
 
 
 def _point_model_phase(ms: Path, ra_deg: float, dec_deg: float) -> np.ndarray:
-    """arg of S exp(+2 pi i (u l + v m + w (n - 1))) per row and channel (l, m from ICRS)."""
+    """Arg of S exp(+2 pi i (u l + v m + w (n - 1))) per row and channel (l, m from ICRS)."""
     uvw = _col(ms, "UVW")
     field = _col(ms, "FIELD_ID")
     ddid = _col(ms, "DATA_DESC_ID")
@@ -423,7 +424,8 @@ def test_corrupt_or_missing_fits_raise_image_error(tmp_path: Path) -> None:
 
 def test_effective_beam_is_the_time_and_channel_mean_of_the_airy_beam(point) -> None:
     """Independent check: theta from the ITRS pointing s0 at every integration, as the
-    simulator computes it (astropy's full ICRS -> ITRS transform)."""
+    simulator computes it (astropy's full ICRS -> ITRS transform).
+    """
     sim, pristine, _ = point
     location = EarthLocation.from_geodetic(
         ARRAY_LON_DEG * u.deg, ARRAY_LAT_DEG * u.deg, ARRAY_HEIGHT_M * u.m

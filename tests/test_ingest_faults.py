@@ -94,7 +94,8 @@ def test_a_bad_name_fails_alone_and_the_pass_registers_the_rest(tmp_path, regist
 
 def test_an_unexpected_error_on_one_file_stays_with_that_file(tmp_path, registry):
     """Whatever breaks while handling one file (here its reader fails) is that file's
-    outcome, recorded, and the pass goes on."""
+    outcome, recorded, and the pass goes on.
+    """
     observation(tmp_path, T0)
     victim = subband_filename(epoch_to_group_id(T0 + 1), 1)
 
@@ -127,7 +128,8 @@ def test_a_huge_finite_tolerance_does_not_overflow(tmp_path, registry):
 
 def coarse(resolution_ns: int):
     """The real folder listing, ctimes truncated as on a filesystem with that resolution
-    (1 s on ext3/HFS+/some NFS; here far coarser, so that every file shares one ctime)."""
+    (1 s on ext3/HFS+/some NFS; here far coarser, so that every file shares one ctime).
+    """
 
     def scan(directory: str):
         for name, ctime in scan_ctimes(directory):
@@ -159,7 +161,8 @@ def test_changed_files_takes_ties_at_the_watermark_and_late_equal_ctimes():
 
 def test_a_backlog_sharing_one_ctime_drains_completely(tmp_path):
     """4,800 files (300 observations) in one burst, all with one ctime, 500 per tick: the old
-    ``ctime > newest taken`` cursor lost the files after the first tick's last one."""
+    ``ctime > newest taken`` cursor lost the files after the first tick's last one.
+    """
     settings_ = make_settings(tmp_path)
     incoming = settings_.input_dir
     n_obs = 300
@@ -184,7 +187,8 @@ def test_a_backlog_sharing_one_ctime_drains_completely(tmp_path):
 
 def test_files_landing_between_ticks_with_an_old_ctime_are_not_lost(tmp_path):
     """A file whose ctime is older than the last one taken (a file server's clock behind
-    ours, or a coarse timestamp) is still found while it is within the cursor's lag."""
+    ours, or a coarse timestamp) is still found while it is within the cursor's lag.
+    """
     settings_ = make_settings(tmp_path)
     incoming = settings_.input_dir
     observation(incoming, T0, subbands=range(8))
@@ -265,7 +269,8 @@ def test_the_sensor_looks_again_at_an_unreadable_file(tmp_path):
 @pytest.mark.parametrize("foreign_sb", [0, 1, 15])
 def test_a_file_holding_another_observation_is_refused_by_name(tmp_path, registry, foreign_sb):
     """The reported case: a group named 2026-01-20T00:00 with one subband's data from
-    2026-01-15T13:47. When sb00 is the foreign one, the message names sb00, not sb01."""
+    2026-01-15T13:47. When sb00 is the foreign one, the message names sb00, not sb01.
+    """
     gid = "2026-01-20T00:00:00"
     start = group_id_to_epoch(gid)
     observation(tmp_path, start, subbands=[sb for sb in range(16) if sb != foreign_sb])

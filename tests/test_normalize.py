@@ -40,7 +40,8 @@ def touch(
     content: bytes | None = None,
 ) -> Path:
     """A file modified ``age_s`` ago: a header-only subband file whose content starts at the
-    time in its name (or ``start_s``), or ``content`` bytes (a file that is no subband)."""
+    time in its name (or ``start_s``), or ``content`` bytes (a file that is no subband).
+    """
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / name
     mtime = time.time() - age_s

@@ -1,5 +1,6 @@
 """Partitions over years: the retirement rule, the sensor on a real instance, and the way
-back for an old group (``dsa110 reprocess``). Clocks are injected; nothing races the wall."""
+back for an old group (``dsa110 reprocess``). Clocks are injected; nothing races the wall.
+"""
 
 from __future__ import annotations
 

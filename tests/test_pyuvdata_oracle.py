@@ -88,7 +88,8 @@ def ours(files: dict[int, Path], root: Path) -> ConversionResult:
 @pytest.fixture(scope="module")
 def oracle(files: dict[int, Path], root: Path) -> dict[str, dict[int, Path]]:
     """Per subband: pyuvdata's meridian MS, and the same phased to the central field's centre
-    with pyuvdata's own ``UVData.phase`` (for imaging all integrations as one field)."""
+    with pyuvdata's own ``UVData.phase`` (for imaging all integrations as one field).
+    """
     out: dict[str, dict[int, Path]] = {"meridian": {}, "central": {}}
     folder = root / "pyuvdata"
     folder.mkdir()
@@ -296,7 +297,8 @@ def test_the_direct_fourier_check_sees_the_catalog_sky(
 ) -> None:
     """No imager: each source's phased visibilities give its beam-attenuated flux, and its
     reflection through the phase centre gives nothing. (Our MS equals pyuvdata's row by row,
-    so this holds for both.)"""
+    so this holds for both.)
+    """
     fluxes = direct_fourier_fluxes(ours.ms_path, sim.sources)
     ratios = np.array([f.ratio for f in fluxes])
     np.testing.assert_allclose(ratios, 1.0, atol=0.05)

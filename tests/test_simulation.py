@@ -85,7 +85,8 @@ def base_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[SimulationResult
 @pytest.fixture(scope="module")
 def clean_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[SimulationResult, ...]:
     """One calibrator alone (the analytic single-source test), no noise: with and without
-    corruptions (same seed)."""
+    corruptions (same seed).
+    """
     common = dict(n_background_sources=0, field_sources=False, noise=False, calibrator="3C286")
     clean = simulate_observations(
         _config(tmp_path_factory.mktemp("clean"), corruptions=False, **common)
@@ -383,7 +384,8 @@ def test_catalog_has_calibrator_and_background(base_run) -> None:
 def test_the_default_sky_has_sources_in_every_quadrant_at_distinct_radii(base_run) -> None:
     """Around each group's pointing (the meridian at mid-group): two sources per quadrant, no
     two at the same radius, one bright one near the half-power radius, so neither a point
-    reflection nor an east-west or north-south mirror maps the sky onto itself."""
+    reflection nor an east-west or north-south mirror maps the sky onto itself.
+    """
     result, _ = base_run
     for g, group in enumerate(result.groups):
         mid = Time(group.start) + 12 * 12.884902 * u.s  # 24 integrations of 12.88 s

@@ -230,7 +230,8 @@ def kill_mid_write(env: Env, root: Path) -> None:
 @needs_root
 def test_a_killed_worker_is_taken_over_by_the_next_attempt(env: Env, tmp_path: Path) -> None:
     """Item 1: SIGKILL mid-write, staged in tmpfs; the retry used to fail forever with
-    'illegal queue transition in_progress -> in_progress' and leave the staging in tmpfs."""
+    'illegal queue transition in_progress -> in_progress' and leave the staging in tmpfs.
+    """
     with mounted_tmpfs(env.settings.tmpfs_dir, "64m"):
         kill_mid_write(env, tmp_path)
         staged = [e for e in env.settings.tmpfs_dir.iterdir() if e.name.startswith(".")]
@@ -254,7 +255,8 @@ def test_a_killed_worker_is_taken_over_by_the_next_attempt(env: Env, tmp_path: P
 @needs_root
 def test_a_killed_worker_is_requeued_for_the_sensor(env: Env, tmp_path: Path) -> None:
     """The sensor requests pending groups only: a dead attempt goes back to pending with a new
-    retry count (so a new run key), its death recorded; the next attempt cleans and succeeds."""
+    retry count (so a new run key), its death recorded; the next attempt cleans and succeeds.
+    """
     kill_mid_write(env, tmp_path)
     moved = requeue_dead_attempts(env.registry)
     assert moved[env.group_id].state is QueueState.PENDING
@@ -271,7 +273,8 @@ def _fill_during_window(
     monkeypatch: pytest.MonkeyPatch, folder: Path, window: int, *, before: bool
 ):
     """Fill ``folder``'s filesystem while window ``window`` is written: just before casacore
-    writes it (casacore itself then meets ENOSPC) or just after (the space check meets it)."""
+    writes it (casacore itself then meets ENOSPC) or just after (the space check meets it).
+    """
     original = MeasurementSetWriter.write_spw
 
     def write(self, spw, *args, **kwargs):
@@ -291,7 +294,8 @@ def test_tmpfs_filling_up_during_staging_falls_back_to_the_ssd(
     env: Env, monkeypatch: pytest.MonkeyPatch, inside_casacore: bool, capfd
 ) -> None:
     """Item 1: tmpfs fills during staging. casacore abort()s on ENOSPC; the write runs in a
-    child process, so the worker survives, cleans tmpfs and writes the MS on the SSD."""
+    child process, so the worker survives, cleans tmpfs and writes the MS on the SSD.
+    """
     with mounted_tmpfs(env.settings.tmpfs_dir, "24m") as shm:
         _fill_during_window(monkeypatch, shm, 4, before=inside_casacore)
         result = env.convert()
@@ -312,7 +316,8 @@ def test_ssd_staging_filling_up_fails_the_attempt_cleanly(
 ) -> None:
     """No tmpfs, and the SSD scratch fills mid-write inside casacore: the attempt fails (the
     writer process died, not the worker), nothing is left, and after space is freed the retry
-    succeeds."""
+    succeeds.
+    """
     env.settings.tmpfs_dir.rmdir()  # no tmpfs folder: staging goes to the SSD scratch
     scratch = env.settings.staging_dir
     with mounted_tmpfs(scratch, "24m"):
@@ -329,7 +334,8 @@ def test_ssd_staging_filling_up_fails_the_attempt_cleanly(
 @needs_root
 def test_a_full_destination_fails_cleanly_and_the_retry_succeeds(env: Env) -> None:
     """The products folder (another filesystem) is full: the copy into place fails with
-    ENOSPC before anything is visible; freed, the next attempt succeeds."""
+    ENOSPC before anything is visible; freed, the next attempt succeeds.
+    """
     with mounted_tmpfs(env.ms_path.parent, "1m") as out:
         filler = fill(out)
         with pytest.raises(OSError) as info:
@@ -365,7 +371,8 @@ def test_a_read_only_destination_fails_cleanly_and_the_retry_succeeds(
 @needs_root
 def test_products_on_a_bind_mount_of_the_staging_filesystem(env: Env, tmp_path: Path) -> None:
     """Item 13: the products folder is a bind mount of the staging filesystem (same st_dev,
-    yet rename says EXDEV); the MS is copied and renamed into place."""
+    yet rename says EXDEV); the MS is copied and renamed into place.
+    """
     out = env.ms_path.parent
     elsewhere = tmp_path / "elsewhere-on-the-same-disk"
     env.settings.tmpfs_dir.rmdir()  # no tmpfs folder: stage on the SSD scratch, same disk
@@ -384,7 +391,8 @@ def test_products_on_a_bind_mount_of_the_staging_filesystem(env: Env, tmp_path: 
 @needs_root
 def test_safe_fs_renames_across_a_bind_mount(tmp_path: Path) -> None:
     """rename_no_replace and atomic_output fall back to copy-and-rename on EXDEV, keep the
-    no-replace guarantee, and leave no temporary copy."""
+    no-replace guarantee, and leave no temporary copy.
+    """
     src_dir, elsewhere, mnt = tmp_path / "src", tmp_path / "other", tmp_path / "mnt"
     src_dir.mkdir()
     with bind_mount(elsewhere, mnt):
@@ -439,7 +447,8 @@ def _swap(env: Env, swap) -> tuple[Path, Path]:
 def test_a_subband_swapped_after_ingest_is_refused(env: Env, swap, message: str) -> None:
     """Item 12: inputs are opened without following links, must be regular files, and must
     have the size they were registered with; the group fails naming the file, and once the
-    real file is back the next attempt succeeds."""
+    real file is back the next attempt succeeds.
+    """
     victim, kept = _swap(env, swap)
     with pytest.raises(InvalidSubbandFile, match=message) as info:
         env.convert()

@@ -157,7 +157,8 @@ def interpolate_gains(
     sol_times: np.ndarray, gains: np.ndarray, ok: np.ndarray, times: np.ndarray
 ) -> np.ndarray:
     """Gains (n_sol, n_ant, n_pol) at ``times``: linear in amplitude and unwrapped phase between
-    unflagged solutions, nearest outside their range; 0 where an antenna has none."""
+    unflagged solutions, nearest outside their range; 0 where an antenna has none.
+    """
     out = np.zeros((times.size, *gains.shape[1:]), np.complex128)
     for a in range(gains.shape[1]):
         for p in range(gains.shape[2]):

@@ -45,6 +45,7 @@ import numpy as np
 from casacore import tables as pt
 
 from dsa110_assets.calibration.solve import CalibrationSolution
+from dsa110_assets.errors import PipelineError
 from dsa110_assets.safe_fs import rename_no_replace
 
 CASA_VERSION = "6.6 (NewCalTable layout, written by dsa110_assets.calibration)"
@@ -80,7 +81,7 @@ _SPW_COLUMNS = (
 )
 
 
-class CalTableError(RuntimeError):
+class CalTableError(PipelineError, RuntimeError):
     """A calibration table is missing, corrupt, of the wrong type or does not fit the MS."""
 
 

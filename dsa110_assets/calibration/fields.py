@@ -30,11 +30,13 @@ from pathlib import Path
 import numpy as np
 from casacore import tables as pt
 
+from dsa110_assets.errors import PipelineError
+
 FIELD_KEYWORD = "DSA110_CALIBRATOR_FIELD"
 _SECONDS_PER_DAY = 86400.0
 
 
-class FieldNamingError(RuntimeError):
+class FieldNamingError(PipelineError, RuntimeError):
     """The MS has no FIELD rows to name, or cannot be opened for writing."""
 
 

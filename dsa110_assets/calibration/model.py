@@ -47,6 +47,7 @@ from astropy.time import Time
 from casacore import tables as pt
 
 from dsa110_assets import offline  # noqa: F401  (astropy never downloads)
+from dsa110_assets.errors import PipelineError
 from dsa110_assets.instrument import (
     ARRAY_LON_DEG,
     SPEED_OF_LIGHT_M_S,
@@ -73,7 +74,7 @@ class SourceLike(Protocol):
     spectral_index: float
 
 
-class ModelGeometryError(ValueError):
+class ModelGeometryError(PipelineError, ValueError):
     """The MS lacks what the model needs (fringe-stop keyword, FIELD table, ...)."""
 
 

@@ -44,6 +44,7 @@ from dsa110_assets.calibration.model import (
     read_ms_geometry,
 )
 from dsa110_assets.calibration.stefcal import residual_chi2, stefcal
+from dsa110_assets.errors import PipelineError
 from dsa110_assets.instrument import OUTRIGGER_STATIONS, SPEED_OF_LIGHT_M_S
 
 log = logging.getLogger(__name__)
@@ -55,7 +56,7 @@ _SNR_CAP = 1e9  # noise-free data give infinite SNR; tables hold finite numbers
 _NAME_NUMBER = re.compile(r"(\d+)$")
 
 
-class CalibrationError(RuntimeError):
+class CalibrationError(PipelineError, RuntimeError):
     """Calibration cannot be solved for this MS (all flagged, no calibrator, too few antennas)."""
 
 

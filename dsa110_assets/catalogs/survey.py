@@ -51,6 +51,8 @@ from pathlib import Path
 
 import numpy as np
 
+from dsa110_assets.errors import PipelineError
+
 SURVEYS = ("nvss", "first", "vlass")
 DEFAULT_STRIP_WIDTH_DEG = 1.0
 MIN_STRIP_WIDTH_DEG = 0.2  # strip names carry one decimal: narrower strips could collide
@@ -58,7 +60,7 @@ SCHEMA_VERSION = 1
 _FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz", ".fts.gz")
 
 
-class CatalogError(ValueError):
+class CatalogError(PipelineError, ValueError):
     """A catalog file or database cannot be used; the message names the file and the cause."""
 
 
@@ -251,7 +253,8 @@ def _parse_angle_text(text: str, scale_sexagesimal: float, scale_plain: float, *
     """One position from text: ``"13 31 08.29"``/``"-00:12:03"`` (sexagesimal, its sign on the
     first field even when that is zero) times ``scale_sexagesimal``, or a plain number times
     ``scale_plain``; empty text is NaN. ``ValueError`` for anything else, including fields out
-    of range (``hours``: the first field is hours, below 24; else degrees, at most 90)."""
+    of range (``hours``: the first field is hours, below 24; else degrees, at most 90).
+    """
     text = text.strip()
     if not text:
         return math.nan

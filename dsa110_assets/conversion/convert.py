@@ -106,6 +106,7 @@ from dsa110_assets.conversion.uvh5_reader import (
     check_same_observation,
     read_header,
 )
+from dsa110_assets.errors import PipelineError
 from dsa110_assets.instrument import N_SUBBANDS, SUBBAND_WIDTH_HZ, subband_frequencies
 from dsa110_assets.safe_fs import fsync_dir, fsync_tree, move_no_replace, rename_no_replace
 
@@ -562,7 +563,8 @@ class _SubbandLoader:
 
     def next_block(self) -> MSBlock:
         """The next present subband's block (waits for the reader); starts reading the one
-        after, into the other buffers, once this one has been handed over."""
+        after, into the other buffers, once this one has been handed over.
+        """
         if self._pending is None:
             raise RuntimeError("no subband left to read")
         t = time.perf_counter()
@@ -573,7 +575,7 @@ class _SubbandLoader:
         return block
 
 
-class WriterDied(RuntimeError):
+class WriterDied(PipelineError, RuntimeError):
     """The MS writer process ended without reporting (killed by a signal, or ``abort()``)."""
 
     def __init__(self, message: str, *, exit_signal: int | None, stderr_tail: str) -> None:
@@ -587,7 +589,8 @@ _SPACE_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 
 def _staging_failure(exc: BaseException) -> bool:
     """Whether a staging write failed for the tier's sake (full, or the writer died), so the
-    write is worth redoing on the next tier; an invalid input or a bug is not."""
+    write is worth redoing on the next tier; an invalid input or a bug is not.
+    """
     if isinstance(exc, WriterDied):
         return True
     return isinstance(exc, OSError) and exc.errno in _SPACE_ERRNOS
@@ -667,7 +670,8 @@ _PR_SET_PDEATHSIG = 1
 
 def _die_with_parent(parent: int) -> None:
     """Ask the kernel to SIGKILL this (child) process when its parent dies; exit now if the
-    parent already has (it died between the fork and this call)."""
+    parent already has (it died between the fork and this call).
+    """
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
@@ -679,7 +683,8 @@ def _die_with_parent(parent: int) -> None:
 
 def _portable_error(exc: BaseException) -> BaseException:
     """``exc`` if it survives pickling (so the parent re-raises the same type), else a
-    RuntimeError naming it."""
+    RuntimeError naming it.
+    """
     try:
         pickle.loads(pickle.dumps(exc))
     except Exception:
@@ -764,7 +769,8 @@ def _run_isolated(target: Callable[[], dict[str, float]]) -> dict[str, float]:
 
 def _last_words(stderr_text: str) -> str:
     """The line of a dead writer's stderr that says why: a C++ exception's ``what()``
-    (casacore's message), else the first line (faulthandler's report follows it)."""
+    (casacore's message), else the first line (faulthandler's report follows it).
+    """
     lines = [line.strip() for line in stderr_text.splitlines() if line.strip()]
     reasons = [line for line in lines if line.startswith("what():")]
     return reasons[-1] if reasons else (lines[0] if lines else "")
@@ -795,7 +801,8 @@ def _write_ms(
 ) -> float:
     """Write a new MS at ``staged``: subtables, then the windows lowest frequency first, each
     from ``loader`` (or fully flagged for a missing subband). ``guard`` checks the free space
-    before each window. Returns the main thread's writing time."""
+    before each window. Returns the main thread's writing time.
+    """
     t = time.perf_counter()
     write_s = 0.0
     with MeasurementSetWriter(staged, layout, geometry) as writer:

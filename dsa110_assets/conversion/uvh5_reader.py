@@ -32,6 +32,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from dsa110_assets.errors import PipelineError
+
 # Tolerances for "the same observation" across the subbands of a group.
 TIME_TOLERANCE_S = 0.05  # integration centres (0.05 s of Earth rotation is < 1 cm of uvw)
 POSITION_TOLERANCE_M = 1e-3
@@ -42,7 +44,7 @@ _SAME_TIME_TOLERANCE_DAYS = 1e-3 / 86400.0
 KNOWN_POLARIZATIONS = frozenset({1, 2, 3, 4, -1, -2, -3, -4, -5, -6, -7, -8})
 
 
-class InvalidSubbandFile(ValueError):
+class InvalidSubbandFile(PipelineError, ValueError):
     """A subband file that cannot be converted; the message names the file and the problem."""
 
     def __init__(self, path: Path | str, problem: str) -> None:
@@ -415,7 +417,6 @@ def check_same_observation(reference: SubbandHeader, other: SubbandHeader) -> No
     InvalidSubbandFile
         Naming ``other`` and the first field that differs, with both values.
     """
-
     name = reference.path.name
 
     def fail(problem: str) -> InvalidSubbandFile:
@@ -682,7 +683,8 @@ def _assemble(
     blocks: np.ndarray, shape: tuple[int, ...], chunks: tuple[int, ...], out: np.ndarray, flip: bool
 ) -> None:
     """Copy chunk-grid ``blocks`` (grid..., chunk...) into ``out`` (``shape``) in one pass,
-    reversing the channel axis (second to last) if ``flip``."""
+    reversing the channel axis (second to last) if ``flip``.
+    """
     nd = len(shape)
     grid = blocks.shape[:nd]
     if flip:

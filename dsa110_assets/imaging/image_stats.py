@@ -18,6 +18,7 @@ from astropy.io import fits
 from astropy.wcs import WCS, FITSFixedWarning
 
 from dsa110_assets import offline  # noqa: F401  (astropy never downloads)
+from dsa110_assets.errors import PipelineError
 
 MAD_TO_SIGMA = 1.482602218505602
 _CLIP_SIGMA = 5.0
@@ -25,7 +26,7 @@ _CLIP_ITERATIONS = 5
 _MAX_NOISE_SAMPLES = 1_000_000  # a regular subsample: the same noise to ~0.1%, 16x faster
 
 
-class ImageError(ValueError):
+class ImageError(PipelineError, ValueError):
     """A FITS image that cannot be read or has no usable 2-D sky plane; names the file."""
 
     def __init__(self, path: Path, reason: str) -> None:

@@ -30,6 +30,7 @@ from astropy.io import fits
 from casacore import tables as pt
 from scipy.interpolate import RectBivariateSpline
 
+from dsa110_assets.errors import PipelineError
 from dsa110_assets.imaging.image_stats import ImageError, read_image
 from dsa110_assets.instrument import airy_power_beam
 
@@ -39,7 +40,7 @@ _ROW_CHUNK = 1 << 20
 _POSITION_CHUNK = 1 << 16
 
 
-class BeamError(ValueError):
+class BeamError(PipelineError, ValueError):
     """The MS does not describe a drift-scan group the beam can be computed for."""
 
 

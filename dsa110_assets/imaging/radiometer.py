@@ -33,12 +33,13 @@ from pathlib import Path
 import numpy as np
 from casacore import tables as pt
 
+from dsa110_assets.errors import PipelineError
 from dsa110_assets.instrument import SEFD_JY, SPEED_OF_LIGHT_M_S
 
 _ROW_CHUNK = 1 << 16
 
 
-class RadiometerError(ValueError):
+class RadiometerError(PipelineError, ValueError):
     """The MS has no data to image, or the request makes no sense for it."""
 
 

@@ -37,6 +37,7 @@ from astropy.time import Time
 from casacore import tables as pt
 
 from dsa110_assets import offline  # noqa: F401  (astropy never downloads)
+from dsa110_assets.errors import PipelineError
 from dsa110_assets.instrument import SPEED_OF_LIGHT_M_S, array_location
 
 PHASED_KEYWORD = "DSA110_PHASED_TO_FIELD"
@@ -46,7 +47,7 @@ _NORTH_STEP_RAD = 1e-4  # as in conversion.meridian: centred difference for loca
 _SECONDS_PER_DAY = 86400.0
 
 
-class RephaseError(RuntimeError):
+class RephaseError(PipelineError, RuntimeError):
     """The MS cannot be rephased (missing, unreadable, bad field, interrupted earlier)."""
 
     def __init__(self, ms_path: Path, reason: str) -> None:

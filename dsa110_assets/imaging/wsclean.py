@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 from casacore import tables as pt
 
+from dsa110_assets.errors import PipelineError
 from dsa110_assets.imaging.rephase import PHASED_KEYWORD
 from dsa110_assets.instrument import DISH_DIAMETER_M, SPEED_OF_LIGHT_M_S
 
@@ -31,7 +32,7 @@ _TAIL_LINES = 40
 _TEMP_PREFIX = ".wsclean-"
 
 
-class WSCleanError(RuntimeError):
+class WSCleanError(PipelineError, RuntimeError):
     """WSClean could not be run or failed; ``log_tail`` holds the end of its output."""
 
     def __init__(self, message: str, *, returncode: int | None = None, log_tail: str = "") -> None:

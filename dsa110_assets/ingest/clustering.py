@@ -28,8 +28,10 @@ from __future__ import annotations
 import math
 from bisect import bisect_left, insort
 
+from dsa110_assets.errors import PipelineError
 
-class GroupIdTaken(ValueError):
+
+class GroupIdTaken(PipelineError, ValueError):
     """The group_id a new observation would get already names a different observation."""
 
 

@@ -37,6 +37,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from dsa110_assets.errors import PipelineError
 from dsa110_assets.instrument import FILE_DURATION_S, INTEGRATION_S
 from dsa110_assets.naming import EARLIEST_EPOCH_S, LATEST_EPOCH_S, epoch_to_group_id
 
@@ -54,7 +55,7 @@ _MAX_INTEGRATION_S = FILE_DURATION_S
 assert 3 * (2.0 + 1.0 + INTEGRATION_S) < NAME_TIME_TOLERANCE_S < FILE_DURATION_S / 2
 
 
-class UnreadableSubband(ValueError):
+class UnreadableSubband(PipelineError, ValueError):
     """A file that cannot (yet) be read as a subband: empty, not HDF5, or no usable times."""
 
 

@@ -55,6 +55,7 @@ from astropy.wcs import WCS
 from scipy.ndimage import binary_erosion
 
 from dsa110_assets import offline  # noqa: F401  (astropy never downloads)
+from dsa110_assets.errors import PipelineError
 from dsa110_assets.imaging.image_stats import ImageError, read_image, robust_noise
 from dsa110_assets.instrument import DISH_DIAMETER_M, airy_power_beam
 from dsa110_assets.mosaics.grid import (
@@ -77,7 +78,7 @@ BeamFor = Callable[[Path], "np.ndarray | None"]
 ReprojectFn = Callable[..., np.ndarray]
 
 
-class MosaicError(ValueError):
+class MosaicError(PipelineError, ValueError):
     """No mosaic could be made (no usable input, bad arguments, or no common grid)."""
 
 

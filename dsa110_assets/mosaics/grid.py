@@ -28,6 +28,7 @@ from astropy.io import fits
 from astropy.wcs import WCS, FITSFixedWarning
 
 from dsa110_assets import offline  # noqa: F401  (astropy never downloads)
+from dsa110_assets.errors import PipelineError
 from dsa110_assets.imaging.image_stats import ImageError
 
 MAX_TAN_RADIUS_DEG = 45.0  # beyond this the TAN cells are > 2x stretched (sec^2)
@@ -36,7 +37,7 @@ _EDGE_SAMPLES = 33  # points per image edge when tracing a footprint
 _TILES_HINT = "mosaic the strip in RA tiles (group_by_ra_tile)"
 
 
-class GridError(ValueError):
+class GridError(PipelineError, ValueError):
     """The images cannot share one TAN grid (too wide, too many pixels, or none given)."""
 
 

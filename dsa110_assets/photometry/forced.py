@@ -60,6 +60,7 @@ import numpy as np
 from scipy.signal import fftconvolve
 
 from dsa110_assets import offline  # noqa: F401  (astropy never downloads)
+from dsa110_assets.errors import PipelineError
 from dsa110_assets.imaging.image_stats import MAD_TO_SIGMA, ImageError, SkyImage, read_image
 
 FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))
@@ -72,7 +73,7 @@ MIN_ANNULUS_PIXELS = 16
 _CHUNK = 512  # sources per FFT batch
 
 
-class PhotometryError(ValueError):
+class PhotometryError(PipelineError, ValueError):
     """An image or request forced photometry cannot work with; names the file and the cause."""
 
     def __init__(self, path: Path | str, reason: str) -> None:

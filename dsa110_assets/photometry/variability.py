@@ -33,6 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from dsa110_assets.errors import PipelineError
 from dsa110_assets.registry import Registry
 
 VS_THRESHOLD = 4.3
@@ -44,7 +45,7 @@ V_FALLBACK = 0.1
 _PAIR_BUDGET = 4_000_000  # pair values held at once
 
 
-class VariabilityError(ValueError):
+class VariabilityError(PipelineError, ValueError):
     """Light-curve input the metrics cannot use (mismatched lengths, bad errors)."""
 
 

@@ -247,7 +247,8 @@ def best_bandpass(
     registry: Registry, mid_mjd: float, rejected: list[str]
 ) -> tuple[Path, str | None, str | None, float | None] | None:
     """The valid calibrator bandpass covering ``mid_mjd`` solved at the highest beam response
-    (ties: nearest in time): ``(path, group_id, calibrator, beam_response)`` or None."""
+    (ties: nearest in time): ``(path, group_id, calibrator, beam_response)`` or None.
+    """
     bandpasses = registry.query(
         "SELECT path, group_id, calibrator, beam_response FROM calibration_tables"
         " WHERE table_type = 'bandpass' AND status = 'valid' AND solved_against = 'calibrator'"
@@ -273,7 +274,8 @@ def _pair_for(
     solves: tuple[GainSolve, ...],
 ) -> CalPair:
     """The pair applying ``gain`` (of ``solve``) with ``bandpass`` rebased onto the solve's own
-    bandpass (or the solve's own bandpass when there is no better one)."""
+    bandpass (or the solve's own bandpass when there is no better one).
+    """
     best_path, best_group, best_calibrator, response = bandpass or (
         solve.bandpass,
         solve.group_id,
@@ -341,7 +343,8 @@ def find_calibration(
 
 def _phase_factors(bandpass: Path, reference: Path) -> tuple[CalTable, dict[str, np.ndarray]]:
     """Per antenna name, ``exp(i arg sum(ref conj(bp)))`` per polarization over the channels
-    unflagged in both (windows matched by frequency), and ``bandpass`` as read."""
+    unflagged in both (windows matched by frequency), and ``bandpass`` as read.
+    """
     bp = read_caltable(bandpass, BANDPASS)
     ref = read_caltable(reference, BANDPASS)
     spw_map = _spw_match(bp, ref)
@@ -409,7 +412,8 @@ def merge_gain_tables(
 
 def _times_factors(table: CalTable, factors: dict[str, np.ndarray]) -> np.ndarray:
     """``table``'s CPARAM with each antenna's rows multiplied by its per-polarization factor
-    (antennas without one unchanged), as complex64 for a CASA table."""
+    (antennas without one unchanged), as complex64 for a CASA table.
+    """
     cparam = table.cparam.astype(np.complex64).copy()
     for k, a in enumerate(table.antenna1):
         factor = factors.get(table.antenna_names[int(a)])
@@ -422,7 +426,8 @@ def _times_factors(table: CalTable, factors: dict[str, np.ndarray]) -> np.ndarra
 def _rebuilt_table(source: Path, dest: Path) -> Iterator[pt.table]:
     """A writable copy of the CASA table ``source``, published as ``dest`` when the block
     ends without error: built under a hidden temporary name beside ``dest`` (same
-    filesystem) and renamed into place, so a reader never opens a half-written table."""
+    filesystem) and renamed into place, so a reader never opens a half-written table.
+    """
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -550,7 +555,8 @@ def _field_model_pair(
     rejected: list[str],
 ) -> tuple[CalPair | None, FieldSolveOutcome]:
     """Gains solved against the group's catalog field; the best calibrator bandpass of the
-    day rebased onto that solve when there is one, else the solve's own normalised one."""
+    day rebased onto that solve when there is one, else the solve's own normalised one.
+    """
     solved = solve_field_model(settings, registry, record, policy)
     if solved.tables is None:
         return None, solved

@@ -199,7 +199,8 @@ def field_sources(
 ) -> list[FieldSource]:
     """The brightest (by beam-weighted flux) catalog sources around the pointing, other than
     the calibrator (if any), from the first ingested survey of NVSS, FIRST, VLASS (none:
-    empty), brightest first."""
+    empty), brightest first.
+    """
     catalogs_dir = settings.state_dir / "catalogs"
     for survey in SURVEYS:
         try:

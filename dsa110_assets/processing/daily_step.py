@@ -125,7 +125,8 @@ def tile_name(day: str, tile: int) -> str:
 def ra_tiles(images: list[DayImage]) -> dict[int, list[DayImage]]:
     """The day's images by hourly RA tile of their centre (fixed on the sky, so a tile keeps
     its name every day); images of unknown centre join the first tile, where they are
-    read (or skipped with the reason) like any other."""
+    read (or skipped with the reason) like any other.
+    """
     known = [i for i in images if i.ra_deg is not None]
     tiles: dict[int, list[DayImage]] = {}
     for image in known:

@@ -280,7 +280,8 @@ def thumbnail_and_register(
     settings: Settings, registry: Registry, group_id: str, image: Path
 ) -> Path:
     """PNG preview of ``image`` in ``{products}/thumbnails/{group_id}.png``, recorded on the
-    image's ``images`` row (regenerable from the FITS at any time)."""
+    image's ``images`` row (regenerable from the FITS at any time).
+    """
     png = thumbnail_path(settings, group_id)
     png.parent.mkdir(parents=True, exist_ok=True)
     make_thumbnail(image, png)

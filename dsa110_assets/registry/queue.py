@@ -36,6 +36,7 @@ from dataclasses import asdict, dataclass
 from enum import StrEnum
 from pathlib import Path
 
+from dsa110_assets.errors import PipelineError
 from dsa110_assets.registry.connection import Registry
 
 MAX_RETRIES = 3
@@ -58,7 +59,7 @@ ALLOWED_TRANSITIONS: dict[QueueState, frozenset[QueueState]] = {
 }
 
 
-class IllegalTransition(RuntimeError):
+class IllegalTransition(PipelineError, RuntimeError):
     """A state change the queue does not allow (or that lost a race)."""
 
 

@@ -463,7 +463,8 @@ def _sky_model(
     cfg: SimulationConfig, calibrator: PointSource | None, dec_deg: float, start: Time
 ) -> list[PointSource]:
     """Calibrator (if any), the field pattern around each group's pointing, the extra sources
-    and background sources over the strip the scan drifts through."""
+    and background sources over the strip the scan drifts through.
+    """
     sources = [calibrator] if calibrator is not None else []
     ra_start = _meridian_icrs_deg(start, dec_deg)[0]
     if cfg.field_sources:

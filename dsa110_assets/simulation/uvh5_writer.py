@@ -97,7 +97,8 @@ def _scalar(group: h5py.Group, name: str, value: object) -> None:
 
 def _appendable(group: h5py.Group, name: str, data: np.ndarray, dtype: np.dtype) -> None:
     """A dataset created empty with an unlimited first axis and then extended, as the
-    correlator's per-integration appends leave it (same auto-chunk shape)."""
+    correlator's per-integration appends leave it (same auto-chunk shape).
+    """
     data = np.asarray(data)
     dset = group.create_dataset(
         name,
@@ -167,7 +168,8 @@ def _write_data(data: h5py.Group, visdata: np.ndarray) -> None:
 @lru_cache(maxsize=4)
 def _constant(shape: tuple[int, ...], value: bool | float) -> np.ndarray:
     """Read-only all-``value`` array, shared by every file of one shape (saves 30 MB of
-    allocation per full-size file)."""
+    allocation per full-size file).
+    """
     dtype = bool if isinstance(value, bool) else np.float32
     arr = np.full(shape, value, dtype=dtype)
     arr.setflags(write=False)

@@ -19,6 +19,7 @@ from __future__ import annotations
 from enum import StrEnum
 from pathlib import Path
 
+from dsa110_assets.errors import PipelineError
 from dsa110_assets.safe_fs import is_within
 from dsa110_assets.settings import Settings
 
@@ -32,7 +33,7 @@ class Tier(StrEnum):
     COLD_ARCHIVE = "cold_archive"
 
 
-class WrongTierError(ValueError):
+class WrongTierError(PipelineError, ValueError):
     """A product was asked to live somewhere its kind may not."""
 
 

@@ -42,6 +42,7 @@ from casacore import tables as pt
 
 from dsa110_assets import offline  # noqa: F401  (astropy never downloads)
 from dsa110_assets.calibration.model import SourceLike
+from dsa110_assets.errors import PipelineError
 from dsa110_assets.instrument import SPEED_OF_LIGHT_M_S, airy_power_beam
 
 FRINGE_STOP_KEYWORD = "DSA110_FRINGE_STOP_DEC_RAD"
@@ -60,7 +61,7 @@ class FourierFlux:
     n_samples: int
 
 
-class FourierCheckError(ValueError):
+class FourierCheckError(PipelineError, ValueError):
     """The MS cannot be checked (no usable rows, unknown column, no fringe-stop keyword)."""
 
 
