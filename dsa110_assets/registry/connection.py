@@ -210,6 +210,11 @@ class Registry:
     def is_current(self) -> bool:
         return self.schema_version == LATEST_VERSION
 
+    @property
+    def is_immutable(self) -> bool:
+        """Whether the file was opened ``immutable=1`` (read-only, in a read-only folder)."""
+        return bool(getattr(self.conn, "immutable", False))
+
     def execute(self, sql: str, parameters: Sequence[Any] | dict = ()) -> sqlite3.Cursor:
         return self.conn.execute(sql, parameters)
 
