@@ -11,6 +11,10 @@ disk has the same ``st_dev`` and still refuses it). Every rename here therefore 
 copy-and-rename: the source is copied (in the kernel, holes kept) to a hidden temporary name
 beside the destination, fsynced, renamed into place with the same no-replace guarantee, and
 only then removed. The destination is never partial: it is the old entry or the whole copy.
+
+Above the renames: :func:`publish_tree` puts a finished tree (a Measurement Set, a calibration
+table) at its final name, :func:`sweep_dead` removes the temporaries of processes that died
+before they could, :func:`tree_bytes` sizes a tree and :func:`fsync_path` flushes one entry.
 """
 
 from __future__ import annotations
@@ -20,12 +24,13 @@ import errno
 import os
 import secrets
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 _AT_FDCWD = -100
 _RENAME_NOREPLACE = 1
+_PID_MAX = 2**22  # Linux's largest pid_max: a greater number names no process
 
 
 def _load_renameat2():
@@ -91,9 +96,13 @@ def replace(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
 def move_no_replace(
     src: str | os.PathLike[str], dst: str | os.PathLike[str], *, durable: bool = True
 ) -> bool:
-    """Move the file or tree ``src`` to the new name ``dst``: a rename, or a copy across
-    mounts. Returns True when it was copied (the copy is then already fsynced if
-    ``durable``; a renamed tree is not, the caller fsyncs it where it now is).
+    """Move the file or tree ``src`` to the new name ``dst``: a rename, or a copy across mounts.
+
+    Returns
+    -------
+    bool
+        True when it was copied (the copy is then already fsynced if ``durable``); a renamed
+        tree is not, the caller fsyncs it where it now is.
     """
     src, dst = Path(src), Path(dst)
     try:
@@ -107,9 +116,10 @@ def move_no_replace(
 
 
 def _copy_then_rename(src: Path, dst: Path, *, replace: bool, durable: bool = True) -> None:
-    """The EXDEV fallback: copy ``src`` to a hidden name beside ``dst``, rename it into place
-    (same mount now), then remove ``src``. On any failure the copy is removed and ``src``
-    and ``dst`` are as they were.
+    """Copy ``src`` to a hidden name beside ``dst``, rename it into place, then remove ``src``.
+
+    The EXDEV fallback: the final rename is on one mount. On any failure the copy is removed
+    and ``src`` and ``dst`` are as they were.
     """
     if not replace and os.path.lexists(dst):
         raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(dst))
@@ -121,14 +131,15 @@ def _copy_then_rename(src: Path, dst: Path, *, replace: bool, durable: bool = Tr
         else:
             _rename_no_replace_same_mount(os.fsencode(tmp), os.fsencode(dst))
     except BaseException:
-        _remove(tmp)
+        remove_path(tmp)
         raise
     if durable:
         fsync_dir(dst.parent)
-    _remove(src)
+    remove_path(src)
 
 
-def _remove(path: Path) -> None:
+def remove_path(path: Path) -> None:
+    """Remove a file, symlink or directory tree, quietly if it is already gone."""
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path, ignore_errors=True)
     else:
@@ -223,29 +234,188 @@ def _copy_range(fd_in: int, fd_out: int, offset: int, count: int) -> None:
         done += n
 
 
-def fsync_tree(root: Path) -> None:
-    """Fsync every file and folder of a tree, deepest first."""
-    for folder, _dirs, names in os.walk(root, topdown=False):
-        for name in names:
-            fd = os.open(Path(folder) / name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        fsync_dir(Path(folder))
-
-
-def fsync_dir(folder: Path) -> None:
-    """Fsync a folder, making the renames and creations inside it durable."""
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+def _fsync(path: Path, flags: int) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | flags)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
 
 
+def fsync_path(path: Path) -> None:
+    """Flush a file or folder to disk, so a rename or manifest that follows survives a crash."""
+    _fsync(path, 0)
+
+
+def fsync_tree(root: Path) -> None:
+    """Fsync every file and folder of a tree, deepest first."""
+    for folder, _dirs, names in os.walk(root, topdown=False):
+        for name in names:
+            _fsync(Path(folder) / name, os.O_NOFOLLOW)
+        fsync_dir(Path(folder))
+
+
+def fsync_dir(folder: Path) -> None:
+    """Fsync a folder, making the renames and creations inside it durable."""
+    _fsync(folder, os.O_DIRECTORY)
+
+
+def tree_bytes(root: Path, *, allocated: bool = False) -> int:
+    """Return the bytes of the files below ``root`` (symlinks not followed).
+
+    Parameters
+    ----------
+    root : Path
+        The folder (a Measurement Set, a staging copy) to size.
+    allocated : bool
+        Count the disk blocks the files hold instead of their apparent length: a sparse
+        Measurement Set's holes then count for nothing, which is what a filling disk sees.
+
+    Returns
+    -------
+    int
+        The total; files that vanish during the walk count as 0.
+    """
+    total = 0
+    for folder, _dirs, names in os.walk(root):
+        for name in names:
+            try:
+                st = os.lstat(Path(folder) / name)
+            except FileNotFoundError:
+                continue
+            total += st.st_blocks * 512 if allocated else st.st_size
+    return total
+
+
+def publish_tree(
+    staged: Path, final: Path, *, replace: bool, durable: bool, token: str | None = None
+) -> None:
+    """Put the finished tree ``staged`` at ``final`` without ever exposing a partial one.
+
+    ``staged`` is renamed to the hidden ``.{final.name}.partial-{token}`` beside ``final``, or
+    copied there when that rename fails with ``EXDEV`` (another filesystem, or another mount
+    of the same one, such as a bind mount); then (``durable``) fsynced, and renamed into
+    place without replacing. With ``replace``, an existing ``final`` is first set aside as
+    ``.{final.name}.old-{pid}-{hex}``, removed once the new tree is in place and put back if
+    that fails; a process killed in between leaves it for :func:`sweep_dead` to restore.
+
+    Parameters
+    ----------
+    staged : Path
+        The complete tree (or file), on any filesystem; it is gone afterwards.
+    final : Path
+        Its published name; its folder must exist.
+    replace : bool
+        Replace an existing ``final`` (else that is an error).
+    durable : bool
+        Fsync the tree and the folder entries, so the published tree survives a power loss.
+    token : str, optional
+        Tags the hidden partial name (default ``{pid}-{hex}``), so a sweep can tell whose it is.
+
+    Raises
+    ------
+    FileExistsError
+        ``final`` exists, or appeared meanwhile, and ``replace`` is False.
+    """
+    partial = final.parent / f".{final.name}.partial-{token or _unique_token()}"
+    try:
+        copied = move_no_replace(staged, partial, durable=durable)
+        if durable:
+            if not copied:
+                fsync_tree(partial)
+            fsync_dir(final.parent)
+        _rename_into_place(partial, final, replace=replace)
+    except BaseException:
+        if os.path.lexists(partial):
+            remove_path(partial)
+        raise
+    if durable:
+        fsync_dir(final.parent)
+
+
+def _unique_token() -> str:
+    return f"{os.getpid()}-{secrets.token_hex(4)}"
+
+
+def _rename_into_place(src: Path, final: Path, *, replace: bool) -> None:
+    """Rename ``src`` to ``final``; with ``replace``, over an existing one set aside first."""
+    try:
+        rename_no_replace(src, final)
+        return
+    except FileExistsError:
+        if not replace:
+            raise FileExistsError(f"{final} appeared while it was being written") from None
+    aside = final.parent / f".{final.name}.old-{_unique_token()}"
+    os.rename(final, aside)
+    try:
+        rename_no_replace(src, final)
+    except BaseException:
+        os.rename(aside, final)
+        raise
+    shutil.rmtree(aside, ignore_errors=True)
+
+
+def pid_alive(pid: int) -> bool:
+    """Return whether process ``pid`` of this host may still be running.
+
+    This process is alive, and so is one of another user (``EPERM``); a number beyond
+    Linux's ``pid_max`` names no process, whatever ``kill`` says about it.
+    """
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return pid <= _PID_MAX
+    return True
+
+
+def sweep_dead(
+    folder: Path,
+    prefix: str,
+    owner_of: Callable[[str], tuple[int, str] | None],
+    *,
+    dead_tokens: Collection[str] = (),
+    dispose: Callable[[Path], None] = remove_path,
+) -> None:
+    """Dispose of the temporaries in ``folder`` whose writing process died.
+
+    A step that writes under a temporary name carrying its pid removes it itself, unless it is
+    killed (``kill -9``, a power loss); the next run of the step sweeps such leftovers here.
+    Entries of live processes are left alone: they are still being written.
+
+    Parameters
+    ----------
+    folder : Path
+        Where the temporaries lie; a missing or unreadable folder holds none.
+    prefix : str
+        The start of every temporary's name (for instance ``.{name}.``).
+    owner_of : callable
+        Given the rest of a name after ``prefix``, return ``(pid, token)`` of the process that
+        wrote it, or None for a name the caller does not make (left alone).
+    dead_tokens : collection of str
+        Tokens of writers known to be dead even if their pid is alive again (reused); their
+        entries are disposed of regardless.
+    dispose : callable
+        What to do with a dead writer's entry (default: remove it).
+    """
+    try:
+        entries = [e for e in folder.iterdir() if e.name.startswith(prefix)]
+    except OSError:
+        return
+    for entry in entries:
+        owner = owner_of(entry.name[len(prefix) :])
+        if owner is None:
+            continue
+        pid, token = owner
+        if token in dead_tokens or not pid_alive(pid):
+            dispose(entry)
+
+
 def same_file(a: Path, b: Path) -> bool:
-    """True when both paths exist and name the same inode (an interrupted link+unlink)."""
+    """Return whether both paths exist and name the same inode (an interrupted link+unlink)."""
     try:
         return os.path.samefile(a, b)
     except OSError:
@@ -253,7 +423,7 @@ def same_file(a: Path, b: Path) -> bool:
 
 
 def is_within(path: Path, folder: Path) -> bool:
-    """True when ``path`` (resolved, symlinks followed) lies inside ``folder``."""
+    """Return whether ``path`` (resolved, symlinks followed) lies inside ``folder``."""
     try:
         path.resolve().relative_to(folder.resolve())
     except ValueError:
@@ -263,8 +433,10 @@ def is_within(path: Path, folder: Path) -> bool:
 
 @contextmanager
 def atomic_output(path: Path) -> Iterator[Path]:
-    """Yield a hidden temporary name beside ``path``; on success it replaces ``path`` in one
-    rename, on any error it is removed, so ``path`` is always the old or the whole new file.
+    """Yield a hidden temporary name beside ``path``, to replace ``path`` in one rename.
+
+    On success it replaces ``path``; on any error it is removed, so ``path`` is always the old
+    or the whole new file. Its name is ``.{name}.{pid}.{hex}.tmp`` (see :func:`sweep_dead`).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -26,13 +26,13 @@ from astropy.time import Time
 from astropy.wcs import WCS
 from casacore import tables as pt
 
+from dsa110_assets import safe_fs
 from dsa110_assets.conversion import (
     ConversionResult,
     InvalidSubbandFile,
     convert_group,
     plan_staging,
 )
-from dsa110_assets.conversion import convert as convert_module
 from dsa110_assets.conversion.ms_writer import MainLayout, MeasurementSetWriter, estimate_ms_bytes
 from dsa110_assets.instrument import (
     ARRAY_HEIGHT_M,
@@ -546,7 +546,7 @@ def test_a_failure_while_publishing_leaves_nothing(
     def refuse(src, dst):
         raise OSError("rename refused")
 
-    monkeypatch.setattr(convert_module, "rename_no_replace", refuse)
+    monkeypatch.setattr(safe_fs, "rename_no_replace", refuse)
     folders = _local(tmp_path)
     ms_path = folders[2] / "group.ms"
     with pytest.raises(OSError, match="rename refused"):

@@ -52,6 +52,7 @@ from pathlib import Path
 import numpy as np
 
 from dsa110_assets.errors import PipelineError
+from dsa110_assets.safe_fs import fsync_path
 
 SURVEYS = ("nvss", "first", "vlass")
 DEFAULT_STRIP_WIDTH_DEG = 1.0
@@ -425,15 +426,6 @@ CREATE TABLE sources (
 )"""
 
 
-def _fsync_path(path: Path) -> None:
-    """Flush a file or folder to disk, so a rename or manifest that follows survives a crash."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _write_strip(
     path: Path, survey: str, index: int, width: float, source_file: Path, rows: Iterable[tuple]
 ) -> int:
@@ -464,7 +456,7 @@ def _write_strip(
             )
     finally:
         con.close()
-    _fsync_path(path)
+    fsync_path(path)
     return count
 
 
@@ -644,10 +636,10 @@ def ingest_survey(
         build = survey_dir / f"{_BUILD_PREFIX}{generation}"
         build.mkdir()
         entries = _write_strips(survey, valid, build, strip_width_deg, path.resolve())
-        _fsync_path(build)
+        fsync_path(build)
         final = survey_dir / generation
         os.rename(build, final)
-        _fsync_path(survey_dir)
+        fsync_path(survey_dir)
         _write_manifest(  # the commit point: before it the old catalog, after it the new one
             catalogs_dir,
             survey,
@@ -810,7 +802,7 @@ def _write_manifest(catalogs_dir: Path, survey: str, payload: dict[str, object])
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    _fsync_path(catalogs_dir)
+    fsync_path(catalogs_dir)
     return path
 
 

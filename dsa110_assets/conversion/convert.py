@@ -108,7 +108,7 @@ from dsa110_assets.conversion.uvh5_reader import (
 )
 from dsa110_assets.errors import PipelineError
 from dsa110_assets.instrument import N_SUBBANDS, SUBBAND_WIDTH_HZ, subband_frequencies
-from dsa110_assets.safe_fs import fsync_dir, fsync_tree, move_no_replace, rename_no_replace
+from dsa110_assets.safe_fs import publish_tree, rename_no_replace, sweep_dead, tree_bytes
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +118,7 @@ TELESCOPE_NAME = "OVRO_MMA"  # known to casacore/CASA measures (DSA_110 is not)
 _MJD_JD_OFFSET = 2400000.5
 _SECONDS_PER_DAY = 86400.0
 _UVW_WARN_M = 0.05  # file uvw_array vs antenna positions: beyond float32 rounding
+_LEFTOVER_KINDS = ("staging", "partial", "old")  # hidden names a conversion leaves if killed
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,16 +183,6 @@ def _check_space(folder: Path, needed: int, role: str) -> None:
         )
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _sweep_stale(folder: Path, ms_path: Path, dead_tokens: Collection[str] = ()) -> None:
     """Clean up after conversions of ``ms_path`` whose process died (kill -9, power loss).
 
@@ -202,24 +193,37 @@ def _sweep_stale(folder: Path, ms_path: Path, dead_tokens: Collection[str] = ())
     registry knows are dead (:func:`dsa110_assets.registry.queue.claim`), even if their pid has
     since been reused.
     """
-    prefix = f".{ms_path.name}."
-    try:
-        entries = [e for e in folder.iterdir() if e.name.startswith(prefix)]
-    except OSError:
+    sweep_dead(
+        folder,
+        _leftover_prefix(ms_path),
+        _leftover_owner,
+        dead_tokens=dead_tokens,
+        dispose=lambda entry: _dispose_leftover(entry, ms_path),
+    )
+
+
+def _leftover_prefix(ms_path: Path) -> str:
+    return f".{ms_path.name}."
+
+
+def _leftover_owner(rest: str) -> tuple[int, str] | None:
+    """``(pid, token)`` of a ``{kind}-{pid}-{hex}`` leftover name, None for other names."""
+    kind, _, token = rest.partition("-")
+    pid = token.split("-", 1)[0]
+    if kind not in _LEFTOVER_KINDS or not pid.isdigit():
+        return None
+    return int(pid), token
+
+
+def _dispose_leftover(entry: Path, ms_path: Path) -> None:
+    """Restore a set-aside MS whose replacement never arrived; remove any other leftover."""
+    kind = entry.name[len(_leftover_prefix(ms_path)) :].partition("-")[0]
+    if kind == "old" and not ms_path.exists() and entry.parent == ms_path.parent:
+        log.warning("restoring %s from an interrupted overwrite (%s)", ms_path, entry.name)
+        rename_no_replace(entry, ms_path)
         return
-    for entry in entries:
-        kind, _, rest = entry.name[len(prefix) :].partition("-")
-        pid = rest.split("-", 1)[0]
-        if kind not in ("staging", "partial", "old") or not pid.isdigit():
-            continue
-        if rest not in dead_tokens and _pid_alive(int(pid)):
-            continue
-        if kind == "old" and not ms_path.exists() and entry.parent == ms_path.parent:
-            log.warning("restoring %s from an interrupted overwrite (%s)", ms_path, entry.name)
-            rename_no_replace(entry, ms_path)
-            continue
-        log.warning("removing stale conversion leftover %s", entry)
-        shutil.rmtree(entry, ignore_errors=True)
+    log.warning("removing stale conversion leftover %s", entry)
+    shutil.rmtree(entry, ignore_errors=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -300,7 +304,6 @@ def convert_group(
     if tier == "tmpfs":
         tiers.append(("ssd", Path(scratch_dir)))  # the fallback when tmpfs fills up
     token = attempt_token or f"{os.getpid()}-{secrets.token_hex(4)}"
-    partial = ms_path.parent / f".{ms_path.name}.partial-{token}"
     staged = folder / f".{ms_path.name}.staging-{token}"
     try:
         t = time.perf_counter()
@@ -338,12 +341,11 @@ def convert_group(
                 )
                 timings["tmpfs_fallback"] = 1.0
         t = time.perf_counter()
-        _publish(staged, partial, ms_path, overwrite=overwrite, durable=durable)
+        publish_tree(staged, ms_path, replace=overwrite, durable=durable, token=token)
         timings["publish_s"] = time.perf_counter() - t
     finally:
-        for leftover in (staged, partial):
-            if leftover.exists():
-                shutil.rmtree(leftover, ignore_errors=True)
+        if staged.exists():
+            shutil.rmtree(staged, ignore_errors=True)
     timings["total_s"] = time.perf_counter() - t_start
 
     centre = ref.n_times // 2
@@ -366,7 +368,7 @@ def convert_group(
         pointing_dec_deg=float(np.degrees(fields.dec_rad[centre])),
         field_name=field_name(centre),
         missing_subbands=list(group.missing),
-        size_bytes=_tree_size(ms_path),
+        size_bytes=tree_bytes(ms_path),
         timings=timings,
     )
 
@@ -596,17 +598,6 @@ def _staging_failure(exc: BaseException) -> bool:
     return isinstance(exc, OSError) and exc.errno in _SPACE_ERRNOS
 
 
-def _allocated_bytes(root: Path) -> int:
-    total = 0
-    for folder, _dirs, names in os.walk(root):
-        for name in names:
-            try:
-                total += os.lstat(Path(folder) / name).st_blocks * 512
-            except FileNotFoundError:
-                continue
-    return total
-
-
 @dataclass(slots=True)
 class _SpaceGuard:
     """Refuses to go on writing when the staging folder cannot hold what is still to come.
@@ -621,7 +612,7 @@ class _SpaceGuard:
     estimate: int
 
     def check(self) -> None:
-        remaining = self.estimate - (_allocated_bytes(self.staged) if self.staged.exists() else 0)
+        remaining = self.estimate - tree_bytes(self.staged, allocated=True)
         free = _free_bytes(self.folder)
         if free < remaining:
             raise OSError(
@@ -909,37 +900,3 @@ def _write_metadata(
             "DSA110_CONVERTER": "dsa110_assets.conversion",
         }
     )
-
-
-def _publish(staged: Path, partial: Path, ms_path: Path, *, overwrite: bool, durable: bool) -> None:
-    """Move the finished MS from staging to ``ms_path`` without ever exposing a partial one.
-
-    The staged tree is renamed to a hidden name beside the destination, or copied there when
-    that rename fails with ``EXDEV`` (another filesystem, or another mount of the same one,
-    such as a bind mount); then fsynced and renamed into place without replacing.
-    """
-    dest_dir = ms_path.parent
-    copied = move_no_replace(staged, partial, durable=durable)
-    if durable:
-        if not copied:
-            fsync_tree(partial)
-        fsync_dir(dest_dir)
-    try:
-        rename_no_replace(partial, ms_path)
-    except FileExistsError:
-        if not overwrite:
-            raise FileExistsError(f"{ms_path} appeared during the conversion") from None
-        aside = dest_dir / f".{ms_path.name}.old-{os.getpid()}-{secrets.token_hex(4)}"
-        os.rename(ms_path, aside)
-        try:
-            rename_no_replace(partial, ms_path)
-        except BaseException:
-            os.rename(aside, ms_path)
-            raise
-        shutil.rmtree(aside, ignore_errors=True)
-    if durable:
-        fsync_dir(dest_dir)
-
-
-def _tree_size(root: Path) -> int:
-    return sum((Path(d) / n).stat().st_size for d, _s, names in os.walk(root) for n in names)

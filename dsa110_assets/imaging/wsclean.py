@@ -25,6 +25,7 @@ from casacore import tables as pt
 from dsa110_assets.errors import PipelineError
 from dsa110_assets.imaging.rephase import PHASED_KEYWORD
 from dsa110_assets.instrument import DISH_DIAMETER_M, SPEED_OF_LIGHT_M_S
+from dsa110_assets.safe_fs import sweep_dead
 
 AIRY_FWHM_FACTOR = 1.029  # FWHM of the Airy power pattern in units of lambda / D
 PRODUCT_KINDS = ("image", "residual", "model", "psf", "dirty")
@@ -252,16 +253,13 @@ def _tail(text: str, n: int = _TAIL_LINES) -> str:
 
 def _sweep_dead_runs(images_dir: Path, name: str) -> None:
     """Remove temporary folders of runs of ``name`` whose process is gone (killed runs)."""
-    for entry in images_dir.glob(f"{_TEMP_PREFIX}{name}-*"):
-        pid_text = entry.name.removeprefix(f"{_TEMP_PREFIX}{name}-").split("-")[0]
-        if not pid_text.isdigit():
-            continue
-        try:
-            os.kill(int(pid_text), 0)
-        except ProcessLookupError:
-            shutil.rmtree(entry, ignore_errors=True)
-        except PermissionError:
-            pass  # alive, someone else's
+    sweep_dead(images_dir, f"{_TEMP_PREFIX}{name}-", _run_owner)
+
+
+def _run_owner(rest: str) -> tuple[int, str] | None:
+    """``(pid, rest)`` of a ``{pid}-{hex}`` run folder name, None for other names."""
+    pid = rest.split("-")[0]
+    return (int(pid), rest) if pid.isdigit() else None
 
 
 def run_wsclean(

@@ -41,7 +41,6 @@ replaces both.
 from __future__ import annotations
 
 import math
-import os
 import resource
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -67,7 +66,7 @@ from dsa110_assets.mosaics.grid import (
     image_outline,
     read_footprint,
 )
-from dsa110_assets.safe_fs import atomic_output
+from dsa110_assets.safe_fs import atomic_output, sweep_dead
 
 METHODS = ("pbweighted",)
 REPROJECT_FUNCTIONS = ("interp", "adaptive")
@@ -278,20 +277,15 @@ def _reproject(planes: np.ndarray, wcs_in: WCS, wcs_out: WCS, shape: tuple[int, 
 
 def _sweep_stale_temps(folder: Path, name: str) -> None:
     """Remove temporaries of ``name`` left by killed runs (their process is gone)."""
-    for tmp in folder.glob(f".{name}.*.tmp"):
-        parts = tmp.name.removeprefix(f".{name}.").split(".")
-        if len(parts) != 3 or not parts[0].isdigit():
-            continue
-        pid = int(parts[0])
-        if pid == os.getpid():
-            continue
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            tmp.unlink(missing_ok=True)
-        except (PermissionError, OverflowError):
-            if pid > 2**22:  # above Linux's pid_max: cannot be alive
-                tmp.unlink(missing_ok=True)
+    sweep_dead(folder, f".{name}.", _temp_owner)
+
+
+def _temp_owner(rest: str) -> tuple[int, str] | None:
+    """``(pid, rest)`` of an :func:`atomic_output` ``{pid}.{hex}.tmp`` name, else None."""
+    parts = rest.split(".")
+    if len(parts) != 3 or parts[2] != "tmp" or not parts[0].isdigit():
+        return None
+    return int(parts[0]), rest
 
 
 def _write_atomic(path: Path, data: np.ndarray, header: fits.Header) -> None:
