@@ -691,7 +691,8 @@ def test_reader_fast_path_and_h5py_fallback_agree(files: dict[int, Path], tmp_pa
     """The raw chunk reader and HDF5 (used for layouts it cannot map, here gzip-compressed
     data) give the same arrays, channels ascending.
     """
-    from dsa110_assets.conversion.uvh5_reader import VisibilityReader, read_header
+    from dsa110_assets.conversion.uvh5_reader import read_header
+    from dsa110_assets.conversion.visibility_reader import VisibilityReader
 
     source = files[9]
     compressed = tmp_path / source.name
@@ -712,7 +713,7 @@ def test_reader_fast_path_and_h5py_fallback_agree(files: dict[int, Path], tmp_pa
 
 def test_flags_and_weights_follow_nsamples_and_bad_values() -> None:
     from dsa110_assets.conversion.convert import ms_block
-    from dsa110_assets.conversion.uvh5_reader import SubbandBuffers
+    from dsa110_assets.conversion.visibility_reader import SubbandBuffers
 
     rows, n_chan = 3, 4
     vis = SubbandBuffers(

@@ -99,13 +99,11 @@ from dsa110_assets.conversion.ms_writer import (
 )
 from dsa110_assets.conversion.uvh5_reader import (
     InvalidSubbandFile,
-    ReadPlan,
-    SubbandBuffers,
     SubbandHeader,
-    VisibilityReader,
     check_same_observation,
     read_header,
 )
+from dsa110_assets.conversion.visibility_reader import ReadPlan, SubbandBuffers, VisibilityReader
 from dsa110_assets.errors import PipelineError
 from dsa110_assets.instrument import N_SUBBANDS, SUBBAND_WIDTH_HZ, subband_frequencies
 from dsa110_assets.safe_fs import publish_tree, rename_no_replace, sweep_dead, tree_bytes

@@ -1,13 +1,12 @@
-"""Read and validate one DSA-110 correlator subband file (old UVH5 layout) with h5py.
+"""Open and validate one DSA-110 correlator subband file (old UVH5 layout) with h5py.
 
 The converter trusts nothing it has not checked: a file that cannot be opened, lacks a dataset,
 has shapes that disagree with its own header, is not time-major, or disagrees with the other
 subbands of its group raises :class:`InvalidSubbandFile` naming the file and the problem, before
-anything is written. Reading is split so a whole group can be validated cheaply first:
-:func:`read_header` (metadata and the small per-baseline-time arrays, validated),
-:meth:`VisibilityReader.plan` (where the big ``Data`` arrays' chunks lie in the file) and
-:meth:`VisibilityReader.read` (the three ``Data`` arrays, channels in ascending frequency, into
-reusable buffers; the part a converter runs in a thread while it writes).
+anything is written. Reading is split so a whole group can be validated cheaply first: this
+module's :func:`read_header` (metadata and the small per-baseline-time arrays, validated) and
+:func:`check_same_observation`; then :mod:`.visibility_reader` (where the big ``Data`` arrays'
+chunks lie, and reading them into reusable buffers while a converter writes).
 
 Every open goes through :func:`open_subband`: ``O_NOFOLLOW`` (a subband swapped for a symlink
 after ingest is refused, never followed, so root cannot be tricked into reading
@@ -28,6 +27,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import h5py
 import numpy as np
@@ -68,6 +68,7 @@ class FileIdentity:
 
     @classmethod
     def of(cls, st: os.stat_result) -> FileIdentity:
+        """Return the identity of the file ``st`` describes (from ``fstat`` of an open one)."""
         return cls(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
 
@@ -114,8 +115,8 @@ def open_subband(
         os.close(fd)
 
 
-def _fd_path(fd: int) -> str:
-    """A name for the open file ``fd`` itself (not for whatever its path names now)."""
+def fd_path(fd: int) -> str:
+    """Return a name for the open file ``fd`` itself (not for whatever its path names now)."""
     return f"/proc/self/fd/{fd}"
 
 
@@ -163,11 +164,12 @@ class SubbandHeader:
 
     @property
     def n_blts(self) -> int:
+        """Rows of baseline-time in the file (``Nblts``)."""
         return self.n_times * self.n_bls
 
     @property
     def ascending(self) -> bool:
-        """True when the file's channels run upward in frequency."""
+        """Whether the file's channels run upward in frequency."""
         return self.n_freqs == 1 or bool(self.freqs_hz[1] > self.freqs_hz[0])
 
 
@@ -235,8 +237,9 @@ class _HeaderReader:
 
 
 def read_header(path: Path, expected_size: int | None = None) -> SubbandHeader:
-    """Open ``path`` (see :func:`open_subband`) and validate its header and
-    per-baseline-time arrays.
+    """Open ``path`` and validate its header and per-baseline-time arrays.
+
+    The file is opened as :func:`open_subband` does, and checked to be the same file after.
 
     Raises
     ------
@@ -247,7 +250,7 @@ def read_header(path: Path, expected_size: int | None = None) -> SubbandHeader:
     path = Path(path)
     with open_subband(path, expected_size) as (fd, identity):
         try:
-            f = h5py.File(_fd_path(fd), "r")
+            f = h5py.File(fd_path(fd), "r")
         except (OSError, RuntimeError) as err:
             raise InvalidSubbandFile(
                 path, f"cannot be opened as HDF5 (truncated or not an HDF5 file): {err}"
@@ -259,17 +262,78 @@ def read_header(path: Path, expected_size: int | None = None) -> SubbandHeader:
 
 
 def _parse_header(h: _HeaderReader) -> SubbandHeader:
-    n_bls = h.integer("Header/Nbls", 1)
-    n_times = h.integer("Header/Ntimes", 1)
-    n_blts = h.integer("Header/Nblts", 1)
-    n_freqs = h.integer("Header/Nfreqs", 1)
-    n_pols = h.integer("Header/Npols", 1)
-    n_ant_tel = h.integer("Header/Nants_telescope", 1)
+    """Validate one file's header, part by part, into a :class:`SubbandHeader`."""
+    dims = _dimensions(h)
+    dec0 = _fringe_stop_dec(h)
+    rows = _rows(h, dims)
+    freqs, channel_width = _band(h, dims.n_freqs)
+    pols = _polarizations(h, dims.n_pols)
+    used = np.union1d(rows.ant_1, rows.ant_2)
+    antennas = _antennas(h, dims.n_ant_tel, used)
+    vis_shape = _data_shape(h, dims.n_blts, dims.n_freqs, dims.n_pols)
+    n_ants_data = (
+        h.integer("Header/Nants_data", 1) if "Header/Nants_data" in h.f else int(used.size)
+    )
+    return SubbandHeader(
+        path=h.path,
+        n_times=dims.n_times,
+        n_bls=dims.n_bls,
+        n_freqs=dims.n_freqs,
+        n_pols=dims.n_pols,
+        vis_shape=vis_shape,
+        **rows._asdict(),
+        freqs_hz=freqs,
+        channel_width_hz=channel_width,
+        polarizations=pols,
+        **antennas._asdict(),
+        latitude_deg=h.real("Header/latitude"),
+        longitude_deg=h.real("Header/longitude"),
+        altitude_m=h.real("Header/altitude"),
+        telescope_name=h.text("Header/telescope_name", default=""),
+        instrument=h.text("Header/instrument", default=""),
+        phase_center_dec_rad=dec0,
+        n_ants_data=n_ants_data,
+        history=h.text("Header/history", default=""),
+    )
+
+
+class _Dimensions(NamedTuple):
+    """The header's counts, each at least 1, with ``n_blts == n_bls * n_times``."""
+
+    n_bls: int
+    n_times: int
+    n_blts: int
+    n_freqs: int
+    n_pols: int
+    n_ant_tel: int
+
+
+def _dimensions(h: _HeaderReader) -> _Dimensions:
+    """Read the counts (``Nbls`` ...) and check they describe one window of whole integrations."""
+    dims = _Dimensions(
+        n_bls=h.integer("Header/Nbls", 1),
+        n_times=h.integer("Header/Ntimes", 1),
+        n_blts=h.integer("Header/Nblts", 1),
+        n_freqs=h.integer("Header/Nfreqs", 1),
+        n_pols=h.integer("Header/Npols", 1),
+        n_ant_tel=h.integer("Header/Nants_telescope", 1),
+    )
     if "Header/Nspws" in h.f and h.integer("Header/Nspws", 1) != 1:
         raise h.fail("Nspws must be 1 (one spectral window per subband file)")
-    if n_blts != n_bls * n_times:
-        raise h.fail(f"Nblts = {n_blts} but Nbls x Ntimes = {n_bls} x {n_times}")
+    if dims.n_blts != dims.n_bls * dims.n_times:
+        raise h.fail(f"Nblts = {dims.n_blts} but Nbls x Ntimes = {dims.n_bls} x {dims.n_times}")
+    return dims
 
+
+def _fringe_stop_dec(h: _HeaderReader) -> float:
+    """Return the fringe-stop declination (rad) of a meridian drift-scan file.
+
+    Raises
+    ------
+    InvalidSubbandFile
+        The file is not phased the way the converter assumes: drift scan, fringe-stopped
+        at hour angle 0 in HADEC.
+    """
     phase_type = h.text("Header/phase_type", default="drift").lower()
     if phase_type != "drift":
         raise h.fail(f"phase_type is {phase_type!r}; only meridian drift-scan files are supported")
@@ -284,7 +348,22 @@ def _parse_header(h: _HeaderReader) -> SubbandHeader:
     epoch = h.text(f"{extra}/phase_center_epoch", default="HADEC").upper()
     if epoch != "HADEC":
         raise h.fail(f"phase_center_epoch is {epoch!r}, expected 'HADEC'")
+    return dec0
 
+
+class _Rows(NamedTuple):
+    """Per-integration times and the first integration's baselines (``SubbandHeader`` fields)."""
+
+    times_jd: np.ndarray
+    integration_s: np.ndarray
+    ant_1: np.ndarray
+    ant_2: np.ndarray
+    uvw_m: np.ndarray
+
+
+def _rows(h: _HeaderReader, dims: _Dimensions) -> _Rows:
+    """Read the baseline-time arrays and check the file is time-major with fixed baselines."""
+    n_blts, n_times, n_bls = dims.n_blts, dims.n_times, dims.n_bls
     times = h.array("Header/time_array", (n_blts,)).astype(np.float64)
     ant_1 = h.array("Header/ant_1_array", (n_blts,)).astype(np.int64)
     ant_2 = h.array("Header/ant_2_array", (n_blts,)).astype(np.int64)
@@ -308,7 +387,11 @@ def _parse_header(h: _HeaderReader) -> SubbandHeader:
         raise h.fail("integration_time has non-positive or non-finite values")
     if not np.all(np.isfinite(uvw)):
         raise h.fail("uvw_array has non-finite values")
+    return _Rows(times_jd, integration_s, a1[0].copy(), a2[0].copy(), uvw[:n_bls].copy())
 
+
+def _band(h: _HeaderReader, n_freqs: int) -> tuple[np.ndarray, float]:
+    """Return the channel frequencies (file order) and the one channel width, checked."""
     freqs = h.array("Header/freq_array").astype(np.float64).reshape(-1)
     if freqs.shape != (n_freqs,):
         raise h.fail(f"freq_array holds {freqs.size} channels, Nfreqs = {n_freqs}")
@@ -326,66 +409,55 @@ def _parse_header(h: _HeaderReader) -> SubbandHeader:
             raise h.fail("freq_array is not monotonic")
         if np.abs(np.abs(steps) - channel_width).max() > 1e-6 * channel_width:
             raise h.fail("channel spacing differs from channel_width")
+    return freqs, channel_width
 
+
+def _polarizations(h: _HeaderReader, n_pols: int) -> tuple[int, ...]:
+    """Return the AIPS polarization codes, each one the converter can carry, none twice."""
     pols = tuple(int(p) for p in h.array("Header/polarization_array", (n_pols,)).reshape(-1))
     unknown = [p for p in pols if p not in KNOWN_POLARIZATIONS] + (
         ["duplicate"] if len(set(pols)) != len(pols) else []
     )
     if unknown:
         raise h.fail(f"polarization_array {list(pols)} has unsupported entries {unknown}")
+    return pols
 
+
+class _Antennas(NamedTuple):
+    """The telescope's antennas (``SubbandHeader`` fields)."""
+
+    antenna_numbers: np.ndarray
+    antenna_names: tuple[str, ...]
+    antenna_offsets_m: np.ndarray
+    antenna_diameters_m: np.ndarray
+
+
+def _antennas(h: _HeaderReader, n_ant_tel: int, used: np.ndarray) -> _Antennas:
+    """Read the antenna table and check that it has every antenna of the baselines ``used``."""
     numbers = h.array("Header/antenna_numbers", (n_ant_tel,)).astype(np.int64)
     names = tuple(_text(n) for n in h.array("Header/antenna_names", (n_ant_tel,)))
     offsets = h.array("Header/antenna_positions", (n_ant_tel, 3)).astype(np.float64)
-    if "Header/antenna_diameters" in h.f:
-        diameters = h.array("Header/antenna_diameters").astype(np.float64).reshape(-1)
-        if diameters.size == 1:
-            diameters = np.full(n_ant_tel, diameters[0])
-        if diameters.shape != (n_ant_tel,):
-            raise h.fail(f"antenna_diameters has {diameters.size} entries, expected {n_ant_tel}")
-    else:
-        diameters = np.zeros(n_ant_tel)
+    diameters = _diameters(h, n_ant_tel)
     if len(set(numbers.tolist())) != n_ant_tel or numbers.min() < 0:
         raise h.fail("antenna_numbers are not unique non-negative integers")
     if not np.all(np.isfinite(offsets)):
         raise h.fail("antenna_positions has non-finite values")
-    used = np.union1d(a1[0], a2[0])
     missing = np.setdiff1d(used, numbers)
     if missing.size:
         raise h.fail(f"baselines use antennas {missing.tolist()} not in antenna_numbers")
+    return _Antennas(numbers, names, offsets, diameters)
 
-    vis_shape = _data_shape(h, n_blts, n_freqs, n_pols)
-    n_ants_data = (
-        h.integer("Header/Nants_data", 1) if "Header/Nants_data" in h.f else int(used.size)
-    )
-    return SubbandHeader(
-        path=h.path,
-        n_times=n_times,
-        n_bls=n_bls,
-        n_freqs=n_freqs,
-        n_pols=n_pols,
-        vis_shape=vis_shape,
-        times_jd=times_jd,
-        integration_s=integration_s,
-        ant_1=a1[0].copy(),
-        ant_2=a2[0].copy(),
-        uvw_m=uvw[:n_bls].copy(),
-        freqs_hz=freqs,
-        channel_width_hz=channel_width,
-        polarizations=pols,
-        antenna_numbers=numbers,
-        antenna_names=names,
-        antenna_offsets_m=offsets,
-        antenna_diameters_m=diameters,
-        latitude_deg=h.real("Header/latitude"),
-        longitude_deg=h.real("Header/longitude"),
-        altitude_m=h.real("Header/altitude"),
-        telescope_name=h.text("Header/telescope_name", default=""),
-        instrument=h.text("Header/instrument", default=""),
-        phase_center_dec_rad=dec0,
-        n_ants_data=n_ants_data,
-        history=h.text("Header/history", default=""),
-    )
+
+def _diameters(h: _HeaderReader, n_ant_tel: int) -> np.ndarray:
+    """Return the dish diameters: one per antenna, one for all, or zeros when absent."""
+    if "Header/antenna_diameters" not in h.f:
+        return np.zeros(n_ant_tel)
+    diameters = h.array("Header/antenna_diameters").astype(np.float64).reshape(-1)
+    if diameters.size == 1:
+        diameters = np.full(n_ant_tel, diameters[0])
+    if diameters.shape != (n_ant_tel,):
+        raise h.fail(f"antenna_diameters has {diameters.size} entries, expected {n_ant_tel}")
+    return diameters
 
 
 def _data_shape(h: _HeaderReader, n_blts: int, n_freqs: int, n_pols: int) -> tuple[int, ...]:
@@ -457,264 +529,3 @@ def check_same_observation(reference: SubbandHeader, other: SubbandHeader) -> No
         raise differs(
             "phase_center_dec", reference.phase_center_dec_rad, other.phase_center_dec_rad
         )
-
-
-@dataclass(frozen=True, slots=True)
-class SubbandBuffers:
-    """Reusable arrays for one subband's ``Data``, shaped (Nblts, Nfreqs, Npols).
-
-    Reading every subband of a group into the same buffers avoids allocating (and, on a
-    virtual machine, first-touching) ~140 MB of fresh memory per full-size subband.
-    """
-
-    visdata: np.ndarray
-    flags: np.ndarray
-    nsamples: np.ndarray
-
-    @classmethod
-    def for_header(cls, header: SubbandHeader) -> SubbandBuffers:
-        shape = (header.n_blts, header.n_freqs, header.n_pols)
-        return cls(
-            np.empty(shape, np.complex64), np.empty(shape, np.bool_), np.empty(shape, np.float32)
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class _ChunkMap:
-    """Where one dataset's chunks lie in the file, as a scatter list for one ``preadv``.
-
-    ``segments`` rows are (file offset from ``start``, offset in the chunk-grid-ordered
-    buffer, length), sorted by file offset; each is a run of chunks contiguous both in the file
-    and in grid order. The bytes between segments (B-tree nodes, other objects) are read into
-    a scratch buffer of ``max_gap`` bytes and dropped.
-    """
-
-    start: int  # first byte of the region holding every chunk
-    span: int  # bytes in that region
-    segments: np.ndarray  # (n_runs, 3) int64
-    max_gap: int
-    grid: tuple[int, ...]
-    chunks: tuple[int, ...]
-    shape: tuple[int, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class ReadPlan:
-    """How to read one file's ``Data`` arrays: a chunk map per dataset (None = via h5py).
-
-    Made from the file's metadata by :meth:`VisibilityReader.plan`; the file's identity
-    (device, inode, size, modification time) is recorded so a file changed or replaced since
-    then is refused, not misread.
-    """
-
-    path: Path
-    identity: FileIdentity
-    maps: dict[str, _ChunkMap | None]
-
-
-_DATA_DTYPES = {"visdata": np.complex64, "flags": np.bool_, "nsamples": np.float32}
-_IOV_MAX = min(1024, os.sysconf("SC_IOV_MAX")) if hasattr(os, "sysconf") else 1024
-
-
-class VisibilityReader:
-    """Reads the ``Data`` arrays of validated files, channels in ascending frequency.
-
-    For the usual layout (chunked, unfiltered, native byte order, every chunk allocated and
-    the channel and polarization axes a whole number of chunks) a dataset is read with one
-    ``readinto`` of the bytes its chunks span, the chunks are gathered in grid order, and a
-    single strided copy both undoes the chunking and reverses the channels. HDF5 itself
-    gathers the correlator's ~12 kB chunks one by one, several times slower. Anything else
-    goes through h5py.
-
-    :meth:`plan` (metadata, Python-heavy) and :meth:`read` (bytes and numpy, which release
-    the GIL) are separate so a converter can plan every file up front and read in a thread
-    that overlaps with MS writing. Scratch buffers are kept between files: use one reader per
-    thread.
-    """
-
-    def __init__(self) -> None:
-        self._gathered = np.empty(0, np.uint8)
-        self._gap = np.empty(0, np.uint8)
-
-    @staticmethod
-    def plan(header: SubbandHeader) -> ReadPlan:
-        """Map the chunks of the three ``Data`` datasets of ``header.path``.
-
-        Raises
-        ------
-        InvalidSubbandFile
-            The datasets cannot be inspected, or their chunks lie beyond the end of the file.
-        """
-        path = header.path
-        with open_subband(path) as (fd, identity):
-            if header.identity is not None and identity != header.identity:
-                raise InvalidSubbandFile(path, "changed or was replaced since it was validated")
-            try:
-                with h5py.File(_fd_path(fd), "r") as f:
-                    maps = {
-                        name: _chunk_map(f[f"Data/{name}"], np.dtype(t))
-                        for name, t in _DATA_DTYPES.items()
-                    }
-            except (OSError, RuntimeError, KeyError, ValueError, TypeError) as err:
-                raise InvalidSubbandFile(path, f"cannot map the visibility chunks: {err}") from None
-        for name, chunk_map in maps.items():
-            if chunk_map is not None and chunk_map.start + chunk_map.span > identity.size:
-                raise InvalidSubbandFile(
-                    path,
-                    f"truncated: Data/{name} extends to byte {chunk_map.start + chunk_map.span} "
-                    f"but the file has {identity.size} bytes",
-                )
-        return ReadPlan(path, identity, maps)
-
-    def read(
-        self,
-        header: SubbandHeader,
-        out: SubbandBuffers | None = None,
-        plan: ReadPlan | None = None,
-    ) -> SubbandBuffers:
-        """Fill ``out`` (or new buffers) from ``header.path``; see the class docstring.
-
-        Raises
-        ------
-        InvalidSubbandFile
-            The file changed since it was planned, or its data cannot be read (truncated,
-            corrupt chunks).
-        """
-        path = header.path
-        plan = self.plan(header) if plan is None else plan
-        out = SubbandBuffers.for_header(header) if out is None else out
-        flip = not header.ascending
-        try:
-            with open_subband(path) as (fd, identity):
-                if identity != plan.identity:
-                    raise InvalidSubbandFile(
-                        path, "changed or was replaced while the group was being converted"
-                    )
-                for name, chunk_map in plan.maps.items():
-                    target = getattr(out, name)
-                    if chunk_map is None:
-                        with h5py.File(_fd_path(fd), "r") as f:
-                            _read_h5py(f[f"Data/{name}"], target, flip)
-                    else:
-                        self._read_mapped(path, fd, chunk_map, target, flip)
-        except InvalidSubbandFile:
-            raise
-        except (OSError, RuntimeError, KeyError, ValueError, TypeError) as err:
-            raise InvalidSubbandFile(path, f"cannot read the visibilities: {err}") from None
-        return out
-
-    def _buffer(self, name: str, nbytes: int) -> np.ndarray:
-        buf = getattr(self, name)
-        if buf.size < nbytes:
-            buf = np.empty(nbytes, np.uint8)
-            setattr(self, name, buf)
-        return buf[:nbytes]
-
-    def _read_mapped(
-        self, path: Path, fd: int, cmap: _ChunkMap, out: np.ndarray, flip: bool
-    ) -> None:
-        """One scatter read puts every chunk in grid order; one strided copy finishes.
-
-        Few, large calls on purpose: each numpy or I/O call releases the GIL and must win it
-        back from the casacore writer in the main thread, so the reader thread makes as few of
-        them as possible.
-        """
-        chunk_bytes = int(np.prod(cmap.chunks)) * out.dtype.itemsize
-        gathered = self._buffer("_gathered", int(np.prod(cmap.grid)) * chunk_bytes)
-        target, scratch = memoryview(gathered), memoryview(self._buffer("_gap", cmap.max_gap))
-        views, position = [], 0
-        for file_offset, offset, length in cmap.segments.tolist():
-            if file_offset > position:
-                views.append(scratch[: file_offset - position])
-            views.append(target[offset : offset + length])
-            position = file_offset + length
-        offset = cmap.start
-        for first in range(0, len(views), _IOV_MAX):
-            batch = views[first : first + _IOV_MAX]
-            wanted = sum(v.nbytes for v in batch)
-            got = os.preadv(fd, batch, offset)
-            if got != wanted:
-                raise InvalidSubbandFile(path, f"truncated: short read at byte {offset + got}")
-            offset += wanted
-        blocks = gathered.view(out.dtype).reshape(cmap.grid + cmap.chunks)
-        _assemble(blocks, cmap.shape, cmap.chunks, out.reshape(cmap.shape), flip)
-
-
-def _chunk_map(dset: h5py.Dataset, dtype: np.dtype) -> _ChunkMap | None:
-    """The chunk map of ``dset`` if it can be read raw as ``dtype``, else None."""
-    if dset.dtype != dtype or not dset.dtype.isnative or dset.chunks is None:
-        return None
-    plist = dset.id.get_create_plist()
-    if plist.get_nfilters() != 0 or plist.get_layout() != h5py.h5d.CHUNKED:
-        return None
-    shape, chunks = tuple(dset.shape), tuple(dset.chunks)
-    if any(s % c for s, c in zip(shape[1:], chunks[1:], strict=True)):
-        return None  # only the row axis may end in a partial chunk
-    grid = tuple(-(-s // c) for s, c in zip(shape, chunks, strict=True))
-    chunk_bytes = int(np.prod(chunks)) * dtype.itemsize
-    infos: list[tuple[tuple[int, ...], int, int]] = []
-    dset.id.chunk_iter(lambda si: infos.append((si.chunk_offset, si.byte_offset, si.size)))
-    if len(infos) != int(np.prod(grid)) or any(i[2] != chunk_bytes for i in infos):
-        return None  # unallocated chunks read as the fill value: let HDF5 do that
-    coords = np.array([i[0] for i in infos], dtype=np.int64) // np.array(chunks)
-    offsets = np.array([i[1] for i in infos], dtype=np.int64)
-    start = int(offsets.min())
-    span = int(offsets.max()) - start + chunk_bytes
-    if span > 2 * len(infos) * chunk_bytes:
-        return None  # chunks scattered over a much larger region
-    dest = np.ravel_multi_index(tuple(coords.T), grid).astype(np.int64) * chunk_bytes
-    order = np.argsort(offsets, kind="stable")
-    file_offsets, dest = offsets[order] - start, dest[order]
-    # A new segment starts where the file or the grid order stops being contiguous.
-    breaks = (np.diff(file_offsets) != chunk_bytes) | (np.diff(dest) != chunk_bytes)
-    first = np.concatenate([[0], np.flatnonzero(breaks) + 1])
-    last = np.concatenate([first[1:], [len(order)]])
-    segments = np.stack(
-        [file_offsets[first], dest[first], (last - first) * chunk_bytes], axis=1
-    ).astype(np.int64)
-    gaps = segments[1:, 0] - (segments[:-1, 0] + segments[:-1, 2])
-    if np.any(gaps < 0):
-        return None  # overlapping chunks: not a layout to trust
-    max_gap = int(gaps.max()) if gaps.size else 0
-    return _ChunkMap(start, span, segments, max_gap, grid, chunks, shape)
-
-
-def _assemble(
-    blocks: np.ndarray, shape: tuple[int, ...], chunks: tuple[int, ...], out: np.ndarray, flip: bool
-) -> None:
-    """Copy chunk-grid ``blocks`` (grid..., chunk...) into ``out`` (``shape``) in one pass,
-    reversing the channel axis (second to last) if ``flip``.
-    """
-    nd = len(shape)
-    grid = blocks.shape[:nd]
-    if flip:
-        blocks = blocks[(slice(None),) * (nd - 2) + (slice(None, None, -1),)]
-        blocks = blocks[(slice(None),) * (2 * nd - 2) + (slice(None, None, -1),)]
-    src = blocks.transpose([a for k in range(nd) for a in (k, nd + k)])  # g0, c0, g1, c1, ...
-    inner = [n for k in range(1, nd) for n in (grid[k], chunks[k])]
-    full = shape[0] // chunks[0]
-    if full:
-        np.copyto(out[: full * chunks[0]].reshape([full, chunks[0], *inner]), src[:full])
-    rest = shape[0] - full * chunks[0]
-    if rest:
-        np.copyto(out[full * chunks[0] :].reshape([rest, *inner]), src[full, :rest])
-
-
-def _read_h5py(dset: h5py.Dataset, out: np.ndarray, flip: bool) -> None:
-    """Fallback: HDF5 reads (and converts) the dataset; channels reversed after if needed."""
-    target = out.reshape(dset.shape)
-    if not flip:
-        dset.read_direct(target)
-        return
-    data = np.empty(dset.shape, dtype=out.dtype)
-    dset.read_direct(data)
-    np.copyto(target, data[..., ::-1, :])
-
-
-def read_visibilities(header: SubbandHeader, out: SubbandBuffers | None = None) -> SubbandBuffers:
-    """Read ``visdata``, ``flags`` and ``nsamples`` of a file validated by :func:`read_header`
-    as (Nblts, Nfreqs, Npols) arrays with channels in ascending frequency.
-
-    Convenience wrapper around :class:`VisibilityReader` for one file.
-    """
-    return VisibilityReader().read(header, out)
