@@ -88,6 +88,7 @@ class MainLayout:
 
     @property
     def n_rows(self) -> int:
+        """Rows of the main table: every window repeats the same baseline-times."""
         return self.n_spw * self.rows_per_spw
 
 
@@ -427,7 +428,7 @@ class MeasurementSetWriter:
             t.putcol("FLAG_ROW", np.zeros(n_spw, dtype=bool))
 
     def write_polarization(self, pol: Polarization) -> None:
-        """The single POLARIZATION row every data description points at."""
+        """Write the single POLARIZATION row every data description points at."""
         with self._subtable("POLARIZATION") as t:
             t.addrows(1)
             t.putcol("NUM_CORR", np.array([len(pol.corr_type)], dtype=np.int32))
@@ -469,7 +470,7 @@ class MeasurementSetWriter:
         observer: str,
         project: str,
     ) -> None:
-        """The single OBSERVATION row."""
+        """Write the single OBSERVATION row."""
         with self._subtable("OBSERVATION") as t:
             t.addrows(1)
             t.putcol("TELESCOPE_NAME", [telescope_name])
@@ -483,7 +484,7 @@ class MeasurementSetWriter:
             t.putcol("FLAG_ROW", np.zeros(1, dtype=bool))
 
     def write_processor(self, sub_type: str) -> None:
-        """The single PROCESSOR row (the correlator)."""
+        """Write the single PROCESSOR row (the correlator)."""
         with self._subtable("PROCESSOR") as t:
             t.addrows(1)
             t.putcol("TYPE", ["CORRELATOR"])
