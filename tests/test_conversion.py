@@ -712,7 +712,7 @@ def test_reader_fast_path_and_h5py_fallback_agree(files: dict[int, Path], tmp_pa
 
 
 def test_flags_and_weights_follow_nsamples_and_bad_values() -> None:
-    from dsa110_assets.conversion.convert import ms_block
+    from dsa110_assets.conversion.blocks import ms_block
     from dsa110_assets.conversion.visibility_reader import SubbandBuffers
 
     rows, n_chan = 3, 4

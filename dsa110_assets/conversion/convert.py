@@ -28,16 +28,17 @@ in the written UVW, the convention CASA and WSClean image (and that
 images of an off-centre sky in all four quadrants; ``tests/test_casa.py`` against CASA.
 Channels are written in ascending frequency, and the windows too (window 0 = sb15).
 
-Weights follow CASA's Nyquist convention (``initweights(wtmode='nyq')``): per correlation,
-``WEIGHT = 2 dnu dt <nsamples>`` (mean over the unflagged channels; 0 when all are flagged) and
-``SIGMA = 1 / sqrt(WEIGHT)`` (the nominal value when flagged). Samples with ``nsamples <= 0`` or
-non-finite visibilities are flagged (and zeroed), since they hold no measurement.
+Weights follow CASA's Nyquist convention (``initweights(wtmode='nyq')``, :mod:`.blocks`):
+``WEIGHT = 2 dnu dt <nsamples>`` per correlation and ``SIGMA = 1 / sqrt(WEIGHT)``. Samples with
+``nsamples <= 0`` or non-finite visibilities are flagged (and zeroed), since they hold no
+measurement.
 
-Staging, per the converter readme: the MS is written under a unique hidden name in the tmpfs
-folder when its estimated size is below 80% of the free space there, else in the SSD scratch
-folder; publishing renames it next to the destination (same mount) or copies it there in the
-kernel (another filesystem, or another mount of the same one, where rename fails with
-``EXDEV``; holes stay holes), fsyncs it (``durable``), and renames it into place. A partial MS
+Staging, per the converter readme (:mod:`.staging`): the MS is written under a unique hidden
+name in the tmpfs folder when its estimated size is below 80% of the free space there, else in
+the SSD scratch folder; publishing (:func:`dsa110_assets.safe_fs.publish_tree`) renames it
+next to the destination (same mount) or copies it there in the kernel (another filesystem, or
+another mount of the same one, where rename fails with ``EXDEV``; holes stay holes), fsyncs it
+(``durable``), and renames it into place. A partial MS
 never appears at the destination; staging leftovers are removed whether the conversion succeeds
 or fails, and those of a killed conversion (every staging folder, not only the tier chosen this
 time) are swept by the next one. Because this writer streams sequentially, staging on the
@@ -47,42 +48,33 @@ a full copy afterwards (``bench/convert.py`` measures both); pass ``tmpfs_dir=No
 A full staging tier fails cleanly and falls back. casacore turns a write error (``ENOSPC``)
 inside its C++ code into ``std::terminate``, i.e. ``abort()`` of the whole process, which no
 Python handler can catch. So the MS is written in a forked child process (``isolate``, the
-default): the parent validates the group and computes the geometry, the child inherits them,
-reads the subbands and writes the staged MS, and reports back through a pipe; the parent never
-runs casacore's writer and survives whatever the child does. Fork, not spawn: the child needs
-the validated group in memory (no pickling, no re-import of casacore and astropy), it runs only
-this module's code and leaves through ``os._exit``, and it dies with its parent
-(``PR_SET_PDEATHSIG``), so a killed worker leaves no writer behind. Within the child, free space
-is checked before each window against what the size estimate says is still to come (an upper
-bound), turning the usual case of a filling disk into a clean ``OSError(ENOSPC)`` before
-casacore meets it. A write on tmpfs that fails for lack of space (or whose writer died) is
-cleaned up and redone once on the SSD scratch folder; on the SSD it fails the attempt, cleanly.
+default; :mod:`.isolation`): the parent validates the group and computes the geometry, the
+child inherits them, reads the subbands and writes the staged MS, and reports back through a
+pipe; the parent never runs casacore's writer and survives whatever the child does. Within the
+child, free space is checked before each window against what the size estimate says is still
+to come (an upper bound), turning the usual case of a filling disk into a clean
+``OSError(ENOSPC)`` before casacore meets it. A write on tmpfs that fails for lack of space (or
+whose writer died) is cleaned up and redone once on the SSD scratch folder; on the SSD it fails
+the attempt, cleanly.
 """
 
 from __future__ import annotations
 
-import ctypes
-import errno
-import faulthandler
 import logging
 import os
-import pickle
 import secrets
 import shutil
-import signal
-import sys
-import time
-import traceback
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 import astropy.units as u
 import numpy as np
 from astropy.coordinates import EarthLocation
 
+from dsa110_assets.conversion.blocks import MSBlock, flagged_block, ms_block
+from dsa110_assets.conversion.isolation import WriterDied, run_isolated
 from dsa110_assets.conversion.meridian import (
     MeridianFields,
     drift_basis,
@@ -97,6 +89,13 @@ from dsa110_assets.conversion.ms_writer import (
     estimate_ms_bytes,
     polarization_from_aips,
 )
+from dsa110_assets.conversion.staging import (
+    SpaceGuard,
+    Tier,
+    check_space,
+    plan_staging,
+    staging_failure,
+)
 from dsa110_assets.conversion.uvh5_reader import (
     InvalidSubbandFile,
     SubbandHeader,
@@ -104,14 +103,14 @@ from dsa110_assets.conversion.uvh5_reader import (
     read_header,
 )
 from dsa110_assets.conversion.visibility_reader import ReadPlan, SubbandBuffers, VisibilityReader
-from dsa110_assets.errors import PipelineError
 from dsa110_assets.instrument import N_SUBBANDS, SUBBAND_WIDTH_HZ, subband_frequencies
 from dsa110_assets.safe_fs import publish_tree, rename_no_replace, sweep_dead, tree_bytes
+from dsa110_assets.timing import Stopwatch, Timings
+
+__all__ = ["ConversionResult", "WriterDied", "convert_group", "plan_staging"]
 
 log = logging.getLogger(__name__)
 
-Tier = Literal["tmpfs", "ssd"]
-TMPFS_FILL_FRACTION = 0.8  # stage in tmpfs only below this fraction of its free space
 TELESCOPE_NAME = "OVRO_MMA"  # known to casacore/CASA measures (DSA_110 is not)
 _MJD_JD_OFFSET = 2400000.5
 _SECONDS_PER_DAY = 86400.0
@@ -139,46 +138,6 @@ class ConversionResult:
     missing_subbands: list[int]
     size_bytes: int  # apparent size of the MS (holes count as their length)
     timings: dict[str, float] = field(default_factory=dict)
-
-
-def plan_staging(
-    estimated_bytes: int,
-    tmpfs_dir: Path | None,
-    scratch_dir: Path,
-    *,
-    tmpfs_free_bytes: int | None = None,
-) -> tuple[Tier, Path]:
-    """Where to write an MS of ``estimated_bytes``: ``("tmpfs", tmpfs_dir)`` or
-    ``("ssd", scratch_dir)``.
-
-    tmpfs is RAM: it is used only when the estimate is below 80% of its free space, so a
-    conversion can never exhaust it. Pure given ``tmpfs_free_bytes``; when that is None the
-    free space of ``tmpfs_dir`` is read from the filesystem (0 if it does not exist).
-    """
-    if estimated_bytes < 0:
-        raise ValueError(f"estimated_bytes must be >= 0, got {estimated_bytes}")
-    if tmpfs_dir is not None:
-        free = _free_bytes(tmpfs_dir) if tmpfs_free_bytes is None else tmpfs_free_bytes
-        if estimated_bytes < TMPFS_FILL_FRACTION * free:
-            return "tmpfs", Path(tmpfs_dir)
-    return "ssd", Path(scratch_dir)
-
-
-def _free_bytes(folder: Path) -> int:
-    try:
-        return shutil.disk_usage(folder).free
-    except OSError:
-        return 0
-
-
-def _check_space(folder: Path, needed: int, role: str) -> None:
-    free = _free_bytes(folder)
-    if free < needed:
-        raise OSError(
-            errno.ENOSPC,
-            f"{role} folder {folder} has {free} bytes free, the Measurement Set needs about "
-            f"{needed}",
-        )
 
 
 def _sweep_stale(folder: Path, ms_path: Path, dead_tokens: Collection[str] = ()) -> None:
@@ -275,77 +234,171 @@ def convert_group(
     WriterDied
         The MS writer process died (a signal, or ``abort()`` in casacore) on the SSD tier.
     """
-    t_start = time.perf_counter()
-    timings: dict[str, float] = {}
+    watch = Stopwatch()
+    timings = Timings()
     ms_path = Path(ms_path)
+    _clear_destination(ms_path, (ms_path.parent, scratch_dir, tmpfs_dir), dead_tokens, overwrite)
+    with timings.measure("validate_s"):
+        group = _validate_group(files, expected_subbands, registered_sizes)
+    layout, estimate = _layout_and_estimate(group)
+    tiers = _staging_tiers(estimate, tmpfs_dir, scratch_dir, tmpfs_free_bytes)
+    with timings.measure("phase_s"):
+        prepared = _prepare(group, layout, estimate)
+    token = attempt_token or f"{os.getpid()}-{secrets.token_hex(4)}"
+    tier, staged = _stage(prepared, tiers, ms_path, token, timings, isolate=isolate)
+    try:
+        with timings.measure("publish_s"):
+            publish_tree(staged, ms_path, replace=overwrite, durable=durable, token=token)
+    finally:
+        if staged.exists():
+            shutil.rmtree(staged, ignore_errors=True)
+    timings["total_s"] = watch.elapsed_s
+    return _result(ms_path, tier, prepared, timings)
+
+
+@dataclass(frozen=True, slots=True)
+class _Prepared:
+    """The validated group and everything computed from it before any write.
+
+    Made in the parent process and inherited by the forked writer (no pickling).
+    """
+
+    group: _Group
+    layout: MainLayout
+    estimate: int  # bytes: an upper bound of the finished MS
+    location: EarthLocation
+    fields: MeridianFields
+    geometry: RowGeometry
+    uvw_check_m: float  # file uvw_array vs antenna positions
+
+
+def _clear_destination(
+    ms_path: Path,
+    folders: tuple[Path | None, ...],
+    dead_tokens: Collection[str],
+    overwrite: bool,
+) -> None:
+    """Sweep dead attempts' leftovers from every folder; refuse an existing MS unless replaced.
+
+    Every tier is swept: a dead attempt may have staged on any of them.
+
+    Raises
+    ------
+    FileExistsError
+        ``ms_path`` exists (possibly restored from an interrupted overwrite) and
+        ``overwrite`` is False.
+    """
     ms_path.parent.mkdir(parents=True, exist_ok=True)
     dead = frozenset(dead_tokens)
-    for candidate in (ms_path.parent, scratch_dir, tmpfs_dir):
-        if candidate is not None:  # every tier: a dead attempt may have staged on any of them
-            _sweep_stale(Path(candidate), ms_path, dead)
+    for folder in folders:
+        if folder is not None:
+            _sweep_stale(Path(folder), ms_path, dead)
     if ms_path.exists() and not overwrite:
         raise FileExistsError(f"{ms_path} already exists (pass overwrite=True to replace it)")
 
-    t = time.perf_counter()
-    group = _validate_group(files, expected_subbands, registered_sizes)
+
+def _layout_and_estimate(group: _Group) -> tuple[MainLayout, int]:
+    """Return the main table's layout and the bytes the finished MS takes at most."""
     ref = group.reference
-    timings["validate_s"] = time.perf_counter() - t
     layout = MainLayout(
         n_spw=len(group.spw_subbands),
         rows_per_spw=ref.n_blts,
         n_chan=ref.n_freqs,
         n_corr=ref.n_pols,
     )
-    estimate = estimate_ms_bytes(layout, len(ref.antenna_numbers), ref.n_times)
+    return layout, estimate_ms_bytes(layout, len(ref.antenna_numbers), ref.n_times)
+
+
+def _staging_tiers(
+    estimate: int, tmpfs_dir: Path | None, scratch_dir: Path, tmpfs_free_bytes: int | None
+) -> list[tuple[Tier, Path]]:
+    """Return the tiers to try in order: the planned one, then the SSD if that was tmpfs."""
     tier, folder = plan_staging(estimate, tmpfs_dir, scratch_dir, tmpfs_free_bytes=tmpfs_free_bytes)
     tiers: list[tuple[Tier, Path]] = [(tier, folder)]
     if tier == "tmpfs":
         tiers.append(("ssd", Path(scratch_dir)))  # the fallback when tmpfs fills up
-    token = attempt_token or f"{os.getpid()}-{secrets.token_hex(4)}"
-    staged = folder / f".{ms_path.name}.staging-{token}"
-    try:
-        t = time.perf_counter()
-        location = EarthLocation.from_geodetic(
-            lon=ref.longitude_deg * u.deg,
-            lat=ref.latitude_deg * u.deg,
-            height=ref.altitude_m * u.m,
-        )
-        fields = meridian_fields(ref.times_jd, location, ref.phase_center_dec_rad)
-        geometry, uvw_check_m = _row_geometry(ref, fields)
-        timings["phase_s"] = time.perf_counter() - t
-        for attempt, (tier, folder) in enumerate(tiers):
-            folder.mkdir(parents=True, exist_ok=True)
-            staged = folder / f".{ms_path.name}.staging-{token}"
-            try:
-                _check_space(folder, estimate, "staging")
-                if os.stat(folder).st_dev != os.stat(ms_path.parent).st_dev:
-                    _check_space(ms_path.parent, estimate, "destination")
-                job = _StagingJob(
-                    staged, folder, estimate, group, layout, geometry, fields, location,
-                    uvw_check_m, tier,
-                )  # fmt: skip
-                timings.update(_run_isolated(job.run) if isolate else job.run())
-                break
-            except (OSError, WriterDied) as exc:
-                shutil.rmtree(staged, ignore_errors=True)  # free the tier before the next try
-                if attempt + 1 == len(tiers) or not _staging_failure(exc):
-                    raise
-                log.warning(
-                    "staging %s on %s failed (%s); writing it on %s instead",
-                    ms_path.name,
-                    tier,
-                    exc,
-                    tiers[attempt + 1][0],
-                )
-                timings["tmpfs_fallback"] = 1.0
-        t = time.perf_counter()
-        publish_tree(staged, ms_path, replace=overwrite, durable=durable, token=token)
-        timings["publish_s"] = time.perf_counter() - t
-    finally:
-        if staged.exists():
-            shutil.rmtree(staged, ignore_errors=True)
-    timings["total_s"] = time.perf_counter() - t_start
+    return tiers
 
+
+def _prepare(group: _Group, layout: MainLayout, estimate: int) -> _Prepared:
+    """Compute the per-integration phase centres and the rows' geometry of ``group``."""
+    ref = group.reference
+    location = EarthLocation.from_geodetic(
+        lon=ref.longitude_deg * u.deg,
+        lat=ref.latitude_deg * u.deg,
+        height=ref.altitude_m * u.m,
+    )
+    fields = meridian_fields(ref.times_jd, location, ref.phase_center_dec_rad)
+    geometry, uvw_check_m = _row_geometry(ref, fields)
+    return _Prepared(group, layout, estimate, location, fields, geometry, uvw_check_m)
+
+
+def _stage(
+    prepared: _Prepared,
+    tiers: list[tuple[Tier, Path]],
+    ms_path: Path,
+    token: str,
+    timings: Timings,
+    *,
+    isolate: bool,
+) -> tuple[Tier, Path]:
+    """Stage the MS on the first tier that holds it; return that tier and the staged MS.
+
+    Its name there is ``.{name}.staging-{token}`` (hidden, and swept if this attempt dies).
+
+    A write on tmpfs that fails for lack of space (or whose writer died) is redone on the
+    next tier (the SSD), and ``tmpfs_fallback`` is set in ``timings``; any other failure, or
+    one on the last tier, is raised.
+    """
+    name, destination = f".{ms_path.name}.staging-{token}", ms_path.parent
+    for (tier, folder), (next_tier, _) in zip(tiers, tiers[1:], strict=False):
+        try:
+            return tier, _stage_on(prepared, tier, folder / name, destination, timings, isolate)
+        except (OSError, WriterDied) as exc:
+            if not staging_failure(exc):
+                raise
+            log.warning(
+                "staging %s on %s failed (%s); writing it on %s instead",
+                ms_path.name,
+                tier,
+                exc,
+                next_tier,
+            )
+            timings["tmpfs_fallback"] = 1.0
+    tier, folder = tiers[-1]
+    return tier, _stage_on(prepared, tier, folder / name, destination, timings, isolate)
+
+
+def _stage_on(
+    prepared: _Prepared,
+    tier: Tier,
+    staged: Path,
+    destination: Path,
+    timings: Timings,
+    isolate: bool,
+) -> Path:
+    """Write the MS at ``staged`` on one tier, in a child process if ``isolate``.
+
+    Whatever fails, the partial MS is removed, freeing the tier for the next try.
+    """
+    folder = staged.parent
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        check_space(folder, prepared.estimate, "staging")
+        if os.stat(folder).st_dev != os.stat(destination).st_dev:
+            check_space(destination, prepared.estimate, "destination")
+        job = _StagingJob(prepared, staged, tier)
+        timings.update(run_isolated(job.run) if isolate else job.run())
+    except BaseException:
+        shutil.rmtree(staged, ignore_errors=True)
+        raise
+    return staged
+
+
+def _result(ms_path: Path, tier: Tier, prepared: _Prepared, timings: Timings) -> ConversionResult:
+    """Describe the published MS for the registry and the logs."""
+    group, layout, fields = prepared.group, prepared.layout, prepared.fields
+    ref = group.reference
     centre = ref.n_times // 2
     half = ref.integration_s / 2.0
     start_mjd = float(ref.times_jd[0] - half[0] / _SECONDS_PER_DAY - _MJD_JD_OFFSET)
@@ -367,7 +420,7 @@ def convert_group(
         field_name=field_name(centre),
         missing_subbands=list(group.missing),
         size_bytes=tree_bytes(ms_path),
-        timings=timings,
+        timings=dict(timings),
     )
 
 
@@ -408,7 +461,7 @@ def _validate_group(
 
 
 def _check_subband_frequencies(header: SubbandHeader, subband: int) -> None:
-    """The file's band must be the nominal band of the subband it is filed as."""
+    """Refuse a file whose band is not the nominal band of the subband it is filed as."""
     nominal = subband_frequencies(subband, header.n_freqs)
     offset = abs(float(header.freqs_hz.mean()) - float(nominal.mean()))
     if offset >= SUBBAND_WIDTH_HZ / 2:
@@ -456,62 +509,6 @@ def _row_geometry(ref: SubbandHeader, fields: MeridianFields) -> tuple[RowGeomet
     return geometry, uvw_check
 
 
-@dataclass(frozen=True, slots=True)
-class MSBlock:
-    """One window's main-table arrays in MS order and sign."""
-
-    data: np.ndarray  # (rows, n_chan, n_corr) complex64
-    flags: np.ndarray  # (rows, n_chan, n_corr) bool
-    weight: np.ndarray  # (rows, n_corr) float32
-    sigma: np.ndarray  # (rows, n_corr) float32
-
-    def as_tuple(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        return self.data, self.flags, self.weight, self.sigma
-
-
-def ms_block(vis: SubbandBuffers, weight_unit: np.ndarray) -> MSBlock:
-    """Turn one file's arrays (channels ascending, as read) into an MS block, in place.
-
-    DATA is ``conj(visdata)`` (see the module docstring for the sign), conjugated in place;
-    samples with ``nsamples <= 0`` (or NaN) and non-finite visibilities are flagged, the latter
-    zeroed; WEIGHT is ``weight_unit`` (``2 dnu dt`` per row) times the mean ``nsamples`` of the
-    unflagged channels, SIGMA its inverse square root (the nominal value when all are
-    flagged). Whole-array numpy passes (which release the GIL), with a fast path for the usual
-    case of no flags and uniform ``nsamples``.
-    """
-    data, flags, nsamples = vis.visdata, vis.flags, vis.nsamples
-    np.conjugate(data, out=data)  # the file's convention -> the MS's (module docstring)
-    n_chan = data.shape[1]
-    unit = weight_unit[:, None].astype(np.float64)
-    ns_min, ns_max = float(nsamples.min()), float(nsamples.max())
-    if not ns_min > 0:  # also catches NaN: samples without a measurement
-        flags |= ~(nsamples > 0)
-    if not np.isfinite(data.view(np.float32).sum()):
-        bad = ~np.isfinite(data)
-        flags |= bad
-        data[bad] = 0
-    if ns_min == ns_max and ns_min > 0 and not flags.any():
-        weight = np.broadcast_to(unit * ns_min, (data.shape[0], data.shape[2]))
-        return MSBlock(data, flags, weight.astype(np.float32), (weight**-0.5).astype(np.float32))
-    good_samples = np.where(flags, np.float32(0), nsamples).sum(axis=1)  # (rows, n_corr)
-    n_good = n_chan - np.count_nonzero(flags, axis=1)
-    weight = unit * good_samples / np.maximum(n_good, 1)
-    nominal = np.broadcast_to(unit**-0.5, weight.shape)
-    sigma = np.where(weight > 0, np.maximum(weight, 1e-300) ** -0.5, nominal)
-    return MSBlock(data, flags, weight.astype(np.float32), sigma.astype(np.float32))
-
-
-def _flagged_block(rows: int, n_chan: int, n_corr: int, weight_unit: np.ndarray) -> MSBlock:
-    """The block of a missing subband: zeros, all flagged, zero weight, nominal sigma."""
-    sigma = np.broadcast_to(np.power(weight_unit, -0.5)[:, None], (rows, n_corr))
-    return MSBlock(
-        np.zeros((rows, n_chan, n_corr), np.complex64),
-        np.ones((rows, n_chan, n_corr), np.bool_),
-        np.zeros((rows, n_corr), np.float32),
-        sigma.astype(np.float32),
-    )
-
-
 class _SubbandLoader:
     """Reads and maps the group's subbands in a thread, one ahead of the MS writer.
 
@@ -527,7 +524,7 @@ class _SubbandLoader:
         ref = group.reference
         self.weight_unit = 2.0 * ref.channel_width_hz * np.repeat(ref.integration_s, ref.n_bls)
         self.present = [sb for sb in group.spw_subbands if sb in group.headers]
-        self.times = {"read_s": 0.0, "map_s": 0.0, "wait_s": 0.0}
+        self.times = Timings.fromkeys(("read_s", "map_s", "wait_s"), 0.0)
         self._slots = [SubbandBuffers.for_header(ref) for _ in self.present[:2]]
         self._reader = VisibilityReader()  # used by the reader thread only
         self._executor: ThreadPoolExecutor | None = None
@@ -546,13 +543,11 @@ class _SubbandLoader:
             self._executor.shutdown(wait=True)  # a running read finishes into its own buffers
 
     def _load(self, sb: int, slot: SubbandBuffers) -> MSBlock:
-        t0 = time.perf_counter()
-        self._reader.read(self.group.headers[sb], slot, self.group.plans[sb])
-        t1 = time.perf_counter()
-        block = ms_block(slot, self.weight_unit)
-        self.times["read_s"] += t1 - t0
-        self.times["map_s"] += time.perf_counter() - t1
-        return block
+        """Read subband ``sb`` into ``slot`` and map it (in the reader thread)."""
+        with self.times.measure("read_s"):
+            self._reader.read(self.group.headers[sb], slot, self.group.plans[sb])
+        with self.times.measure("map_s"):
+            return ms_block(slot, self.weight_unit)
 
     def _submit_next(self) -> None:
         if self._executor is None or self._loaded >= len(self.present):
@@ -562,257 +557,82 @@ class _SubbandLoader:
         self._pending = self._executor.submit(self._load, self.present[self._loaded], slot)
 
     def next_block(self) -> MSBlock:
-        """The next present subband's block (waits for the reader); starts reading the one
-        after, into the other buffers, once this one has been handed over.
+        """Return the next present subband's block, waiting for the reader.
+
+        Reading the one after, into the other buffers, starts once this one is handed over.
         """
         if self._pending is None:
             raise RuntimeError("no subband left to read")
-        t = time.perf_counter()
-        block = self._pending.result()
-        self.times["wait_s"] += time.perf_counter() - t
+        with self.times.measure("wait_s"):
+            block = self._pending.result()
         self._loaded += 1
         self._submit_next()
         return block
 
 
-class WriterDied(PipelineError, RuntimeError):
-    """The MS writer process ended without reporting (killed by a signal, or ``abort()``)."""
-
-    def __init__(self, message: str, *, exit_signal: int | None, stderr_tail: str) -> None:
-        super().__init__(message)
-        self.exit_signal = exit_signal
-        self.stderr_tail = stderr_tail
-
-
-_SPACE_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
-
-
-def _staging_failure(exc: BaseException) -> bool:
-    """Whether a staging write failed for the tier's sake (full, or the writer died), so the
-    write is worth redoing on the next tier; an invalid input or a bug is not.
-    """
-    if isinstance(exc, WriterDied):
-        return True
-    return isinstance(exc, OSError) and exc.errno in _SPACE_ERRNOS
-
-
-@dataclass(slots=True)
-class _SpaceGuard:
-    """Refuses to go on writing when the staging folder cannot hold what is still to come.
-
-    ``estimate`` bounds the finished MS (``estimate_ms_bytes``), so ``estimate`` minus what
-    is already allocated bounds what remains; another writer filling the folder meanwhile is
-    caught here as a clean ``OSError(ENOSPC)`` instead of by casacore, which aborts.
-    """
-
-    folder: Path
-    staged: Path
-    estimate: int
-
-    def check(self) -> None:
-        remaining = self.estimate - tree_bytes(self.staged, allocated=True)
-        free = _free_bytes(self.folder)
-        if free < remaining:
-            raise OSError(
-                errno.ENOSPC,
-                f"staging folder {self.folder} filled up during the write: {free} bytes free, "
-                f"about {remaining} still to write",
-            )
-
-
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class _StagingJob:
-    """Everything the writer needs, made in the parent and inherited by the forked child."""
+    """One write of the MS on one tier: what the (forked) writer process runs."""
 
+    prepared: _Prepared
     staged: Path
-    folder: Path
-    estimate: int
-    group: _Group
-    layout: MainLayout
-    geometry: RowGeometry
-    fields: MeridianFields
-    location: EarthLocation
-    uvw_check_m: float
     tier: Tier
 
     def run(self) -> dict[str, float]:
         """Read the subbands and write the staged MS; return the timings."""
-        guard = _SpaceGuard(self.folder, self.staged, self.estimate)
-        with _SubbandLoader(self.group) as loader:
-            write_s = _write_ms(
-                self.staged,
-                self.group,
-                loader,
-                self.layout,
-                self.geometry,
-                self.fields,
-                self.location,
-                self.uvw_check_m,
-                self.tier,
-                guard,
-            )
+        guard = SpaceGuard(self.staged.parent, self.staged, self.prepared.estimate)
+        with _SubbandLoader(self.prepared.group) as loader:
+            write_s = _write_ms(self.staged, self.prepared, loader, self.tier, guard)
         return {"write_s": write_s, **loader.times}
-
-
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent(parent: int) -> None:
-    """Ask the kernel to SIGKILL this (child) process when its parent dies; exit now if the
-    parent already has (it died between the fork and this call).
-    """
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    except (OSError, AttributeError):  # pragma: no cover - Linux always has prctl
-        pass
-    if os.getppid() != parent:
-        os._exit(1)
-
-
-def _portable_error(exc: BaseException) -> BaseException:
-    """``exc`` if it survives pickling (so the parent re-raises the same type), else a
-    RuntimeError naming it.
-    """
-    try:
-        pickle.loads(pickle.dumps(exc))
-    except Exception:
-        return RuntimeError(f"{type(exc).__name__}: {exc}")
-    return exc
-
-
-def _run_isolated(target: Callable[[], dict[str, float]]) -> dict[str, float]:
-    """Run ``target`` in a forked child; return its result or re-raise its exception.
-
-    The child's file descriptor 2 (where casacore's ``terminate`` message goes) is an anonymous
-    in-memory file, relayed to this process's stderr afterwards, so its last words survive a
-    full disk. If this process is interrupted (SIGTERM from Dagster, Ctrl-C), the child is
-    killed and reaped before the interruption propagates.
-
-    Raises
-    ------
-    WriterDied
-        The child was killed or aborted; the message names the signal and its last stderr
-        line (``No space left on device`` for casacore on a full disk).
-    """
-    sys.stdout.flush()
-    sys.stderr.flush()
-    result_r, result_w = os.pipe()
-    err_fd = os.memfd_create("dsa110-ms-writer-stderr")
-    parent = os.getpid()
-    pid = os.fork()
-    if pid == 0:  # the child: never returns into the caller's stack
-        code = 70
-        try:
-            os.close(result_r)
-            _die_with_parent(parent)
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            signal.signal(signal.SIGINT, signal.SIG_DFL)
-            os.dup2(err_fd, 2)
-            if faulthandler.is_enabled():  # its report of a fatal signal joins casacore's
-                faulthandler.enable(file=2)
-            try:
-                message: tuple = ("ok", target())
-            except BaseException as exc:  # reported to the parent, which re-raises it
-                message = ("error", _portable_error(exc), traceback.format_exc())
-            with os.fdopen(result_w, "wb") as out:
-                out.write(pickle.dumps(message))
-            code = 0
-        finally:
-            os._exit(code)
-    os.close(result_w)
-    status = None
-    try:
-        with os.fdopen(result_r, "rb") as channel:
-            payload = channel.read()
-        _, status = os.waitpid(pid, 0)
-    finally:
-        if status is None:  # interrupted while the child runs: it must not outlive us
-            try:
-                os.kill(pid, signal.SIGKILL)
-                os.waitpid(pid, 0)
-            except ChildProcessError:
-                pass
-        stderr_text = _drain(err_fd)
-    if stderr_text:
-        sys.stderr.write(stderr_text)
-        sys.stderr.flush()
-    if payload:
-        kind, value, *rest = pickle.loads(payload)
-        if kind == "ok":
-            return value
-        log.debug("MS writer process failed:\n%s", rest[0] if rest else "")
-        raise value
-    tail = _last_words(stderr_text)
-    if os.WIFSIGNALED(status):
-        sig = os.WTERMSIG(status)
-        how, exit_signal = f"was killed by {signal.Signals(sig).name}", sig
-    else:
-        how, exit_signal = f"exited with status {os.WEXITSTATUS(status)}", None
-    raise WriterDied(
-        f"the MS writer process {how}" + (f": {tail}" if tail else ""),
-        exit_signal=exit_signal,
-        stderr_tail=tail,
-    )
-
-
-def _last_words(stderr_text: str) -> str:
-    """The line of a dead writer's stderr that says why: a C++ exception's ``what()``
-    (casacore's message), else the first line (faulthandler's report follows it).
-    """
-    lines = [line.strip() for line in stderr_text.splitlines() if line.strip()]
-    reasons = [line for line in lines if line.startswith("what():")]
-    return reasons[-1] if reasons else (lines[0] if lines else "")
-
-
-def _drain(fd: int) -> str:
-    try:
-        os.lseek(fd, 0, os.SEEK_SET)
-        chunks = []
-        while chunk := os.read(fd, 1 << 16):
-            chunks.append(chunk)
-        return b"".join(chunks).decode("utf-8", errors="replace")
-    finally:
-        os.close(fd)
 
 
 def _write_ms(
     staged: Path,
-    group: _Group,
+    prepared: _Prepared,
     loader: _SubbandLoader,
-    layout: MainLayout,
-    geometry: RowGeometry,
-    fields: MeridianFields,
-    location: EarthLocation,
-    uvw_check_m: float,
     tier: Tier,
-    guard: _SpaceGuard | None = None,
+    guard: SpaceGuard | None = None,
 ) -> float:
-    """Write a new MS at ``staged``: subtables, then the windows lowest frequency first, each
-    from ``loader`` (or fully flagged for a missing subband). ``guard`` checks the free space
-    before each window. Returns the main thread's writing time.
+    """Write a new MS at ``staged``: subtables, then the windows lowest frequency first.
+
+    Returns
+    -------
+    float
+        The main thread's writing time (not its waits for the reader, nor the space checks).
     """
-    t = time.perf_counter()
+    watch = Stopwatch()
     write_s = 0.0
-    with MeasurementSetWriter(staged, layout, geometry) as writer:
-        _write_metadata(writer, group, fields, location, uvw_check_m, tier)
-        write_s += time.perf_counter() - t
-        flagged: MSBlock | None = None
-        for spw, sb in enumerate(group.spw_subbands):
-            if sb in group.headers:
-                block = loader.next_block()
-            else:
-                if flagged is None:
-                    dims = (layout.rows_per_spw, layout.n_chan, layout.n_corr)
-                    flagged = _flagged_block(*dims, loader.weight_unit)
-                block = flagged
-            if guard is not None:
-                guard.check()
-            t = time.perf_counter()
+    with MeasurementSetWriter(staged, prepared.layout, prepared.geometry) as writer:
+        _write_metadata(writer, prepared, tier)
+        write_s += watch.elapsed_s
+        for spw, block in enumerate(_window_blocks(prepared, loader, guard)):
+            watch.restart()
             writer.write_spw(spw, *block.as_tuple())
-            write_s += time.perf_counter() - t
-        t = time.perf_counter()
-    return write_s + time.perf_counter() - t
+            write_s += watch.elapsed_s
+        watch.restart()
+    return write_s + watch.elapsed_s
+
+
+def _window_blocks(
+    prepared: _Prepared, loader: _SubbandLoader, guard: SpaceGuard | None
+) -> Iterator[MSBlock]:
+    """Yield each window's block: from ``loader``, or fully flagged for a missing subband.
+
+    ``guard`` checks the free space before each window is handed over for writing.
+    """
+    group, layout = prepared.group, prepared.layout
+    flagged: MSBlock | None = None
+    for sb in group.spw_subbands:
+        if sb in group.headers:
+            block = loader.next_block()
+        else:
+            if flagged is None:
+                dims = (layout.rows_per_spw, layout.n_chan, layout.n_corr)
+                flagged = flagged_block(*dims, loader.weight_unit)
+            block = flagged
+        if guard is not None:
+            guard.check()
+        yield block
 
 
 def _spw_frequencies(group: _Group) -> np.ndarray:
@@ -831,15 +651,32 @@ def _antenna_name(name: str) -> str:
     return f"DSA-{int(name):03d}" if name.isdigit() else name
 
 
-def _write_metadata(
+def _write_metadata(writer: MeasurementSetWriter, prepared: _Prepared, tier: Tier) -> None:
+    """Write the subtables, history and keywords of the MS being written."""
+    group = prepared.group
+    _write_subtables(writer, group, prepared.fields, prepared.location)
+    writer.write_history(
+        _history(group, writer.layout.n_rows, prepared.uvw_check_m, tier),
+        origin="dsa110_assets.conversion",
+        application="dsa110_assets",
+    )
+    writer.put_keywords(
+        {
+            "DSA110_MISSING_SUBBANDS": np.array(group.missing, dtype=np.int32),
+            "DSA110_SPW_SUBBANDS": np.array(group.spw_subbands, dtype=np.int32),
+            "DSA110_FRINGE_STOP_DEC_RAD": float(group.reference.phase_center_dec_rad),
+            "DSA110_CONVERTER": "dsa110_assets.conversion",
+        }
+    )
+
+
+def _write_subtables(
     writer: MeasurementSetWriter,
     group: _Group,
     fields: MeridianFields,
     location: EarthLocation,
-    uvw_check_m: float,
-    tier: Tier,
 ) -> None:
-    """Subtables, keywords and history of the MS being written."""
+    """Write ANTENNA, FEED, SPECTRAL_WINDOW, POLARIZATION, FIELD, OBSERVATION and PROCESSOR."""
     ref = group.reference
     order = np.argsort(ref.antenna_numbers)
     centre_itrf = np.array([c.to_value(u.m) for c in location.to_geocentric()])
@@ -850,7 +687,6 @@ def _write_metadata(
     names = [
         f"sb{sb:02d}" + ("_missing" if sb in group.missing else "") for sb in group.spw_subbands
     ]
-    layout_rows = writer.layout.n_rows
     writer.write_antennas(
         names=[_antenna_name(ref.antenna_names[i]) for i in order],
         stations=[ref.antenna_names[i] for i in order],
@@ -865,36 +701,28 @@ def _write_metadata(
     writer.write_fields(fields.names, fields.ra_rad, fields.dec_rad, times_s)
     writer.write_observation(TELESCOPE_NAME, time_range, "DSA-110", "dsa110-continuum")
     writer.write_processor("DSA-110")
+
+
+def _history(group: _Group, n_rows: int, uvw_check_m: float, tier: Tier) -> list[str]:
+    """Return the HISTORY lines: what was converted, how, and in which sign convention."""
+    ref = group.reference
     missing = ", ".join(f"sb{sb:02d}" for sb in group.missing) or "none"
     present = ", ".join(f"sb{sb:02d}={h.path.name}" for sb, h in sorted(group.headers.items()))
-    writer.write_history(
-        [
-            f"Converted {len(group.headers)} DSA-110 subband files ({present}) into "
-            f"{len(group.spw_subbands)} spectral windows, ascending in frequency "
-            f"(window 0 = sb{group.spw_subbands[0]:02d}); {layout_rows} rows; staged on "
-            f"{tier}.",
-            f"Missing subbands: {missing} (written as fully flagged windows at nominal "
-            "frequencies).",
-            "One FIELD per integration (meridian_icrs_t{i}): the ICRS position of the "
-            "meridian fringe-stop centre (HA 0, Dec "
-            f"{np.degrees(ref.phase_center_dec_rad):.6f} deg of date) at each integration "
-            "centre; visibilities are not rotated (already phased there); UVW recomputed "
-            "from the antenna positions in each field's ICRS frame.",
-            "Sign convention (as pyuvdata's write_ms): UVW is the projection of "
-            "x(ant1) - x(ant2) and DATA = conj(visdata) (files, pyuvdata's convention: "
-            "V = exp(+2 pi i nu/c (x2 - x1).(s - s0))); DATA = "
-            "exp(+2 pi i (ul + vm + w(n-1))) in the written UVW.",
-            f"File uvw_array vs antenna positions: max difference {uvw_check_m:.4f} m.",
-            f"Correlator history ({ref.path.name}): {ref.history or '(none)'}",
-        ],
-        origin="dsa110_assets.conversion",
-        application="dsa110_assets",
-    )
-    writer.put_keywords(
-        {
-            "DSA110_MISSING_SUBBANDS": np.array(group.missing, dtype=np.int32),
-            "DSA110_SPW_SUBBANDS": np.array(group.spw_subbands, dtype=np.int32),
-            "DSA110_FRINGE_STOP_DEC_RAD": float(ref.phase_center_dec_rad),
-            "DSA110_CONVERTER": "dsa110_assets.conversion",
-        }
-    )
+    return [
+        f"Converted {len(group.headers)} DSA-110 subband files ({present}) into "
+        f"{len(group.spw_subbands)} spectral windows, ascending in frequency "
+        f"(window 0 = sb{group.spw_subbands[0]:02d}); {n_rows} rows; staged on "
+        f"{tier}.",
+        f"Missing subbands: {missing} (written as fully flagged windows at nominal frequencies).",
+        "One FIELD per integration (meridian_icrs_t{i}): the ICRS position of the "
+        "meridian fringe-stop centre (HA 0, Dec "
+        f"{np.degrees(ref.phase_center_dec_rad):.6f} deg of date) at each integration "
+        "centre; visibilities are not rotated (already phased there); UVW recomputed "
+        "from the antenna positions in each field's ICRS frame.",
+        "Sign convention (as pyuvdata's write_ms): UVW is the projection of "
+        "x(ant1) - x(ant2) and DATA = conj(visdata) (files, pyuvdata's convention: "
+        "V = exp(+2 pi i nu/c (x2 - x1).(s - s0))); DATA = "
+        "exp(+2 pi i (ul + vm + w(n-1))) in the written UVW.",
+        f"File uvw_array vs antenna positions: max difference {uvw_check_m:.4f} m.",
+        f"Correlator history ({ref.path.name}): {ref.history or '(none)'}",
+    ]
