@@ -245,8 +245,10 @@ def test_one_field_per_integration_at_the_icrs_meridian_point(
 
 
 def test_uvw_match_pyuvdata_in_the_ms_sign_convention(converted: ConversionResult) -> None:
-    """Pyuvdata's ``calc_uvw`` (apparent coordinates + frame position angle, tested against
-    CASA) toward each field's ICRS centre, negated as pyuvdata's ``write_ms`` writes it.
+    """UVW equal pyuvdata's ``calc_uvw`` toward each field's ICRS centre, negated.
+
+    ``calc_uvw`` uses apparent coordinates and the frame position angle (tested against CASA);
+    the negation is what pyuvdata's ``write_ms`` writes.
     """
     from pyuvdata.utils import phasing
 
@@ -304,8 +306,9 @@ def test_uvw_match_pyuvdata_in_the_ms_sign_convention(converted: ConversionResul
 def test_w_is_the_delay_toward_the_fringe_stop_centre(
     converted: ConversionResult, files: dict[int, Path]
 ) -> None:
-    """No phase rotation is applied, so w must be exactly the fringe-stop delay of the
-    MS baseline x(ant1) - x(ant2).
+    """W is exactly the fringe-stop delay of the MS baseline x(ant1) - x(ant2).
+
+    No phase rotation is applied, so nothing else can enter it.
     """
     ms = converted.ms_path
     with h5py.File(files[0]) as f:
@@ -403,7 +406,7 @@ def _other_channel_count(path: Path, folder: Path) -> Path:
 
 
 def _other_observation(path: Path, folder: Path) -> Path:
-    """The same subband from the next five minutes: its integration times differ."""
+    """Write the same subband from the next five minutes: its integration times differ."""
     sb = parse_subband_filename(path.name).subband
     with h5py.File(path) as f:
         first_jd = float(f["Header/time_array"][0])
@@ -634,9 +637,11 @@ def _interpolated_peak(img: np.ndarray, iy: int, ix: int) -> float:
 def test_wsclean_finds_the_calibrator_at_its_catalog_position_and_flux(
     column: str, field: int, converted: ConversionResult, sim, tmp_path: Path
 ) -> None:
-    """End to end: image one integration's field (WSClean images one phase centre; each
-    integration has its own) and find 3C286 where the catalog puts it, with the catalog
-    flux times the Airy primary beam (the dishes point at the fringe-stop centre).
+    """End to end: 3C286 appears where the catalog puts it, with the beam-weighted flux.
+
+    One integration's field is imaged (WSClean images one phase centre; each integration has
+    its own); the flux is the catalog flux times the Airy primary beam (the dishes point at
+    the fringe-stop centre).
 
     The central field (t12) has the source 9 arcmin from the phase centre; field t4 has it
     22 arcmin away, so a sign error (a mirror image through the phase centre) or a wrong UVW
@@ -688,8 +693,9 @@ def test_wsclean_finds_the_calibrator_at_its_catalog_position_and_flux(
 
 
 def test_reader_fast_path_and_h5py_fallback_agree(files: dict[int, Path], tmp_path: Path) -> None:
-    """The raw chunk reader and HDF5 (used for layouts it cannot map, here gzip-compressed
-    data) give the same arrays, channels ascending.
+    """The raw chunk reader and HDF5 give the same arrays, channels ascending.
+
+    HDF5 is the reader's fallback for layouts it cannot map, here gzip-compressed data.
     """
     from dsa110_assets.conversion.uvh5_reader import read_header
     from dsa110_assets.conversion.visibility_reader import VisibilityReader
@@ -763,8 +769,9 @@ convert_group(files, Path(sys.argv[2]), tmpfs_dir=None, scratch_dir=Path(sys.arg
 def test_a_process_killed_mid_write_leaves_no_ms_and_the_retry_succeeds(
     files: dict[int, Path], tmp_path: Path
 ) -> None:
-    """SIGKILL (no cleanup handler can run) while the MS is half written: nothing appears at
-    the destination, and the next conversion sweeps the dead process's staging and succeeds.
+    """SIGKILL while the MS is half written: nothing appears, and the next run succeeds.
+
+    No cleanup handler can run; the next conversion sweeps the dead process's staging.
     """
     import signal
     import sys
