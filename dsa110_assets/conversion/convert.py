@@ -160,11 +160,12 @@ def _sweep_stale(folder: Path, ms_path: Path, dead_tokens: Collection[str] = ())
 
 
 def _leftover_prefix(ms_path: Path) -> str:
+    """Return the start of every hidden name a conversion of ``ms_path`` leaves behind."""
     return f".{ms_path.name}."
 
 
 def _leftover_owner(rest: str) -> tuple[int, str] | None:
-    """``(pid, token)`` of a ``{kind}-{pid}-{hex}`` leftover name, None for other names."""
+    """Return ``(pid, token)`` of a ``{kind}-{pid}-{hex}`` leftover name, else None."""
     kind, _, token = rest.partition("-")
     pid = token.split("-", 1)[0]
     if kind not in _LEFTOVER_KINDS or not pid.isdigit():

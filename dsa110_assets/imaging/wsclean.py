@@ -257,7 +257,7 @@ def _sweep_dead_runs(images_dir: Path, name: str) -> None:
 
 
 def _run_owner(rest: str) -> tuple[int, str] | None:
-    """``(pid, rest)`` of a ``{pid}-{hex}`` run folder name, None for other names."""
+    """Return ``(pid, rest)`` of a ``{pid}-{hex}`` run folder name, None for other names."""
     pid = rest.split("-")[0]
     return (int(pid), rest) if pid.isdigit() else None
 

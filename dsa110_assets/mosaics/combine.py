@@ -281,7 +281,7 @@ def _sweep_stale_temps(folder: Path, name: str) -> None:
 
 
 def _temp_owner(rest: str) -> tuple[int, str] | None:
-    """``(pid, rest)`` of an :func:`atomic_output` ``{pid}.{hex}.tmp`` name, else None."""
+    """Return ``(pid, rest)`` of an :func:`atomic_output` ``{pid}.{hex}.tmp`` name, else None."""
     parts = rest.split(".")
     if len(parts) != 3 or parts[2] != "tmp" or not parts[0].isdigit():
         return None
