@@ -7,7 +7,8 @@ import dagster as dg
 from dsa110_assets.defs.ingest.assets import OWNERS
 from dsa110_assets.defs.partitions import group_id_partitions
 from dsa110_assets.processing.apply_step import CalStatus, apply_and_register
-from dsa110_assets.processing.calibrate_step import ms_record, solve_and_register
+from dsa110_assets.processing.calibrate_step import solve_and_register
+from dsa110_assets.registry.products import ms_record
 from resources.pipeline import PipelineResource
 
 
@@ -26,6 +27,7 @@ from resources.pipeline import PipelineResource
 def calibration_tables(
     context: dg.AssetExecutionContext, pipeline: PipelineResource, measurement_set: Path
 ) -> list[Path]:
+    """Detect the calibrators in the beam and, on a calibrator group, solve and register B and G."""
     settings = pipeline.settings()
     with pipeline.registry() as registry:
         record = ms_record(registry, context.partition_key)
@@ -76,6 +78,7 @@ def calibration_tables(
 def calibrated_ms(
     context: dg.AssetExecutionContext, pipeline: PipelineResource, measurement_set: Path
 ) -> Path:
+    """Apply the best calibration available now (or none: a quick look) to the group's MS."""
     policy = pipeline.calibration_policy()
     with pipeline.registry() as registry:
         record = ms_record(registry, context.partition_key)

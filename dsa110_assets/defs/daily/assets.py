@@ -45,6 +45,7 @@ ONE_DAY_PER_RUN = dg.BackfillPolicy.multi_run(max_partitions_per_run=1)
     "with the reason. Empty for a day without images.",
 )
 def daily_mosaic(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> list[Path]:
+    """Mosaic the day's images, one mosaic per hourly RA tile (none for a day without images)."""
     settings = pipeline.settings()
     day = context.partition_key
     with pipeline.registry() as registry:
@@ -93,6 +94,7 @@ def daily_mosaic(context: dg.AssetExecutionContext, pipeline: PipelineResource) 
     "{date}-mosaic.csv.",
 )
 def mosaic_photometry(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> Path:
+    """Measure the survey catalog on each of the day's mosaics, into one CSV."""
     settings = pipeline.settings()
     day = context.partition_key
     csv_path = product_path(settings, "photometry", day, "-mosaic.csv")
@@ -105,7 +107,7 @@ def mosaic_photometry(context: dg.AssetExecutionContext, pipeline: PipelineResou
             part = csv_path.with_name(f".{mosaic.stem}.part.csv")
             outcome = measure_and_register(
                 registry,
-                settings.state_dir / "catalogs",
+                settings.catalogs_dir,
                 mosaic,
                 part,
                 pb_fits=None,
@@ -142,6 +144,7 @@ def mosaic_photometry(context: dg.AssetExecutionContext, pipeline: PipelineResou
     "candidates flagged: {products}/lightcurves/{date}.csv.",
 )
 def light_curves(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> Path:
+    """Write every source's variability metrics up to the end of the day, candidates flagged."""
     settings = pipeline.settings()
     with pipeline.registry() as registry:
         outcome = write_variability(

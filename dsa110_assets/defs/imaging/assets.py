@@ -7,8 +7,8 @@ import dagster as dg
 from dsa110_assets.defs.ingest.assets import OWNERS
 from dsa110_assets.defs.partitions import group_id_partitions
 from dsa110_assets.imaging.thumbnail import thumbnail_markdown
-from dsa110_assets.processing.calibrate_step import ms_record
 from dsa110_assets.processing.image_step import image_and_register, thumbnail_and_register
+from dsa110_assets.registry.products import ms_record
 from resources.pipeline import PipelineResource
 from resources.wsclean import WSCleanResource
 
@@ -32,6 +32,7 @@ def image(
     wsclean: WSCleanResource,
     calibrated_ms: Path,
 ) -> Path:
+    """Image the group's calibrated MS with WSClean and register every product."""
     settings = pipeline.settings()
     params = wsclean.params_for(calibrated_ms, data_column="CORRECTED_DATA")
     with pipeline.registry() as registry:
@@ -85,6 +86,7 @@ def image(
     "{products}/thumbnails, shown inline here; regenerable from the FITS.",
 )
 def thumbnail(context: dg.AssetExecutionContext, pipeline: PipelineResource, image: Path) -> Path:
+    """Write the PNG preview of the group's image."""
     settings = pipeline.settings()
     with pipeline.registry() as registry:
         png = thumbnail_and_register(settings, registry, context.partition_key, image)

@@ -20,6 +20,7 @@ OWNERS = ["team:dsa110-pipeline"]
     "canonical group_id on the HDD input tier: paths, sizes, subbands present and missing.",
 )
 def subband_group(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> SubbandGroup:
+    """Describe the group's subband files on the input tier; fail when it has none."""
     with pipeline.registry() as registry:
         group = describe_group(registry, context.partition_key)
     if not group.files:
