@@ -4,6 +4,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from dsa110_assets.defs.failures import reported_failures
 from dsa110_assets.defs.ingest.assets import OWNERS
 from dsa110_assets.defs.partitions import group_id_partitions
 from dsa110_assets.ingest.groups import SubbandGroup
@@ -30,7 +31,7 @@ def measurement_set(
 ) -> Path:
     """Convert the group's subbands to one Measurement Set (nothing to do when already done)."""
     settings = pipeline.settings()
-    with pipeline.registry() as registry:
+    with reported_failures(), pipeline.registry() as registry:
         result = convert_and_register(settings, registry, subband_group, run_id=context.run.run_id)
     if result is None:
         context.log.info(f"{subband_group.group_id} already converted; nothing changed")

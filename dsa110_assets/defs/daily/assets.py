@@ -11,6 +11,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from dsa110_assets.defs.failures import reported_failures
 from dsa110_assets.defs.imaging.assets import image
 from dsa110_assets.defs.ingest.assets import OWNERS
 from dsa110_assets.defs.partitions import daily_partitions
@@ -48,7 +49,7 @@ def daily_mosaic(context: dg.AssetExecutionContext, pipeline: PipelineResource) 
     """Mosaic the day's images, one mosaic per hourly RA tile (none for a day without images)."""
     settings = pipeline.settings()
     day = context.partition_key
-    with pipeline.registry() as registry:
+    with reported_failures(), pipeline.registry() as registry:
         if not day_images(registry, day):
             context.add_output_metadata({"images": 0, "note": f"no images registered for {day}"})
             return []
@@ -100,7 +101,7 @@ def mosaic_photometry(context: dg.AssetExecutionContext, pipeline: PipelineResou
     csv_path = product_path(settings, "photometry", day, "-mosaic.csv")
     measured = skipped = 0
     catalog = None
-    with pipeline.registry() as registry:
+    with reported_failures(), pipeline.registry() as registry:
         mosaics = [(p, mid) for p, mid in day_mosaics(registry, day) if p.exists()]
         parts = []
         for mosaic, mid in mosaics:
@@ -146,7 +147,7 @@ def mosaic_photometry(context: dg.AssetExecutionContext, pipeline: PipelineResou
 def light_curves(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> Path:
     """Write every source's variability metrics up to the end of the day, candidates flagged."""
     settings = pipeline.settings()
-    with pipeline.registry() as registry:
+    with reported_failures(), pipeline.registry() as registry:
         outcome = write_variability(
             settings,
             registry,

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from dsa110_assets.defs.failures import reported_failures
 from dsa110_assets.defs.ingest.assets import OWNERS
 from dsa110_assets.defs.partitions import group_id_partitions
 from dsa110_assets.imaging.thumbnail import thumbnail_markdown
@@ -35,7 +36,7 @@ def image(
     """Image the group's calibrated MS with WSClean and register every product."""
     settings = pipeline.settings()
     params = wsclean.params_for(calibrated_ms, data_column="CORRECTED_DATA")
-    with pipeline.registry() as registry:
+    with reported_failures(), pipeline.registry() as registry:
         record = ms_record(registry, context.partition_key)
         outcome = image_and_register(
             settings,
@@ -88,7 +89,7 @@ def image(
 def thumbnail(context: dg.AssetExecutionContext, pipeline: PipelineResource, image: Path) -> Path:
     """Write the PNG preview of the group's image."""
     settings = pipeline.settings()
-    with pipeline.registry() as registry:
+    with reported_failures(), pipeline.registry() as registry:
         png = thumbnail_and_register(settings, registry, context.partition_key, image)
     context.add_output_metadata(
         {"preview": dg.MetadataValue.md(thumbnail_markdown(png)), "image": str(image)}

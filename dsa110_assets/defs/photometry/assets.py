@@ -4,6 +4,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from dsa110_assets.defs.failures import reported_failures
 from dsa110_assets.defs.ingest.assets import OWNERS
 from dsa110_assets.defs.partitions import group_id_partitions
 from dsa110_assets.processing.photometry_step import measure_and_register
@@ -31,7 +32,7 @@ def group_photometry(
     settings = pipeline.settings()
     pb = image_product(image, "pb")
     csv_path = product_path(settings, "photometry", context.partition_key, ".csv")
-    with pipeline.registry() as registry:
+    with reported_failures(), pipeline.registry() as registry:
         record = ms_record(registry, context.partition_key)
         outcome = measure_and_register(
             registry,
