@@ -7,7 +7,7 @@ this sensor watches the registry: when a calibrator solution now covers an ``unc
 or ``field-model`` group (or lets a ``nearest`` one be interpolated), it requests that
 partition's calibrated products, which replace the quick look's files and registry rows in
 place (same paths, upserted rows). The run key is the group plus the choice
-(:attr:`~dsa110_assets.processing.apply_step.Recalibration.run_key`), so each improvement is
+(:attr:`~dsa110_assets.processing.recalibration.Recalibration.run_key`), so each improvement is
 requested exactly once.
 """
 
@@ -15,7 +15,7 @@ from typing import Any
 
 import dagster as dg
 
-from dsa110_assets.processing.apply_step import groups_to_recalibrate
+from dsa110_assets.processing.recalibration import groups_to_recalibrate
 from resources.pipeline import PipelineResource
 from sensors.incoming import group_run_tags
 

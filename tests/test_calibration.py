@@ -448,7 +448,7 @@ def test_merged_gains_interpolate_between_two_solves(tables, cal, tmp_path: Path
     the two at the midpoint.
     """
     from dsa110_assets.calibration.apply import _antenna_map, _gains_for
-    from dsa110_assets.processing.apply_step import merge_gain_tables
+    from dsa110_assets.processing.cal_rebase import merge_gain_tables
 
     bp_a, g_a = tables
     bp_b, g_b = tmp_path / "later.B", tmp_path / "later.G"

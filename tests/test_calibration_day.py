@@ -431,16 +431,11 @@ def test_a_later_solve_turns_nearest_into_interpolated(day) -> None:
     same). The +1 h group, between two solves, is then due for interpolation, the -1 h one is
     not (both solves are after it), and interpolated gains calibrate as the nearest did.
     """
-    from dsa110_assets.processing.apply_step import (
-        CalMethod,
-        apply_and_register,
-        groups_to_recalibrate,
-    )
-    from dsa110_assets.processing.calibrate_step import (
-        CalibrationPolicy,
-        ms_record,
-        register_tables,
-    )
+    from dsa110_assets.processing.apply_step import apply_and_register
+    from dsa110_assets.processing.cal_choice import CalMethod
+    from dsa110_assets.processing.calibrate_step import CalibrationPolicy, register_tables
+    from dsa110_assets.processing.recalibration import groups_to_recalibrate
+    from dsa110_assets.registry.products import ms_record
 
     settings, keys = day["settings"], day["keys"]
     before, cal_group, after1, after2 = keys

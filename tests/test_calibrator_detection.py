@@ -31,13 +31,11 @@ from dsa110_assets.calibration.fields import FIELD_KEYWORD, name_calibrator_fiel
 from dsa110_assets.catalogs.survey import ingest_survey
 from dsa110_assets.conversion import convert_group
 from dsa110_assets.naming import parse_subband_filename
-from dsa110_assets.processing.apply_step import CalStatus, apply_and_register, find_calibration
-from dsa110_assets.processing.calibrate_step import (
-    CalibrationPolicy,
-    ms_record,
-    solve_and_register,
-)
+from dsa110_assets.processing.apply_step import CalStatus, apply_and_register
+from dsa110_assets.processing.cal_choice import find_calibration
+from dsa110_assets.processing.calibrate_step import CalibrationPolicy, solve_and_register
 from dsa110_assets.registry import LATEST_VERSION, Registry, get_stage, migrate
+from dsa110_assets.registry.products import ms_record
 from dsa110_assets.settings import Settings
 from dsa110_assets.simulation import SimulationConfig, simulate_observations
 from dsa110_assets.simulation.simulate import DEFAULT_DATE, FILE_DURATION_S, calibrator_transit

@@ -35,7 +35,7 @@ from dsa110_assets.conversion.convert import WriterDied
 from dsa110_assets.conversion.ms_writer import MeasurementSetWriter
 from dsa110_assets.ingest.groups import describe_group
 from dsa110_assets.ingest.normalize import ingest_directory
-from dsa110_assets.processing.convert_step import STAGE, convert_and_register, ms_path_for
+from dsa110_assets.processing.convert_step import STAGE, convert_and_register
 from dsa110_assets.registry import QueueState, Registry, get_stage, get_status
 from dsa110_assets.registry.queue import (
     ATTEMPT_DIED,
@@ -47,6 +47,7 @@ from dsa110_assets.registry.queue import (
     requeue_dead_attempts,
 )
 from dsa110_assets.safe_fs import atomic_output, rename_no_replace
+from dsa110_assets.storage.products import ms_path_for
 
 needs_root = pytest.mark.skipif(
     os.geteuid() != 0, reason="mounting a tmpfs or a bind mount needs root"

@@ -18,24 +18,24 @@ from pathlib import Path
 
 from dsa110_assets.photometry.forced import Measurement
 from dsa110_assets.registry import Registry
+from dsa110_assets.registry.upsert import upsert
 
-_COLUMNS = (
-    "source_id, catalog, ra_deg, dec_deg, image_path, group_id, mjd, peak_flux_jy,"
-    " peak_flux_err_jy, flux_jy, flux_err_jy, local_rms_jy, catalog_flux_jy, chi2,"
-    " pb_response, created_at"
+#: The measured quantities stored, named as on
+#: :class:`~dsa110_assets.photometry.forced.Measurement`.
+_MEASURED = (
+    "peak_flux_jy",
+    "peak_flux_err_jy",
+    "flux_jy",
+    "flux_err_jy",
+    "local_rms_jy",
+    "catalog_flux_jy",
+    "chi2",
+    "pb_response",
 )
-_UPDATE = ", ".join(
-    f"{c} = excluded.{c}"
-    for c in (
-        "catalog", "ra_deg", "dec_deg", "group_id", "mjd", "peak_flux_jy", "peak_flux_err_jy",
-        "flux_jy", "flux_err_jy", "local_rms_jy", "catalog_flux_jy", "chi2", "pb_response",
-        "created_at",
-    )
-)  # fmt: skip
 
 
 def _real(value: float) -> float | None:
-    """SQLite has no NaN: store NULL for non-finite numbers."""
+    """Return ``value`` as SQLite stores it: NULL for non-finite numbers (SQLite has no NaN)."""
     return float(value) if value is not None and math.isfinite(value) else None
 
 
@@ -49,7 +49,7 @@ def record_measurements(
     catalog: str | None,
     now: float | None = None,
 ) -> int:
-    """Replace the rows of ``image_path`` with these measurements; returns the rows written.
+    """Replace the rows of ``image_path`` with these measurements; return the rows written.
 
     Raises
     ------
@@ -63,30 +63,70 @@ def record_measurements(
     if len(set(ids)) != len(ids):
         raise ValueError(f"{image}: a source is measured twice")
     rows = [
-        (
-            m.source_id, catalog, m.ra_deg, m.dec_deg, image, group_id, _real(mjd),
-            _real(m.peak_flux_jy), _real(m.peak_flux_err_jy), _real(m.flux_jy),
-            _real(m.flux_err_jy), _real(m.local_rms_jy), _real(m.catalog_flux_jy),
-            _real(m.chi2), _real(m.pb_response), now,
-        )
+        {
+            "source_id": m.source_id,
+            "catalog": catalog,
+            "ra_deg": m.ra_deg,
+            "dec_deg": m.dec_deg,
+            "image_path": image,
+            "group_id": group_id,
+            "mjd": _real(mjd),
+            **{column: _real(getattr(m, column)) for column in _MEASURED},
+            "created_at": now,
+        }
         for m in measured
-    ]  # fmt: skip
+    ]
     with registry.transaction() as conn:
         conn.execute(
             "DELETE FROM photometry WHERE image_path = ?"
             " AND source_id NOT IN (SELECT value FROM json_each(?))",
             (image, json.dumps(ids)),
         )
-        conn.executemany(
-            f"INSERT INTO photometry ({_COLUMNS}) VALUES ({', '.join('?' * 16)})"
-            f" ON CONFLICT (source_id, image_path) DO UPDATE SET {_UPDATE}",
-            rows,
-        )
+        upsert(registry, "photometry", rows, conflict=("source_id", "image_path"))
     return len(rows)
 
 
 def light_curve(registry: Registry, source_id: str) -> list[sqlite3.Row]:
-    """Every ``photometry`` row of one source, ordered by epoch (then image)."""
+    """Return every ``photometry`` row of one source, ordered by epoch (then image)."""
     return registry.query(
         "SELECT * FROM photometry WHERE source_id = ? ORDER BY mjd, image_path", (source_id,)
     )
+
+
+#: Each flux column of ``photometry`` and the column of its error.
+FLUX_ERRORS = {"flux_jy": "flux_err_jy", "peak_flux_jy": "peak_flux_err_jy"}
+
+
+def flux_series(
+    registry: Registry,
+    flux_column: str = "flux_jy",
+    *,
+    until_mjd: float | None = None,
+    per_group_only: bool = False,
+) -> list[tuple[str, float, float]]:
+    """Return ``(source_id, flux, error)`` of every usable measurement, by source and epoch.
+
+    Rows with a NULL flux or a non-positive error are left out. ``until_mjd`` keeps only
+    epochs before it (exclusive); ``per_group_only`` only the per-observation images, not
+    mosaics (``group_id`` NULL). Plain tuples, not rows: light curves of every source are
+    read at once, and tuples are several times cheaper.
+
+    Raises
+    ------
+    ValueError
+        ``flux_column`` is not one of :data:`FLUX_ERRORS`.
+    """
+    if flux_column not in FLUX_ERRORS:
+        raise ValueError(f"flux_column must be one of {sorted(FLUX_ERRORS)}, got {flux_column!r}")
+    cursor = registry.conn.cursor()
+    cursor.row_factory = None
+    until = "" if until_mjd is None else " AND mjd < ?"
+    if per_group_only:
+        until += " AND group_id IS NOT NULL"
+    cursor.execute(
+        f"SELECT source_id, {flux_column}, {FLUX_ERRORS[flux_column]} FROM photometry"
+        f" WHERE {flux_column} IS NOT NULL AND {FLUX_ERRORS[flux_column]} > 0{until}"
+        " ORDER BY source_id, mjd",
+        () if until_mjd is None else (float(until_mjd),),
+    )
+    return cursor.fetchall()

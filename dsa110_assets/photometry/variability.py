@@ -34,6 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from dsa110_assets.errors import PipelineError
+from dsa110_assets.photometry.register import flux_series
 from dsa110_assets.registry import Registry
 
 VS_THRESHOLD = 4.3
@@ -212,21 +213,9 @@ def metrics_for_all(
     (forced fit, the default) or ``peak_flux_jy``. ``until_mjd`` keeps only epochs before it
     (exclusive: an end-of-day bound), so a day's metrics can be recomputed later unchanged.
     """
-    columns = {"flux_jy": "flux_err_jy", "peak_flux_jy": "peak_flux_err_jy"}
-    if flux_column not in columns:
-        raise ValueError(f"flux_column must be one of {sorted(columns)}, got {flux_column!r}")
-    cursor = registry.conn.cursor()
-    cursor.row_factory = None
-    until = "" if until_mjd is None else " AND mjd < ?"
-    if per_group_only:  # the per-observation images only, not mosaics (group_id NULL)
-        until += " AND group_id IS NOT NULL"
-    cursor.execute(
-        f"SELECT source_id, {flux_column}, {columns[flux_column]} FROM photometry"
-        f" WHERE {flux_column} IS NOT NULL AND {columns[flux_column]} > 0{until}"
-        " ORDER BY source_id, mjd",
-        () if until_mjd is None else (float(until_mjd),),
+    rows = flux_series(
+        registry, flux_column, until_mjd=until_mjd, per_group_only=per_group_only
     )
-    rows = cursor.fetchall()
     if not rows:
         return []
     ids = [r[0] for r in rows]

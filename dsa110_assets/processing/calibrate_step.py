@@ -18,7 +18,6 @@ fails the stage with the reason.
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -49,8 +48,16 @@ from dsa110_assets.catalogs.transits import CalibratorTransit, calibrators_in_be
 from dsa110_assets.catalogs.vla import ensure_calibrator_db, load_calibrators
 from dsa110_assets.instrument import airy_power_beam
 from dsa110_assets.registry import Registry, StageOutcome, record_stage
+from dsa110_assets.registry.caltables import register_caltables
+from dsa110_assets.registry.products import (
+    MSRecord,
+    record_calibrator_field,
+    record_calibrators,
+)
+from dsa110_assets.registry.stage_run import stage_run
 from dsa110_assets.settings import Settings
-from dsa110_assets.storage import product_path
+from dsa110_assets.storage.products import caltable_paths
+from dsa110_assets.timing import Stopwatch
 
 STAGE = "calibrate"
 
@@ -81,20 +88,6 @@ class CalibrationPolicy:
 
 
 @dataclass(frozen=True)
-class MSRecord:
-    """The registry's row for a group's Measurement Set."""
-
-    path: Path
-    group_id: str
-    start_mjd: float
-    mid_mjd: float
-    end_mjd: float
-    pointing_ra_deg: float
-    pointing_dec_deg: float
-    created_at: float
-
-
-@dataclass(frozen=True)
 class FieldSource:
     """A catalog source in the calibrator's field, in the form the solver's model takes."""
 
@@ -107,6 +100,8 @@ class FieldSource:
 
 @dataclass
 class CalibrationOutcome:
+    """What the calibrate stage found and solved on one group (for the asset's metadata)."""
+
     transits: list[CalibratorTransit]
     calibrator: str | None = None
     tables: list[Path] = field(default_factory=list)
@@ -118,30 +113,8 @@ class CalibrationOutcome:
     calibrator_field: CalibratorField | None = None
 
 
-def ms_record(registry: Registry, group_id: str) -> MSRecord:
-    """The ``ms_index`` row of ``group_id``; raises LookupError if the group has none."""
-    row = registry.execute(
-        "SELECT path, group_id, start_mjd, mid_mjd, end_mjd, pointing_ra_deg,"
-        " pointing_dec_deg, created_at FROM ms_index WHERE group_id = ?"
-        " ORDER BY created_at DESC LIMIT 1",
-        (group_id,),
-    ).fetchone()
-    if row is None:
-        raise LookupError(f"group {group_id} has no Measurement Set in ms_index")
-    return MSRecord(Path(row[0]), *row[1:])
-
-
-def caltable_paths(settings: Settings, group_id: str, calibrator: str) -> tuple[Path, Path]:
-    """(bandpass, gain) table paths of a calibrator group."""
-    stem = f"{group_id}_{calibrator}"
-    return (
-        product_path(settings, "caltables", stem, ".bcal"),
-        product_path(settings, "caltables", stem, ".gcal"),
-    )
-
-
 def pointing_dec_of_date(record: MSRecord) -> float:
-    """The declination the dishes point at (of date, degrees): the MS's fringe-stop keyword.
+    """Return the declination the dishes point at (of date, degrees): the fringe-stop keyword.
 
     Why not ``record.pointing_dec_deg``: that is the ICRS declination of the central field,
     which precession since J2000 moves from the Earth-fixed pointing by ~0.1 deg (2026), and
@@ -158,14 +131,14 @@ def pointing_dec_of_date(record: MSRecord) -> float:
 def detect_calibrators(
     settings: Settings, registry: Registry, record: MSRecord, policy: CalibrationPolicy
 ) -> list[CalibratorTransit]:
-    """Calibrators the primary beam sees during the group, brightest first, recorded in the queue.
+    """Return the calibrators the beam sees during the group, brightest first, recorded.
 
     A calibrator counts when the Airy power beam at its closest approach to the pointing within
     ``[start, end]`` of the group reaches ``policy.min_beam_response``: the sky drifts through a
     fixed beam, so what matters is how much of the calibrator the group saw, not whether its
     meridian crossing fell inside the group's five minutes.
     """
-    calibrators = load_calibrators(ensure_calibrator_db(settings.state_dir / "catalogs"))
+    calibrators = load_calibrators(ensure_calibrator_db(settings.catalogs_dir))
     transits = calibrators_in_beam(
         record.start_mjd,
         record.end_mjd,
@@ -185,23 +158,19 @@ def detect_calibrators(
         }
         for t in transits
     ]
-    with registry.transaction():
-        registry.execute(
-            "UPDATE processing_queue SET has_calibrator = ?, calibrators = ?, last_update = ?"
-            " WHERE group_id = ?",
-            (int(bool(transits)), json.dumps(listed), time.time(), record.group_id),
-        )
+    record_calibrators(registry, record.group_id, listed)
     return transits
 
 
 def field_sources(
     settings: Settings, record: MSRecord, calibrator: object | None, policy: CalibrationPolicy
 ) -> list[FieldSource]:
-    """The brightest (by beam-weighted flux) catalog sources around the pointing, other than
-    the calibrator (if any), from the first ingested survey of NVSS, FIRST, VLASS (none:
-    empty), brightest first.
+    """Return the brightest (beam-weighted) catalog sources around the pointing.
+
+    The calibrator (if any) is left out; sources come from the first ingested survey of
+    NVSS, FIRST, VLASS (none: empty), brightest first.
     """
-    catalogs_dir = settings.state_dir / "catalogs"
+    catalogs_dir = settings.catalogs_dir
     for survey in SURVEYS:
         try:
             found = cone_search(
@@ -235,6 +204,76 @@ def field_sources(
     return []
 
 
+def _solver_options(policy: CalibrationPolicy) -> dict[str, object]:
+    """Return the solver's keyword arguments that ``policy`` sets."""
+    kwargs: dict[str, object] = {"uv_min_klambda": policy.uv_min_klambda}
+    if policy.gain_solint_s is not None:
+        kwargs["gain_solint_s"] = policy.gain_solint_s
+    return kwargs
+
+
+def _write_solution(
+    solution: CalibrationSolution, ms_path: Path, tables: tuple[Path, Path]
+) -> None:
+    """Write ``solution`` as the (bandpass, gain) CASA tables ``tables``."""
+    bandpass_path, gain_path = tables
+    bandpass_path.parent.mkdir(parents=True, exist_ok=True)
+    write_bandpass_table(bandpass_path, solution, ms_path, overwrite=True)
+    write_gain_table(gain_path, solution, ms_path, overwrite=True)
+
+
+def _register_solve(
+    registry: Registry,
+    record: MSRecord,
+    tables: tuple[Path, Path],
+    policy: CalibrationPolicy,
+    **labels: object,
+) -> None:
+    """Register a solve's (bandpass, gain) tables with the policy's validity windows."""
+    bandpass_path, gain_path = tables
+    register_tables(
+        registry,
+        record,
+        [
+            (bandpass_path, "bandpass", policy.bandpass_validity_h, None),
+            (gain_path, "gain", 2.0 * policy.gain_window_h, policy.gain_solint_s),
+        ],
+        **labels,
+    )
+
+
+def _solve_on(
+    settings: Settings,
+    record: MSRecord,
+    source: object,
+    tables: tuple[Path, Path],
+    policy: CalibrationPolicy,
+    outcome: CalibrationOutcome,
+) -> CalibrationSolution:
+    """Solve on the calibrator ``source`` and write its tables and MODEL_DATA, timed."""
+    watch = Stopwatch()
+    outcome.field_sources = field_sources(settings, record, source, policy)
+    solution = solve_calibrator(
+        record.path, source, field_sources=outcome.field_sources, **_solver_options(policy)
+    )
+    outcome.solve_s = watch.restart()
+    _write_solution(solution, record.path, tables)
+    # MODEL_DATA = the sky solved against, so CASA's gaincal/bandpass on this MS agree.
+    write_model_column(record.path, [source, *outcome.field_sources])
+    outcome.write_s = watch.elapsed_s
+    return solution
+
+
+def _solved_detail(best: CalibratorTransit, refant: str | None, solve_s: float) -> str:
+    """Return the done message of a calibrator solve: where it was solved, and how fast."""
+    minutes = abs(best.transit_mjd - best.closest_mjd) * 1440
+    where = "at its transit" if best.in_window else f"{minutes:.1f} min from its transit"
+    return (
+        f"solved on {best.name} (beam response {best.beam_response:.3f} {where}; refant "
+        f"{refant}) in {solve_s:.1f} s"
+    )
+
+
 def solve_and_register(
     settings: Settings, registry: Registry, record: MSRecord, policy: CalibrationPolicy
 ) -> CalibrationOutcome:
@@ -251,70 +290,31 @@ def solve_and_register(
         )
         return outcome
     best = transits[0]
-    calibrators = {
-        c.name: c for c in load_calibrators(ensure_calibrator_db(settings.state_dir / "catalogs"))
-    }
+    calibrators = {c.name: c for c in load_calibrators(ensure_calibrator_db(settings.catalogs_dir))}
     source = calibrators[best.name]
     outcome.calibrator_field = name_field(registry, record, best)
-    record_stage(registry, record.group_id, STAGE, StageOutcome.RUNNING, f"solving on {best.name}")
-    bandpass_path, gain_path = caltable_paths(settings, record.group_id, best.name)
-    try:
-        started = time.perf_counter()
-        kwargs: dict[str, object] = {"uv_min_klambda": policy.uv_min_klambda}
-        if policy.gain_solint_s is not None:
-            kwargs["gain_solint_s"] = policy.gain_solint_s
-        outcome.field_sources = field_sources(settings, record, source, policy)
-        solution = solve_calibrator(
-            record.path, source, field_sources=outcome.field_sources, **kwargs
-        )
-        outcome.solve_s = time.perf_counter() - started
-        started = time.perf_counter()
-        bandpass_path.parent.mkdir(parents=True, exist_ok=True)
-        write_bandpass_table(bandpass_path, solution, record.path, overwrite=True)
-        write_gain_table(gain_path, solution, record.path, overwrite=True)
-        # MODEL_DATA = the sky solved against, so CASA's gaincal/bandpass on this MS agree.
-        write_model_column(record.path, [source, *outcome.field_sources])
-        outcome.write_s = time.perf_counter() - started
-    except BaseException as exc:
-        record_stage(
+    tables = caltable_paths(settings, record.group_id, best.name)
+    with stage_run(registry, record.group_id, STAGE, f"solving on {best.name}") as run:
+        solution = _solve_on(settings, record, source, tables, policy, outcome)
+        outcome.calibrator = best.name
+        outcome.tables = list(tables)
+        outcome.refant = solution.antenna_names[solution.refant]
+        outcome.details = solution_summary(solution)
+        outcome.details["beam_response"] = round(best.beam_response, 4)
+        outcome.details["calibrator_field"] = outcome.calibrator_field.name
+        outcome.details["calibrator_field_id"] = outcome.calibrator_field.field_id
+        _register_solve(
             registry,
-            record.group_id,
-            STAGE,
-            StageOutcome.FAILED,
-            f"solving on {best.name} failed: {exc}",
-            error=type(exc).__name__,
+            record,
+            tables,
+            policy,
+            calibrator=best.name,
+            refant=outcome.refant,
+            details=outcome.details,
+            beam_response=best.beam_response,
+            solved_against="calibrator",
         )
-        raise
-    outcome.calibrator = best.name
-    outcome.tables = [bandpass_path, gain_path]
-    outcome.refant = solution.antenna_names[solution.refant]
-    outcome.details = solution_summary(solution)
-    outcome.details["beam_response"] = round(best.beam_response, 4)
-    outcome.details["calibrator_field"] = outcome.calibrator_field.name
-    outcome.details["calibrator_field_id"] = outcome.calibrator_field.field_id
-    register_tables(
-        registry,
-        record,
-        [
-            (bandpass_path, "bandpass", policy.bandpass_validity_h, None),
-            (gain_path, "gain", 2.0 * policy.gain_window_h, policy.gain_solint_s),
-        ],
-        calibrator=best.name,
-        refant=outcome.refant,
-        details=outcome.details,
-        beam_response=best.beam_response,
-        solved_against="calibrator",
-    )
-    minutes = abs(best.transit_mjd - best.closest_mjd) * 1440
-    where = "at its transit" if best.in_window else f"{minutes:.1f} min from its transit"
-    record_stage(
-        registry,
-        record.group_id,
-        STAGE,
-        StageOutcome.DONE,
-        f"solved on {best.name} (beam response {best.beam_response:.3f} {where}; refant "
-        f"{outcome.refant}) in {outcome.solve_s:.1f} s",
-    )
+        run.done(_solved_detail(best, outcome.refant, outcome.solve_s))
     return outcome
 
 
@@ -335,38 +335,29 @@ def register_tables(
     path), so a table is never registered twice.
     """
     now = time.time()
-    with registry.transaction():
-        for path, table_type, validity_h, solint in rows:
-            half = validity_h / 48.0  # hours -> days, halved
-            registry.execute(
-                "INSERT INTO calibration_tables(path, group_id, table_type, calibrator, refant,"
-                " valid_start_mjd, valid_end_mjd, solution_interval_s, n_antennas,"
-                " flagged_fraction, beam_response, status, created_at, solved_against)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'valid', ?, ?)"
-                " ON CONFLICT(path) DO UPDATE SET refant = excluded.refant,"
-                " beam_response = excluded.beam_response,"
-                " valid_start_mjd = excluded.valid_start_mjd,"
-                " valid_end_mjd = excluded.valid_end_mjd,"
-                " solution_interval_s = excluded.solution_interval_s,"
-                " n_antennas = excluded.n_antennas,"
-                " flagged_fraction = excluded.flagged_fraction, status = 'valid',"
-                " created_at = excluded.created_at, solved_against = excluded.solved_against",
-                (
-                    str(path),
-                    record.group_id,
-                    table_type,
-                    calibrator,
-                    refant,
-                    record.mid_mjd - half,
-                    record.mid_mjd + half,
-                    solint if solint is not None else details.get("gain_solint_s"),
-                    details.get("n_antennas"),
-                    details.get(f"{table_type}_flagged_fraction"),
-                    beam_response,
-                    now,
-                    solved_against,
-                ),
-            )
+    register_caltables(
+        registry,
+        [
+            {
+                "path": str(path),
+                "group_id": record.group_id,
+                "table_type": table_type,
+                "calibrator": calibrator,
+                "refant": refant,
+                "valid_start_mjd": record.mid_mjd - validity_h / 48.0,  # hours -> days, halved
+                "valid_end_mjd": record.mid_mjd + validity_h / 48.0,
+                "solution_interval_s": solint
+                if solint is not None
+                else details.get("gain_solint_s"),
+                "n_antennas": details.get("n_antennas"),
+                "flagged_fraction": details.get(f"{table_type}_flagged_fraction"),
+                "beam_response": beam_response,
+                "created_at": now,
+                "solved_against": solved_against,
+            }
+            for path, table_type, validity_h, solint in rows
+        ],
+    )
 
 
 FIELD_MODEL = "field-model"
@@ -382,6 +373,32 @@ class FieldSolveOutcome:
     n_antennas: int = 0
     solve_s: float = 0.0
     reason: str | None = None
+
+
+def _field_solution(
+    record: MSRecord, policy: CalibrationPolicy, outcome: FieldSolveOutcome
+) -> CalibrationSolution | None:
+    """Solve against ``outcome.sources``; None (with ``outcome.reason``) when refused."""
+    watch = Stopwatch()
+    sources = outcome.sources
+    try:
+        solution = solve_calibrator(
+            record.path, sources[0], field_sources=sources[1:], **_solver_options(policy)
+        )
+    except CalibrationError as exc:
+        outcome.reason = f"field-model solve failed: {exc}"
+        return None
+    outcome.solve_s = watch.elapsed_s
+    solved = ~solution.gain_flag
+    outcome.n_antennas = int(solved.any(axis=(0, 2)).sum())
+    outcome.median_snr = float(np.median(solution.gain_snr[solved])) if solved.any() else 0.0
+    if outcome.median_snr < policy.field_min_snr:
+        outcome.reason = (
+            f"field-model gains too noisy: median S/N {outcome.median_snr:.1f} < "
+            f"{policy.field_min_snr:g}"
+        )
+        return None
+    return solution
 
 
 def solve_field_model(
@@ -402,44 +419,23 @@ def solve_field_model(
     if not sources:
         outcome.reason = "no catalog source in the beam"
         return outcome
-    started = time.perf_counter()
-    kwargs: dict[str, object] = {"uv_min_klambda": policy.uv_min_klambda}
-    if policy.gain_solint_s is not None:
-        kwargs["gain_solint_s"] = policy.gain_solint_s
-    try:
-        solution = solve_calibrator(record.path, sources[0], field_sources=sources[1:], **kwargs)
-    except CalibrationError as exc:
-        outcome.reason = f"field-model solve failed: {exc}"
+    solution = _field_solution(record, policy, outcome)
+    if solution is None:
         return outcome
-    outcome.solve_s = time.perf_counter() - started
-    solved = ~solution.gain_flag
-    outcome.n_antennas = int(solved.any(axis=(0, 2)).sum())
-    outcome.median_snr = float(np.median(solution.gain_snr[solved])) if solved.any() else 0.0
-    if outcome.median_snr < policy.field_min_snr:
-        outcome.reason = (
-            f"field-model gains too noisy: median S/N {outcome.median_snr:.1f} < "
-            f"{policy.field_min_snr:g}"
-        )
-        return outcome
-    bandpass_path, gain_path = caltable_paths(settings, record.group_id, FIELD_MODEL)
-    bandpass_path.parent.mkdir(parents=True, exist_ok=True)
-    write_bandpass_table(bandpass_path, solution, record.path, overwrite=True)
-    write_gain_table(gain_path, solution, record.path, overwrite=True)
-    details = solution_summary(solution)
-    register_tables(
+    tables = caltable_paths(settings, record.group_id, FIELD_MODEL)
+    _write_solution(solution, record.path, tables)
+    _register_solve(
         registry,
         record,
-        [
-            (bandpass_path, "bandpass", policy.bandpass_validity_h, None),
-            (gain_path, "gain", 2.0 * policy.gain_window_h, policy.gain_solint_s),
-        ],
+        tables,
+        policy,
         calibrator=FIELD_MODEL,
         refant=solution.antenna_names[solution.refant],
-        details=details,
+        details=solution_summary(solution),
         beam_response=None,
         solved_against=FIELD_MODEL,
     )
-    outcome.tables = (bandpass_path, gain_path)
+    outcome.tables = tables
     return outcome
 
 
@@ -450,16 +446,12 @@ def name_field(registry: Registry, record: MSRecord, best: CalibratorTransit) ->
     :func:`dsa110_assets.calibration.fields.name_calibrator_field`. Idempotent.
     """
     named = name_calibrator_field(record.path, best.name, best.ra_deg, best.dec_deg)
-    with registry.transaction():
-        registry.execute(
-            "UPDATE ms_index SET calibrator_field = ?, calibrator_field_id = ? WHERE path = ?",
-            (named.name, named.field_id, str(record.path)),
-        )
+    record_calibrator_field(registry, record.path, named.name, named.field_id)
     return named
 
 
 def solution_summary(solution: CalibrationSolution) -> dict[str, object]:
-    """Numbers worth showing about a solution, for the registry and the Dagster UI."""
+    """Return the numbers worth showing about a solution, for the registry and the UI."""
     stats = solution.stats
     return {
         "n_antennas": int(stats.get("n_antennas_solved", 0)),

@@ -17,25 +17,22 @@ must still have the size recorded in ``subband_files.size_bytes`` at registratio
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 from dsa110_assets.conversion import ConversionResult, convert_group
 from dsa110_assets.ingest.groups import SubbandGroup
 from dsa110_assets.registry import QueueState, Registry, get_status
-from dsa110_assets.registry.queue import Owner, claim, finish
+from dsa110_assets.registry.products import register_ms
+from dsa110_assets.registry.queue import Owner, claim
+from dsa110_assets.registry.stage_run import attempt_run
 from dsa110_assets.settings import Settings
-from dsa110_assets.storage import product_path
+from dsa110_assets.storage.products import ms_path_for
 
 STAGE = "convert"
 
 
-def ms_path_for(settings: Settings, group_id: str) -> Path:
-    return product_path(settings, "ms", group_id, ".ms")
-
-
 def registered_inputs(registry: Registry, group_id: str) -> tuple[dict[int, Path], dict[int, int]]:
-    """The group's registered paths and the sizes recorded when they were registered.
+    """Return the group's registered paths and the sizes recorded when they were registered.
 
     Sizes are those of ``subband_files.size_bytes`` (None for rows registered before that
     column existed: such files are checked for being regular files only).
@@ -79,7 +76,8 @@ def convert_and_register(
     owner = Owner.current(run_id)
     claimed = claim(registry, group.group_id, owner, stage=STAGE)
     dead_tokens = [claimed.dead.token] if claimed.dead is not None else []
-    try:
+    doing = f"converting to {ms_path.name}"
+    with attempt_run(registry, group.group_id, STAGE, owner, doing) as run:
         paths, sizes = registered_inputs(registry, group.group_id)
         files = {sb: path for sb, path in group.files.items() if paths.get(sb) == Path(path)}
         result = convert_group(
@@ -93,47 +91,19 @@ def convert_and_register(
             attempt_token=owner.token,
             dead_tokens=dead_tokens,
         )
-        with registry.transaction():
-            registry.execute(
-                "INSERT INTO ms_index(path, group_id, start_mjd, end_mjd, mid_mjd, status, stage,"
-                " cal_applied, field_name, pointing_ra_deg, pointing_dec_deg, created_at)"
-                " VALUES (?, ?, ?, ?, ?, 'converted', ?, 0, ?, ?, ?, ?)"
-                " ON CONFLICT(path) DO UPDATE SET start_mjd = excluded.start_mjd,"
-                " end_mjd = excluded.end_mjd, mid_mjd = excluded.mid_mjd,"
-                " status = excluded.status, stage = excluded.stage, cal_applied = 0,"
-                " field_name = excluded.field_name,"
-                " pointing_ra_deg = excluded.pointing_ra_deg,"
-                " pointing_dec_deg = excluded.pointing_dec_deg, created_at = excluded.created_at",
-                (
-                    str(result.ms_path),
-                    group.group_id,
-                    result.start_mjd,
-                    result.end_mjd,
-                    result.mid_mjd,
-                    STAGE,
-                    result.field_name,
-                    result.pointing_ra_deg,
-                    result.pointing_dec_deg,
-                    time.time(),
-                ),
-            )
-    except BaseException as exc:
-        finish(
+        register_ms(
             registry,
-            group.group_id,
-            owner,
-            QueueState.FAILED,
-            stage=STAGE,
-            error=type(exc).__name__,
-            error_message=str(exc) or repr(exc),
+            {
+                "path": str(result.ms_path),
+                "group_id": group.group_id,
+                "start_mjd": result.start_mjd,
+                "end_mjd": result.end_mjd,
+                "mid_mjd": result.mid_mjd,
+                "stage": STAGE,
+                "field_name": result.field_name,
+                "pointing_ra_deg": result.pointing_ra_deg,
+                "pointing_dec_deg": result.pointing_dec_deg,
+            },
         )
-        raise
-    finish(
-        registry,
-        group.group_id,
-        owner,
-        QueueState.COMPLETED,
-        stage=STAGE,
-        detail=f"{result.ms_path.name} ({result.tier})",
-    )
+        run.done(f"{result.ms_path.name} ({result.tier})")
     return result

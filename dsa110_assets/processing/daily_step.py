@@ -24,15 +24,19 @@ from dsa110_assets.imaging.thumbnail import make_thumbnail
 from dsa110_assets.mosaics.combine import MosaicError, MosaicResult, build_mosaic
 from dsa110_assets.photometry.variability import flag_candidates, metrics_for_all
 from dsa110_assets.registry import Registry
+from dsa110_assets.registry.products import register_mosaic
 from dsa110_assets.safe_fs import atomic_output
 from dsa110_assets.settings import Settings
 from dsa110_assets.storage import product_path
+from dsa110_assets.storage.products import mosaic_thumbnail_path
 
 DAY_MARGIN_H = 1.0
 
 
 @dataclass(frozen=True)
 class DayImage:
+    """One of a day's images, as the registry knows it."""
+
     path: Path
     group_id: str
     mjd: float | None
@@ -42,6 +46,8 @@ class DayImage:
 
 @dataclass(frozen=True)
 class DayStatus:
+    """How far a day's groups are, and whether its products can be made."""
+
     day: str
     groups: int
     unsettled: int  # groups still collecting, converting or imaging
@@ -53,16 +59,18 @@ class DayStatus:
 
     @property
     def complete(self) -> bool:
+        """Whether the day is over and every one of its groups is settled."""
         return self.over and self.unsettled == 0 and self.groups > 0
 
 
 def day_bounds(day: str) -> tuple[datetime, datetime]:
+    """Return the UTC start and end of ``day``."""
     start = datetime.combine(date.fromisoformat(day), datetime.min.time(), tzinfo=UTC)
     return start, start + timedelta(days=1)
 
 
 def day_images(registry: Registry, day: str) -> list[DayImage]:
-    """The 'image' products of the day's groups, oldest first."""
+    """Return the 'image' products of the day's groups, oldest first."""
     return images_between(registry, day, _next_day(day))
 
 
@@ -97,7 +105,7 @@ def day_status(
 
 
 def _images_version(registry: Registry, day: str) -> str:
-    """A short digest of when each of the day's images was last made (its image stage)."""
+    """Return a short digest of when each of the day's images was last made."""
     rows = registry.query(
         "SELECT group_id, updated_at FROM stage_status WHERE stage = 'image'"
         " AND status = 'done' AND group_id >= ? AND group_id < ? ORDER BY group_id",
@@ -119,13 +127,15 @@ TILE_DEG = 15.0  # hourly RA tiles: one TAN grid cannot hold 24 h of a strip
 
 
 def tile_name(day: str, tile: int) -> str:
+    """Return the name of ``day``'s mosaic of RA tile ``tile`` (hours)."""
     return f"{day}_ra{tile:02d}h"
 
 
 def ra_tiles(images: list[DayImage]) -> dict[int, list[DayImage]]:
-    """The day's images by hourly RA tile of their centre (fixed on the sky, so a tile keeps
-    its name every day); images of unknown centre join the first tile, where they are
-    read (or skipped with the reason) like any other.
+    """Return the day's images by hourly RA tile of their centre.
+
+    Tiles are fixed on the sky, so a tile keeps its name every day; images of unknown centre
+    join the first tile, where they are read (or skipped with the reason) like any other.
     """
     known = [i for i in images if i.ra_deg is not None]
     tiles: dict[int, list[DayImage]] = {}
@@ -140,6 +150,8 @@ def ra_tiles(images: list[DayImage]) -> dict[int, list[DayImage]]:
 
 @dataclass
 class DailyMosaicOutcome:
+    """One mosaic made: the result, its preview and the images skipped (with why)."""
+
     day: str
     result: MosaicResult
     thumbnail: Path
@@ -147,7 +159,7 @@ class DailyMosaicOutcome:
 
 
 def images_between(registry: Registry, start: str, end: str) -> list[DayImage]:
-    """The 'image' products of groups whose group_id (UTC start) is in [start, end)."""
+    """Return the 'image' products of groups whose group_id (UTC start) is in [start, end)."""
     rows = registry.query(
         "SELECT i.path, i.group_id, m.mid_mjd, i.noise_jy, i.center_ra_deg FROM images i"
         " LEFT JOIN ms_index m ON m.path = i.ms_path"
@@ -161,8 +173,9 @@ def images_between(registry: Registry, start: str, end: str) -> list[DayImage]:
 def build_daily_mosaic(
     settings: Settings, registry: Registry, day: str, *, pb_cutoff: float = 0.2
 ) -> list[DailyMosaicOutcome]:
-    """Mosaic every image of ``day``, one mosaic per hourly RA tile
-    (``{products}/mosaics/{day}_ra{HH}h.fits``), each registered (a re-run replaces file and
+    """Mosaic every image of ``day``, one mosaic per hourly RA tile.
+
+    Each is ``{products}/mosaics/{day}_ra{HH}h.fits``, registered (a re-run replaces file and
     row). Images whose FITS is missing or unreadable are skipped with the reason (recorded in
     the ``mosaics`` row's ``images`` JSON under ``skipped``); a tile with no usable image
     raises MosaicError.
@@ -178,7 +191,7 @@ def build_daily_mosaic(
 
 
 def day_mosaics(registry: Registry, day: str) -> list[tuple[Path, float | None]]:
-    """The registered mosaics of ``day``: (path, mid MJD)."""
+    """Return the registered mosaics of ``day``: (path, mid MJD)."""
     rows = registry.query(
         "SELECT path, start_mjd, end_mjd FROM mosaics WHERE date = ? ORDER BY path", (day,)
     )
@@ -214,42 +227,34 @@ def _mosaic_and_register(
     out.parent.mkdir(parents=True, exist_ok=True)
     noise = {str(i.path): i.noise_jy for i in images if i.noise_jy}
     result = build_mosaic([i.path for i in images], out, pb_cutoff=pb_cutoff, noise_jy=noise)
-    thumb = product_path(settings, "thumbnails", f"mosaic-{out.stem}", ".png")
+    thumb = mosaic_thumbnail_path(settings, out)
     thumb.parent.mkdir(parents=True, exist_ok=True)
     make_thumbnail(result.path, thumb)
     skipped = [(str(p), reason) for p, reason in result.skipped]
     listed = {"used": [str(p) for p in result.images], "skipped": dict(skipped)}
-    with registry.transaction():
-        registry.execute(
-            "INSERT INTO mosaics(path, weights_path, date, start_mjd, end_mjd, dec_strip_deg,"
-            " n_images, images, effective_noise_jy, method, thumbnail_path, created_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-            " ON CONFLICT(path) DO UPDATE SET weights_path = excluded.weights_path,"
-            " date = excluded.date, start_mjd = excluded.start_mjd, end_mjd = excluded.end_mjd,"
-            " dec_strip_deg = excluded.dec_strip_deg, n_images = excluded.n_images,"
-            " images = excluded.images, effective_noise_jy = excluded.effective_noise_jy,"
-            " method = excluded.method, thumbnail_path = excluded.thumbnail_path,"
-            " created_at = excluded.created_at",
-            (
-                str(result.path),
-                str(result.weights_path),
-                day,
-                result.start_mjd,
-                result.end_mjd,
-                round(result.centre_dec_deg, 1),
-                result.n_images,
-                json.dumps(listed),
-                result.effective_noise_jy,
-                result.method,
-                str(thumb),
-                time.time(),
-            ),
-        )
+    register_mosaic(
+        registry,
+        {
+            "path": str(result.path),
+            "weights_path": str(result.weights_path),
+            "date": day,
+            "start_mjd": result.start_mjd,
+            "end_mjd": result.end_mjd,
+            "dec_strip_deg": round(result.centre_dec_deg, 1),
+            "n_images": result.n_images,
+            "images": json.dumps(listed),
+            "effective_noise_jy": result.effective_noise_jy,
+            "method": result.method,
+            "thumbnail_path": str(thumb),
+        },
+    )
     return DailyMosaicOutcome(day=day or out.stem, result=result, thumbnail=thumb, skipped=skipped)
 
 
 @dataclass
 class LightCurveOutcome:
+    """The day's light-curve table: where, how many sources, which are candidates."""
+
     path: Path
     sources: int
     candidates: list[str]
@@ -264,8 +269,10 @@ def write_variability(
     min_epochs: int = 3,
     thresholds: dict[str, float | None] | None = None,
 ) -> LightCurveOutcome:
-    """Variability metrics (Mooley et al. 2016) of every source's light curve from the
-    per-group images up to the end of ``day``, candidates flagged, as ``lightcurves/{day}.csv``.
+    """Write the variability metrics of every source's light curve up to the end of ``day``.
+
+    Metrics (Mooley et al. 2016) of the per-group images, candidates flagged, as
+    ``lightcurves/{day}.csv``.
     """
     _, end = day_bounds(day)
     metrics = metrics_for_all(

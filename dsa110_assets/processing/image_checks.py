@@ -12,13 +12,16 @@ from casacore import tables as pt
 from dsa110_assets.catalogs.vla import ensure_calibrator_db, load_calibrators
 from dsa110_assets.imaging.image_stats import find_peak, image_statistics
 from dsa110_assets.imaging.primary_beam import primary_beam_at
-from dsa110_assets.processing.image_step import group_calibrator
 from dsa110_assets.registry import Registry
+from dsa110_assets.registry.products import cal_state, group_calibrator
 from dsa110_assets.settings import Settings
+from dsa110_assets.storage.products import image_product
 
 
 @dataclass(frozen=True)
 class CalibratorRecovery:
+    """The calibrator as measured in a group's image, against its catalog flux and position."""
+
     name: str
     measured_jy: float  # peak after dividing by the effective primary beam
     expected_jy: float  # catalog spectrum averaged over the imaged channels
@@ -28,7 +31,7 @@ class CalibratorRecovery:
 
 
 def image_content_problems(path: Path) -> list[str]:
-    """NaN pixels or an all-zero image (empty list when neither)."""
+    """Return what is wrong with the image's pixels: NaNs, all zeros (empty when neither)."""
     with fits.open(path, memmap=False) as hdul:
         data = np.asarray(hdul[0].data, dtype=np.float64)
     problems = []
@@ -40,18 +43,14 @@ def image_content_problems(path: Path) -> list[str]:
     return problems
 
 
-def residual_path(image: Path) -> Path:
-    return image.with_name(image.name.replace("-image.fits", "-residual.fits"))
-
-
 def noise_ratio(image: Path, expected_jy: float | None) -> tuple[float, float]:
-    """(residual image noise, radiometer expectation), both Jy/beam."""
-    measured = image_statistics(residual_path(image)).noise_jy
+    """Return (residual image noise, radiometer expectation), both Jy/beam."""
+    measured = image_statistics(image_product(image, "residual")).noise_jy
     return float(measured), float(expected_jy or 0.0)
 
 
 def _imaged_frequencies(ms_path: Path) -> np.ndarray:
-    """Channel frequencies of the windows holding data (missing subbands are flagged)."""
+    """Return the channel frequencies of the windows holding data (missing subbands flagged)."""
     with pt.table(f"{ms_path}/SPECTRAL_WINDOW", ack=False) as spw:
         freqs = np.asarray(spw.getcol("CHAN_FREQ"), dtype=np.float64)
     with pt.table(str(ms_path), ack=False) as t:
@@ -69,9 +68,7 @@ def calibrator_recovery(
     name = group_calibrator(registry, group_id)
     if name is None:
         return None
-    calibrators = {
-        c.name: c for c in load_calibrators(ensure_calibrator_db(settings.state_dir / "catalogs"))
-    }
+    calibrators = {c.name: c for c in load_calibrators(ensure_calibrator_db(settings.catalogs_dir))}
     cal = calibrators[name]
     image = Path(image_row["path"])
     ms_path = Path(image_row["ms_path"])
@@ -80,14 +77,11 @@ def calibrator_recovery(
     pb = primary_beam_at(ms_path, cal.ra_deg, cal.dec_deg)
     freqs = _imaged_frequencies(ms_path)
     expected = float(np.mean(cal.flux_jy(freqs)))
-    cal_row = registry.execute(
-        "SELECT cal_applied FROM ms_index WHERE path = ?", (str(ms_path),)
-    ).fetchone()
     return CalibratorRecovery(
         name=name,
         measured_jy=float(peak) / float(pb),
         expected_jy=expected,
         offset_arcsec=float(offset),
         beam_arcsec=beam,
-        calibrated=bool(cal_row and cal_row[0]),
+        calibrated=cal_state(registry, ms_path).applied,
     )

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import math
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from dsa110_assets.photometry.forced import Measurement, SourcePositions, forced
 from dsa110_assets.photometry.register import record_measurements
 from dsa110_assets.registry import Registry
 from dsa110_assets.safe_fs import atomic_output
+from dsa110_assets.timing import Stopwatch
 
 CSV_COLUMNS = (
     "source_id",
@@ -39,6 +39,8 @@ CSV_COLUMNS = (
 
 @dataclass
 class PhotometryOutcome:
+    """What forced photometry measured on one image (for the asset's metadata)."""
+
     image: Path
     catalog: str | None
     measured: int = 0
@@ -51,7 +53,7 @@ class PhotometryOutcome:
 def catalog_positions(
     catalogs_dir: Path, ra_deg: float, dec_deg: float, radius_deg: float
 ) -> tuple[str | None, SourcePositions | None]:
-    """Sources of the first ingested survey within ``radius_deg``: (survey, positions)."""
+    """Return the sources of the first ingested survey within ``radius_deg``."""
     for survey in SURVEYS:
         try:
             found = cone_search(catalogs_dir, survey, ra_deg, dec_deg, radius_deg)
@@ -62,13 +64,13 @@ def catalog_positions(
 
 
 def image_radius_deg(image: Path) -> float:
-    """Half the diagonal of the image: a cone that covers all of it."""
+    """Return half the diagonal of the image: a cone that covers all of it."""
     stats = image_statistics(image)
     return math.hypot(stats.nx, stats.ny) * stats.cell_arcsec / 3600.0 / 2.0
 
 
 def write_measurements_csv(path: Path, measurements: list[Measurement]) -> Path:
-    """The measurements as CSV, written atomically (temporary name, then rename)."""
+    """Write the measurements as CSV, atomically (temporary name, then rename)."""
     with atomic_output(path) as tmp, tmp.open("w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(CSV_COLUMNS)
@@ -88,8 +90,8 @@ def measure_and_register(
     mjd: float | None,
     pb_cutoff: float = 0.2,
 ) -> PhotometryOutcome:
-    """Forced photometry of the catalog sources on ``image``, into the registry and a CSV."""
-    started = time.perf_counter()
+    """Measure the catalog sources on ``image``; record them in the registry and a CSV."""
+    watch = Stopwatch()
     stats = image_statistics(image)
     survey, positions = catalog_positions(
         catalogs_dir, stats.centre_ra_deg, stats.centre_dec_deg, image_radius_deg(image)
@@ -110,12 +112,12 @@ def measure_and_register(
         if not m.ok:
             reason = str(m.skip_reason).split(":")[0]
             outcome.skip_reasons[reason] = outcome.skip_reasons.get(reason, 0) + 1
-    outcome.duration_s = time.perf_counter() - started
+    outcome.duration_s = watch.elapsed_s
     return outcome
 
 
 def concatenate_csv(parts: list[Path], out: Path) -> Path:
-    """One CSV from several with the same header (removed afterwards), written atomically."""
+    """Concatenate CSVs with the same header into ``out`` (atomically), removing the parts."""
     with atomic_output(out) as tmp, tmp.open("w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(CSV_COLUMNS)

@@ -43,10 +43,12 @@ class CountingConnection(sqlite3.Connection):
     immutable: bool = False  # opened ``immutable=1`` (read-only registry in a read-only folder)
 
     def execute(self, sql: str, parameters: Sequence[Any] | dict = (), /) -> sqlite3.Cursor:
+        """Execute ``sql``, counting the round trip."""
         self.round_trips += 1
         return super().execute(sql, parameters)
 
     def executemany(self, sql: str, parameters: Iterable[Any], /) -> sqlite3.Cursor:
+        """Execute ``sql`` for every parameter set, counting one round trip."""
         self.round_trips += 1
         return super().executemany(sql, parameters)
 
@@ -74,7 +76,7 @@ def connect_readonly(
     busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S,
     factory: type[CountingConnection] = CountingConnection,
 ) -> CountingConnection:
-    """A read-only connection to an existing registry; never creates, migrates or writes it.
+    """Open an existing registry read-only; never create, migrate or write it.
 
     ``mode=ro`` first; if that cannot open a WAL database because its folder is not writable
     (no ``-shm`` can be made), and no ``-wal`` holds changes, ``immutable=1`` (safe: nothing
@@ -200,14 +202,17 @@ class Registry:
 
     @property
     def round_trips(self) -> int:
+        """Statements sent to SQLite so far (what the query-count tests measure)."""
         return self.conn.round_trips
 
     @property
     def schema_version(self) -> int:
+        """The highest migration applied to the database."""
         return current_version(self.conn)
 
     @property
     def is_current(self) -> bool:
+        """Whether the database is at this code's latest schema version."""
         return self.schema_version == LATEST_VERSION
 
     @property
@@ -216,14 +221,18 @@ class Registry:
         return bool(getattr(self.conn, "immutable", False))
 
     def execute(self, sql: str, parameters: Sequence[Any] | dict = ()) -> sqlite3.Cursor:
+        """Execute one statement on the connection."""
         return self.conn.execute(sql, parameters)
 
     def query(self, sql: str, parameters: Sequence[Any] | dict = ()) -> list[sqlite3.Row]:
+        """Execute a query and return all its rows."""
         return self.conn.execute(sql, parameters).fetchall()
 
     @contextmanager
     def transaction(self, *, write: bool = True) -> Iterator[sqlite3.Connection]:
-        """A transaction: ``BEGIN IMMEDIATE`` for writers (lock up front), else deferred.
+        """Run the block in a transaction: ``BEGIN IMMEDIATE`` for writers, else deferred.
+
+        Writers take the lock up front, so two writers never deadlock upgrading a read lock.
 
         Commits on success, rolls back on any exception.
         """
@@ -236,6 +245,7 @@ class Registry:
         self.conn.execute("COMMIT")
 
     def close(self) -> None:
+        """Close the connection."""
         self.conn.close()
 
     def __enter__(self) -> Registry:

@@ -25,6 +25,8 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Migration:
+    """One schema change: its version, name and SQL, applied once in order."""
+
     version: int
     name: str
     statements: tuple[str, ...]
@@ -284,7 +286,7 @@ LATEST_VERSION = MIGRATIONS[-1].version
 
 
 def current_version(conn: sqlite3.Connection) -> int:
-    """The highest applied migration, 0 for an empty database."""
+    """Return the highest applied migration, 0 for an empty database."""
     exists = conn.execute(
         "SELECT 1 FROM sqlite_master WHERE type='table' AND name='schema_version'"
     ).fetchone()
@@ -299,7 +301,7 @@ class SchemaTooNew(sqlite3.DatabaseError):
 
 
 def check_version(conn: sqlite3.Connection, where: object = "the registry") -> int:
-    """The database's schema version, refusing one newer than :data:`LATEST_VERSION`.
+    """Return the database's schema version, refusing one newer than :data:`LATEST_VERSION`.
 
     Newer code may have changed tables, constraints or meanings this code knows nothing of:
     reading could misreport and writing could break the newer code's invariants, so the only

@@ -38,11 +38,14 @@ from pathlib import Path
 
 from dsa110_assets.errors import PipelineError
 from dsa110_assets.registry.connection import Registry
+from dsa110_assets.registry.stages import write_stage
 
 MAX_RETRIES = 3
 
 
 class QueueState(StrEnum):
+    """A group's state in ``processing_queue`` (the transitions are in the module docstring)."""
+
     COLLECTING = "collecting"
     PENDING = "pending"
     IN_PROGRESS = "in_progress"
@@ -81,6 +84,8 @@ class NotOwner(IllegalTransition):
 
 @dataclass(frozen=True)
 class GroupStatus:
+    """A group's ``processing_queue`` row: state, retries and the last error."""
+
     group_id: str
     state: QueueState
     retry_count: int
@@ -101,6 +106,13 @@ def check_transition(current: QueueState, new: QueueState, retry_count: int) -> 
 
 
 def get_status(registry: Registry, group_id: str) -> GroupStatus:
+    """Return the queue status of ``group_id``.
+
+    Raises
+    ------
+    UnknownGroup
+        The group is not in the queue.
+    """
     row = registry.execute(
         "SELECT group_id, state, retry_count, error, error_message, processing_stage,"
         " last_update FROM processing_queue WHERE group_id = ?",
@@ -166,7 +178,7 @@ def _boot_id() -> str:
 
 
 def _pid_start_ticks(pid: int) -> int | None:
-    """The start time of process ``pid`` (clock ticks after boot), None if it is not running.
+    """Return the start time of process ``pid`` (clock ticks after boot), None if it is not running.
 
     Field 22 of ``/proc/PID/stat``; read after the command name's closing parenthesis, since
     the name itself may contain spaces and parentheses.
@@ -196,7 +208,7 @@ class Owner:
 
     @classmethod
     def current(cls, run_id: str | None = None, *, now: float | None = None) -> Owner:
-        """An owner for a new attempt by this process."""
+        """Return an owner for a new attempt by this process."""
         pid = os.getpid()
         return cls(
             host=socket.gethostname(),
@@ -209,11 +221,12 @@ class Owner:
         )
 
     def to_json(self) -> str:
+        """Return the owner as the JSON recorded in ``stage_status.detail``."""
         return json.dumps(asdict(self), sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str | None) -> Owner | None:
-        """The owner recorded in ``text``, None when there is none (or it is unreadable)."""
+        """Return the owner recorded in ``text``, None when there is none (or it is unreadable)."""
         try:
             data = json.loads(text or "")
             return cls(**data)
@@ -237,6 +250,7 @@ class Owner:
         return True
 
     def describe(self) -> str:
+        """Return the owner in words, for error messages and the operator."""
         run = f", run {self.run_id}" if self.run_id else ""
         started = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(self.started_at))
         return f"pid {self.pid} on {self.host} (attempt {self.token}{run}, started {started}Z)"
@@ -253,7 +267,7 @@ class Claim:
 
 
 def get_owner(registry: Registry, group_id: str, stage: str) -> Owner | None:
-    """The owner holding ``group_id``'s ``stage`` attempt (None if none is running)."""
+    """Return the owner holding ``group_id``'s ``stage`` attempt (None if none is running)."""
     row = _stage_row(registry, group_id, stage)
     if row is None or row["status"] != "running":
         return None
@@ -261,7 +275,7 @@ def get_owner(registry: Registry, group_id: str, stage: str) -> Owner | None:
 
 
 def _dead_owner(registry: Registry, group_id: str, stage: str) -> Owner | None:
-    """The owner of the last attempt recorded as died (kept so its staging can be cleaned)."""
+    """Return the owner of the last attempt recorded as died (its staging is to be cleaned)."""
     row = _stage_row(registry, group_id, stage)
     if row is None or row["status"] != "failed" or row["error"] != ATTEMPT_DIED:
         return None
@@ -290,25 +304,8 @@ def _record_death(
         now=now,
     )
     detail = previous.to_json() if previous is not None else message
-    _set_stage(registry, status.group_id, stage, "failed", detail, ATTEMPT_DIED)
+    write_stage(registry, status.group_id, stage, "failed", detail, ATTEMPT_DIED)
     return status
-
-
-def _set_stage(
-    registry: Registry,
-    group_id: str,
-    stage: str,
-    status: str,
-    detail: str | None,
-    error: str | None,
-) -> None:
-    registry.execute(
-        "INSERT INTO stage_status(group_id, stage, status, detail, error, updated_at)"
-        " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(group_id, stage) DO UPDATE SET"
-        " status = excluded.status, detail = excluded.detail, error = excluded.error,"
-        " updated_at = excluded.updated_at",
-        (group_id, stage, status, detail, error, time.time()),
-    )
 
 
 def _move(
@@ -400,7 +397,7 @@ def claim(
                 raise
             exhausted = exc  # commit the recorded death, then raise
         else:
-            _set_stage(registry, group_id, stage, "running", owner.to_json(), None)
+            write_stage(registry, group_id, stage, "running", owner.to_json(), None)
             _ACTIVE_TOKENS.add(owner.token)
     if exhausted is not None:
         raise exhausted
@@ -454,9 +451,9 @@ def finish(
                 now=now,
             )
             if new is QueueState.COMPLETED:
-                _set_stage(registry, group_id, stage, "done", detail, None)
+                write_stage(registry, group_id, stage, "done", detail, None)
             else:
-                _set_stage(registry, group_id, stage, "failed", error_message, error)
+                write_stage(registry, group_id, stage, "failed", error_message, error)
     finally:
         _ACTIVE_TOKENS.discard(owner.token)
     return status
@@ -469,7 +466,7 @@ def dead_attempts(
     now: float | None = None,
     foreign_lease_s: float = FOREIGN_LEASE_S,
 ) -> dict[str, Owner | None]:
-    """Groups ``in_progress`` whose owner is dead (or unrecorded): group_id -> that owner."""
+    """Return the groups ``in_progress`` whose owner is dead (or unrecorded), with that owner."""
     rows = registry.query(
         "SELECT q.group_id, s.status, s.detail FROM processing_queue q"
         " LEFT JOIN stage_status s ON s.group_id = q.group_id AND s.stage = ?"
@@ -524,7 +521,7 @@ def requeue_dead_attempts(
 
 
 def count_by_state(registry: Registry) -> dict[str, int]:
-    """The storage document's 'count by state' query, as a dict with every state present."""
+    """Return the storage document's 'count by state', with every state present."""
     counts = {state.value: 0 for state in QueueState}
     for row in registry.query("SELECT state, COUNT(*) FROM processing_queue GROUP BY state;"):
         counts[row[0]] = row[1]

@@ -15,6 +15,8 @@ from dsa110_assets.registry.connection import Registry
 
 
 class StageOutcome(StrEnum):
+    """What happened to a stage of a group, as ``stage_status.status`` stores it."""
+
     RUNNING = "running"
     DONE = "done"
     WAITING = "waiting"
@@ -24,12 +26,36 @@ class StageOutcome(StrEnum):
 
 @dataclass(frozen=True)
 class StageStatus:
+    """A ``stage_status`` row: a stage's outcome, what it said, and its error type."""
+
     group_id: str
     stage: str
     status: StageOutcome
     detail: str | None
     error: str | None
     updated_at: float
+
+
+def write_stage(
+    registry: Registry,
+    group_id: str,
+    stage: str,
+    status: StageOutcome | str,
+    detail: str | None = None,
+    error: str | None = None,
+) -> None:
+    """Upsert the ``stage_status`` row inside the caller's write transaction.
+
+    The one statement that writes a stage's outcome; the queue calls it inside the
+    transaction that also moves the group's state.
+    """
+    registry.execute(
+        "INSERT INTO stage_status(group_id, stage, status, detail, error, updated_at)"
+        " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(group_id, stage) DO UPDATE SET"
+        " status = excluded.status, detail = excluded.detail, error = excluded.error,"
+        " updated_at = excluded.updated_at",
+        (group_id, stage, StageOutcome(status).value, detail, error, time.time()),
+    )
 
 
 def record_stage(
@@ -43,16 +69,11 @@ def record_stage(
 ) -> None:
     """Upsert the outcome of ``stage`` for ``group_id`` (one row per group and stage)."""
     with registry.transaction():
-        registry.execute(
-            "INSERT INTO stage_status(group_id, stage, status, detail, error, updated_at)"
-            " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(group_id, stage) DO UPDATE SET"
-            " status = excluded.status, detail = excluded.detail, error = excluded.error,"
-            " updated_at = excluded.updated_at",
-            (group_id, stage, StageOutcome(status).value, detail, error, time.time()),
-        )
+        write_stage(registry, group_id, stage, status, detail, error)
 
 
 def get_stage(registry: Registry, group_id: str, stage: str) -> StageStatus | None:
+    """Return the ``stage_status`` row of ``group_id``'s ``stage``, or None if it never ran."""
     row = registry.execute(
         "SELECT group_id, stage, status, detail, error, updated_at FROM stage_status"
         " WHERE group_id = ? AND stage = ?",

@@ -25,6 +25,8 @@ from dsa110_assets.settings import Settings
 
 
 class Tier(StrEnum):
+    """The storage tiers, each a root folder of the settings (see :func:`tier_root`)."""
+
     HDD_INPUT = "hdd_input"
     TMPFS = "tmpfs"
     SSD_SCRATCH = "ssd_scratch"
@@ -56,6 +58,7 @@ KIND_TIERS: dict[str, tuple[Tier, ...]] = {
 
 
 def tier_root(settings: Settings, tier: Tier) -> Path:
+    """Return the root folder of ``tier`` in ``settings``."""
     return {
         Tier.HDD_INPUT: settings.input_dir,
         Tier.TMPFS: settings.tmpfs_dir,
@@ -66,7 +69,14 @@ def tier_root(settings: Settings, tier: Tier) -> Path:
     }[tier]
 
 
-def _kind_folder(settings: Settings, kind: str) -> Path:
+def kind_folder(settings: Settings, kind: str) -> Path:
+    """Return the folder the products of ``kind`` go in (new ones, on its first tier).
+
+    Raises
+    ------
+    WrongTierError
+        ``kind`` is not a known product kind.
+    """
     if kind not in KIND_TIERS:
         raise WrongTierError(f"unknown product kind {kind!r}; known: {sorted(KIND_TIERS)}")
     tier = KIND_TIERS[kind][0]
@@ -79,10 +89,18 @@ def _kind_folder(settings: Settings, kind: str) -> Path:
 
 
 def product_path(settings: Settings, kind: str, partition: str, suffix: str = "") -> Path:
-    """Where the product of ``kind`` for ``partition`` lives: ``{tier_root}/{kind}/{partition}``."""
+    """Return where the product of ``kind`` for ``partition`` lives.
+
+    That is ``{tier_root}/{kind}/{partition}{suffix}`` (the MS folder for ``ms``).
+
+    Raises
+    ------
+    WrongTierError
+        ``kind`` is unknown, or ``partition`` cannot name a file.
+    """
     if not partition or "/" in partition or partition in (".", ".."):
         raise WrongTierError(f"partition {partition!r} cannot name a file")
-    return _kind_folder(settings, kind) / f"{partition}{suffix}"
+    return kind_folder(settings, kind) / f"{partition}{suffix}"
 
 
 def check_placement(settings: Settings, kind: str, path: Path) -> Tier:

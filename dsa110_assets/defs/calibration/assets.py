@@ -4,10 +4,12 @@ from pathlib import Path
 
 import dagster as dg
 
+from dsa110_assets.defs.failures import reported_failures
 from dsa110_assets.defs.ingest.assets import OWNERS
 from dsa110_assets.defs.partitions import group_id_partitions
 from dsa110_assets.processing.apply_step import CalStatus, apply_and_register
-from dsa110_assets.processing.calibrate_step import ms_record, solve_and_register
+from dsa110_assets.processing.calibrate_step import solve_and_register
+from dsa110_assets.registry.products import ms_record
 from resources.pipeline import PipelineResource
 
 
@@ -26,8 +28,9 @@ from resources.pipeline import PipelineResource
 def calibration_tables(
     context: dg.AssetExecutionContext, pipeline: PipelineResource, measurement_set: Path
 ) -> list[Path]:
+    """Detect the calibrators in the beam and, on a calibrator group, solve and register B and G."""
     settings = pipeline.settings()
-    with pipeline.registry() as registry:
+    with reported_failures(), pipeline.registry() as registry:
         record = ms_record(registry, context.partition_key)
         outcome = solve_and_register(settings, registry, record, pipeline.calibration_policy())
     transits = {
@@ -76,8 +79,9 @@ def calibration_tables(
 def calibrated_ms(
     context: dg.AssetExecutionContext, pipeline: PipelineResource, measurement_set: Path
 ) -> Path:
+    """Apply the best calibration available now (or none: a quick look) to the group's MS."""
     policy = pipeline.calibration_policy()
-    with pipeline.registry() as registry:
+    with reported_failures(), pipeline.registry() as registry:
         record = ms_record(registry, context.partition_key)
         outcome = apply_and_register(registry, record, policy, settings=pipeline.settings())
     for reason in outcome.rejected:

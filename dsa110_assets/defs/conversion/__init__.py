@@ -1,0 +1,1 @@
+"""Dagster definitions of the conversion stage (assets and checks)."""

@@ -4,10 +4,12 @@ from pathlib import Path
 
 import dagster as dg
 
+from dsa110_assets.defs.failures import reported_failures
 from dsa110_assets.defs.ingest.assets import OWNERS
 from dsa110_assets.defs.partitions import group_id_partitions
 from dsa110_assets.ingest.groups import SubbandGroup
-from dsa110_assets.processing.convert_step import convert_and_register, ms_path_for
+from dsa110_assets.processing.convert_step import convert_and_register
+from dsa110_assets.storage.products import ms_path_for
 from resources.pipeline import PipelineResource
 
 
@@ -27,8 +29,9 @@ from resources.pipeline import PipelineResource
 def measurement_set(
     context: dg.AssetExecutionContext, pipeline: PipelineResource, subband_group: SubbandGroup
 ) -> Path:
+    """Convert the group's subbands to one Measurement Set (nothing to do when already done)."""
     settings = pipeline.settings()
-    with pipeline.registry() as registry:
+    with reported_failures(), pipeline.registry() as registry:
         result = convert_and_register(settings, registry, subband_group, run_id=context.run.run_id)
     if result is None:
         context.log.info(f"{subband_group.group_id} already converted; nothing changed")

@@ -7,12 +7,12 @@ from casacore import tables as pt
 from dsa110_assets.defs.conversion.assets import measurement_set
 from dsa110_assets.defs.partitions import group_id_partitions
 from dsa110_assets.instrument import N_SUBBANDS
-from dsa110_assets.processing.convert_step import ms_path_for
+from dsa110_assets.storage.products import ms_path_for
 from resources.pipeline import PipelineResource
 
 
 def ms_shape_problems(ms_path) -> tuple[list[str], dict[str, int]]:
-    """What is wrong with the MS's windows and rows (empty when nothing), and the counts.
+    """Return what is wrong with the MS's windows and rows (empty when nothing), and counts.
 
     Rows must be windows x integrations x baselines (every baseline in every integration of
     every window, as the converter writes them); windows must be 16 and ascend in frequency.
@@ -57,6 +57,7 @@ def ms_shape_problems(ms_path) -> tuple[list[str], dict[str, int]]:
 def ms_rows_and_windows(
     context: dg.AssetCheckExecutionContext, pipeline: PipelineResource
 ) -> dg.AssetCheckResult:
+    """Check the MS has 16 ascending windows and one row per window, integration and baseline."""
     ms = ms_path_for(pipeline.settings(), context.partition_key)
     problems, counts = ms_shape_problems(ms)
     return dg.AssetCheckResult(

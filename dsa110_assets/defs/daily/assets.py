@@ -11,6 +11,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from dsa110_assets.defs.failures import reported_failures
 from dsa110_assets.defs.imaging.assets import image
 from dsa110_assets.defs.ingest.assets import OWNERS
 from dsa110_assets.defs.partitions import daily_partitions
@@ -45,9 +46,10 @@ ONE_DAY_PER_RUN = dg.BackfillPolicy.multi_run(max_partitions_per_run=1)
     "with the reason. Empty for a day without images.",
 )
 def daily_mosaic(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> list[Path]:
+    """Mosaic the day's images, one mosaic per hourly RA tile (none for a day without images)."""
     settings = pipeline.settings()
     day = context.partition_key
-    with pipeline.registry() as registry:
+    with reported_failures(), pipeline.registry() as registry:
         if not day_images(registry, day):
             context.add_output_metadata({"images": 0, "note": f"no images registered for {day}"})
             return []
@@ -93,19 +95,20 @@ def daily_mosaic(context: dg.AssetExecutionContext, pipeline: PipelineResource) 
     "{date}-mosaic.csv.",
 )
 def mosaic_photometry(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> Path:
+    """Measure the survey catalog on each of the day's mosaics, into one CSV."""
     settings = pipeline.settings()
     day = context.partition_key
     csv_path = product_path(settings, "photometry", day, "-mosaic.csv")
     measured = skipped = 0
     catalog = None
-    with pipeline.registry() as registry:
+    with reported_failures(), pipeline.registry() as registry:
         mosaics = [(p, mid) for p, mid in day_mosaics(registry, day) if p.exists()]
         parts = []
         for mosaic, mid in mosaics:
             part = csv_path.with_name(f".{mosaic.stem}.part.csv")
             outcome = measure_and_register(
                 registry,
-                settings.state_dir / "catalogs",
+                settings.catalogs_dir,
                 mosaic,
                 part,
                 pb_fits=None,
@@ -142,8 +145,9 @@ def mosaic_photometry(context: dg.AssetExecutionContext, pipeline: PipelineResou
     "candidates flagged: {products}/lightcurves/{date}.csv.",
 )
 def light_curves(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> Path:
+    """Write every source's variability metrics up to the end of the day, candidates flagged."""
     settings = pipeline.settings()
-    with pipeline.registry() as registry:
+    with reported_failures(), pipeline.registry() as registry:
         outcome = write_variability(
             settings,
             registry,

@@ -1,0 +1,1 @@
+"""Dagster definitions of the imaging stage (assets and checks)."""

@@ -4,11 +4,12 @@ from pathlib import Path
 
 import dagster as dg
 
+from dsa110_assets.defs.failures import reported_failures
 from dsa110_assets.defs.ingest.assets import OWNERS
 from dsa110_assets.defs.partitions import group_id_partitions
 from dsa110_assets.imaging.thumbnail import thumbnail_markdown
-from dsa110_assets.processing.calibrate_step import ms_record
 from dsa110_assets.processing.image_step import image_and_register, thumbnail_and_register
+from dsa110_assets.registry.products import ms_record
 from resources.pipeline import PipelineResource
 from resources.wsclean import WSCleanResource
 
@@ -32,9 +33,10 @@ def image(
     wsclean: WSCleanResource,
     calibrated_ms: Path,
 ) -> Path:
+    """Image the group's calibrated MS with WSClean and register every product."""
     settings = pipeline.settings()
     params = wsclean.params_for(calibrated_ms, data_column="CORRECTED_DATA")
-    with pipeline.registry() as registry:
+    with reported_failures(), pipeline.registry() as registry:
         record = ms_record(registry, context.partition_key)
         outcome = image_and_register(
             settings,
@@ -85,8 +87,9 @@ def image(
     "{products}/thumbnails, shown inline here; regenerable from the FITS.",
 )
 def thumbnail(context: dg.AssetExecutionContext, pipeline: PipelineResource, image: Path) -> Path:
+    """Write the PNG preview of the group's image."""
     settings = pipeline.settings()
-    with pipeline.registry() as registry:
+    with reported_failures(), pipeline.registry() as registry:
         png = thumbnail_and_register(settings, registry, context.partition_key, image)
     context.add_output_metadata(
         {"preview": dg.MetadataValue.md(thumbnail_markdown(png)), "image": str(image)}

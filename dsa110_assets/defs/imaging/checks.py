@@ -11,6 +11,7 @@ from dsa110_assets.processing.image_checks import (
     image_content_problems,
     noise_ratio,
 )
+from dsa110_assets.registry.products import latest_image
 from resources.pipeline import PipelineResource
 
 NOISE_FACTOR = 2.0
@@ -18,16 +19,18 @@ FLUX_TOLERANCE = 0.05
 
 
 def _image_row(pipeline: PipelineResource, group_id: str) -> dict:
+    """Return the group's newest image row, which the checks measure.
+
+    Raises
+    ------
+    dagster.Failure
+        No image is registered for the group.
+    """
     with pipeline.registry() as registry:
-        row = registry.execute(
-            "SELECT path, ms_path, noise_jy, expected_noise_jy, beam_major_arcsec"
-            " FROM images WHERE group_id = ? AND image_type = 'image'"
-            " ORDER BY created_at DESC LIMIT 1",
-            (group_id,),
-        ).fetchone()
+        row = latest_image(registry, group_id)
     if row is None:
         raise dg.Failure(f"no image registered for {group_id}")
-    return dict(row)
+    return row
 
 
 @dg.asset_check(
@@ -38,6 +41,7 @@ def _image_row(pipeline: PipelineResource, group_id: str) -> dict:
 def image_is_finite_and_nonzero(
     context: dg.AssetCheckExecutionContext, pipeline: PipelineResource
 ) -> dg.AssetCheckResult:
+    """Check the image has no NaN pixel and is not all zeros."""
     row = _image_row(pipeline, context.partition_key)
     problems = image_content_problems(Path(row["path"]))
     return dg.AssetCheckResult(
@@ -54,6 +58,7 @@ def image_is_finite_and_nonzero(
 def noise_near_radiometer(
     context: dg.AssetCheckExecutionContext, pipeline: PipelineResource
 ) -> dg.AssetCheckResult:
+    """Check the residual noise is near the radiometer equation's prediction."""
     row = _image_row(pipeline, context.partition_key)
     measured, expected = noise_ratio(Path(row["path"]), row["expected_noise_jy"])
     ratio = measured / expected if expected else float("inf")
@@ -76,6 +81,7 @@ def noise_near_radiometer(
 def calibrator_recovered(
     context: dg.AssetCheckExecutionContext, pipeline: PipelineResource
 ) -> dg.AssetCheckResult:
+    """Check the group's calibrator (if any) has its catalog flux and position in the image."""
     row = _image_row(pipeline, context.partition_key)
     settings = pipeline.settings()
     with pipeline.registry() as registry:

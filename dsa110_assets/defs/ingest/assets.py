@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from dsa110_assets.defs.failures import reported_failures
 from dsa110_assets.defs.partitions import group_id_partitions
 from dsa110_assets.ingest.groups import SubbandGroup, describe_group
 from resources.pipeline import PipelineResource
@@ -20,7 +21,8 @@ OWNERS = ["team:dsa110-pipeline"]
     "canonical group_id on the HDD input tier: paths, sizes, subbands present and missing.",
 )
 def subband_group(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> SubbandGroup:
-    with pipeline.registry() as registry:
+    """Describe the group's subband files on the input tier; fail when it has none."""
+    with reported_failures(), pipeline.registry() as registry:
         group = describe_group(registry, context.partition_key)
     if not group.files:
         raise dg.Failure(

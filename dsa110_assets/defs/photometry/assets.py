@@ -4,11 +4,13 @@ from pathlib import Path
 
 import dagster as dg
 
+from dsa110_assets.defs.failures import reported_failures
 from dsa110_assets.defs.ingest.assets import OWNERS
 from dsa110_assets.defs.partitions import group_id_partitions
-from dsa110_assets.processing.calibrate_step import ms_record
 from dsa110_assets.processing.photometry_step import measure_and_register
+from dsa110_assets.registry.products import cal_state, ms_record
 from dsa110_assets.storage import product_path
+from dsa110_assets.storage.products import image_product
 from resources.pipeline import PipelineResource
 
 
@@ -26,14 +28,15 @@ from resources.pipeline import PipelineResource
 def group_photometry(
     context: dg.AssetExecutionContext, pipeline: PipelineResource, image: Path
 ) -> Path:
+    """Measure the survey catalog's sources on the group's image, into the registry and a CSV."""
     settings = pipeline.settings()
-    pb = image.with_name(image.name.replace("-image.fits", "-pb.fits"))
+    pb = image_product(image, "pb")
     csv_path = product_path(settings, "photometry", context.partition_key, ".csv")
-    with pipeline.registry() as registry:
+    with reported_failures(), pipeline.registry() as registry:
         record = ms_record(registry, context.partition_key)
         outcome = measure_and_register(
             registry,
-            settings.state_dir / "catalogs",
+            settings.catalogs_dir,
             image,
             csv_path,
             pb_fits=pb,
@@ -41,14 +44,12 @@ def group_photometry(
             mjd=record.mid_mjd,
             pb_cutoff=pipeline.pb_cutoff,
         )
-        cal = registry.execute(
-            "SELECT cal_applied, cal_method FROM ms_index WHERE path = ?", (str(record.path),)
-        ).fetchone()
+        cal = cal_state(registry, record.path)
     context.add_output_metadata(
         {
             # fluxes of a quick look are uncalibrated; a re-calibration replaces these rows
-            "calibrated": bool(cal and cal[0]),
-            "cal_method": (cal[1] if cal and cal[1] else "uncalibrated"),
+            "calibrated": cal.applied,
+            "cal_method": cal.method,
             "catalog": outcome.catalog or "none ingested",
             "measured": outcome.measured,
             "skipped": outcome.skipped,
