@@ -97,6 +97,14 @@ def is_incomplete_name(name: str) -> bool:
     return name.endswith(INCOMPLETE_SUFFIX)
 
 
+def looks_like_group_id(text: object) -> bool:
+    """Return whether ``text`` has the shape of a group_id (``YYYY-MM-DDTHH:MM:SS``).
+
+    The shape only, no range check: cheap enough to filter every partition key with.
+    """
+    return isinstance(text, str) and _GROUP_ID_RE.fullmatch(text) is not None
+
+
 def validate_group_id(group_id: str) -> str:
     """Return ``group_id`` if it is a canonical timestamp, else raise ``ValueError``."""
     if not isinstance(group_id, str) or not _GROUP_ID_RE.fullmatch(group_id):
