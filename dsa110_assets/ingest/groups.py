@@ -31,10 +31,12 @@ class SubbandGroup:
 
     @property
     def total_bytes(self) -> int:
+        """Bytes of the files present (the conversion's input size)."""
         return sum(self.sizes.values())
 
     @property
     def is_complete(self) -> bool:
+        """Whether every expected subband is there."""
         return not self.missing
 
     def metadata(self) -> dict[str, Any]:

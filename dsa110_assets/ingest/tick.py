@@ -59,6 +59,7 @@ class TickCursor:
     done: dict[str, int] = field(default_factory=dict)
 
     def to_json(self) -> str:
+        """Return the cursor as the sensor stores it; ``done`` grouped by ctime, to stay small."""
         by_ctime: dict[str, list[str]] = {}
         for name, ctime in sorted(self.done.items(), key=lambda item: (item[1], item[0])):
             by_ctime.setdefault(str(ctime), []).append(name)
@@ -66,6 +67,10 @@ class TickCursor:
 
     @classmethod
     def from_json(cls, text: str | None) -> TickCursor:
+        """Return the cursor stored as ``text``; a missing or unreadable one starts afresh.
+
+        Starting afresh only costs one full rescan, never a file left behind.
+        """
         if not text:
             return cls()
         try:
@@ -84,6 +89,8 @@ class TickCursor:
 
 @dataclass
 class TickResult:
+    """What one tick did, and the cursor for the next one."""
+
     cursor: TickCursor
     report: IngestReport | None
     stale: StaleGroups
