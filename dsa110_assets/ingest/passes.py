@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypedDict
 
+from dsa110_assets.ingest import decision as rules
 from dsa110_assets.ingest.batch import IngestBatch
 from dsa110_assets.ingest.clustering import GroupIndex
 from dsa110_assets.ingest.content import (
@@ -32,14 +33,6 @@ from dsa110_assets.ingest.content import (
     ContentTime,
     UnreadableSubband,
     read_content_time,
-)
-from dsa110_assets.ingest.decision import (
-    Decision,
-    SlotBook,
-    SlotState,
-    decide_content,
-    decide_known,
-    decide_slot,
 )
 from dsa110_assets.ingest.outcomes import Action, FileOutcome, IngestReport
 from dsa110_assets.ingest.placement import ContentReader, carry_out_rename, look_on_disk
@@ -179,7 +172,7 @@ class _Placer:
     ) -> None:
         self.folder, self.registry, self.opts, self.read = folder, registry, opts, read
         self.now, self.on_disk = now, on_disk
-        self.book = SlotBook()
+        self.book = rules.SlotBook()
         self.index = GroupIndex()
         self.batch = IngestBatch(folder, now)
 
@@ -242,12 +235,12 @@ class _Placer:
             return FileOutcome(c.name, Action.ERROR, subband=c.subband, reason=describe(exc)), None
         return outcome, decision.holder
 
-    def _decide(self, c: Candidate, src_path: str) -> tuple[Decision, bool]:
+    def _decide(self, c: Candidate, src_path: str) -> tuple[rules.Decision, bool]:
         """Take the decision's three steps, reading what each needs (see ``decision``).
 
         Returns the decision and whether a new group was created for the file.
         """
-        known = decide_known(c, src_path, self.book)
+        known = rules.decide_known(c, src_path, self.book)
         if known is not None:
             return known, False  # normalized and registered before: not read again
         content: ContentTime | UnreadableSubband
@@ -255,7 +248,7 @@ class _Placer:
             content = self.read(src_path)
         except UnreadableSubband as exc:
             content = exc
-        refused = decide_content(c, content, self.now)
+        refused = rules.decide_content(c, content, self.now)
         if refused is not None:
             return refused, False
         assert isinstance(content, ContentTime)
@@ -264,7 +257,9 @@ class _Placer:
         )
         target = subband_filename(gid, c.subband)
         state, holder = self.book.state_of((gid, c.subband), f"{self.folder}/{target}", c.name)
-        if state is SlotState.FREE:
+        if state is rules.SlotState.FREE:
             state, holder = look_on_disk(c.name, target, self.folder, self._exists, self.read)
         with_registry = self.registry is not None
-        return decide_slot(c, gid, target, state, holder, with_registry=with_registry), created
+        return rules.decide_slot(
+            c, gid, target, state, holder, with_registry=with_registry
+        ), created
