@@ -19,20 +19,22 @@ import random
 import shutil
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 from dsa110_assets.ingest import normalize_directory, normalize_subband_on_ingest
 from dsa110_assets.ingest.samples import write_header_only_subband
 from dsa110_assets.naming import epoch_to_group_id, group_id_to_epoch, subband_filename
 from dsa110_assets.registry import Registry
+from dsa110_assets.timing import Stopwatch
 
 GROUP_CADENCE_S = 309  # 24 x 12.884902 s
 
 
 def make_backlog(folder: Path, n_groups: int, seed: int = 1) -> list[str]:
-    """Write header-only subband files (ingest reads each file's ``time_array``) in arrival
-    order; names drift 0-2 s within a group, contents start at the observation's start.
+    """Write header-only subband files in arrival order; return their names.
+
+    Ingest reads each file's ``time_array``, so the files carry one; names drift 0-2 s
+    within a group, contents start at the observation's start.
     """
     rng = random.Random(seed)
     t0 = group_id_to_epoch("2025-01-15T00:00:00")
@@ -49,7 +51,34 @@ def make_backlog(folder: Path, n_groups: int, seed: int = 1) -> list[str]:
     return written
 
 
+def run_baseline(root: Path, folder: Path, sample: list[str]) -> tuple[float, float]:
+    """Return files/s and round trips/file of the streaming path, one file at a time.
+
+    Each file is its own transaction, as the per-file sensor of old ingested them.
+    """
+    with Registry(root / "baseline.sqlite3") as registry:
+        before = registry.round_trips
+        watch = Stopwatch()
+        for name in sample:
+            normalize_subband_on_ingest(folder / name, registry, input_dir=folder)
+        base_s = watch.elapsed_s
+        trips = (registry.round_trips - before) / len(sample)
+    return len(sample) / base_s, trips
+
+
+def run_batched(root: Path, folder: Path) -> tuple[float, dict, int, int]:
+    """Return seconds, stats, registered files and pending groups of one batched pass."""
+    with Registry(root / "batch.sqlite3") as registry:
+        watch = Stopwatch()
+        stats = normalize_directory(folder, registry=registry)
+        batch_s = watch.elapsed_s
+        registered = registry.query("SELECT COUNT(*) FROM subband_files")[0][0]
+        pending = registry.query("SELECT COUNT(*) FROM processing_queue WHERE state='pending'")
+    return batch_s, stats, registered, pending[0][0]
+
+
 def main() -> int:
+    """Run both paths on fresh backlogs and print the figures; exit 1 if a count is wrong."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--groups", type=int, default=6250)
     parser.add_argument(
@@ -63,62 +92,42 @@ def main() -> int:
         batch_dir, base_dir = root / "batch", root / "baseline"
         batch_dir.mkdir()
         base_dir.mkdir()
-
-        t = time.perf_counter()
+        watch = Stopwatch()
         n_files = len(make_backlog(batch_dir, args.groups))
-        created = time.perf_counter() - t
+        created = watch.elapsed_s
         sample = make_backlog(base_dir, args.sample_groups)
         print(f"backlog: {n_files} files in {args.groups} groups (created in {created:.1f} s)")
-
-        # Baseline: the streaming path, one file and one transaction at a time.
-        with Registry(root / "baseline.sqlite3") as registry:
-            before = registry.round_trips
-            t = time.perf_counter()
-            for name in sample:
-                normalize_subband_on_ingest(base_dir / name, registry, input_dir=base_dir)
-            base_s = time.perf_counter() - t
-            base_trips = (registry.round_trips - before) / len(sample)
-        base_rate = len(sample) / base_s
-
-        # Batched: one pass over the whole folder.
-        with Registry(root / "batch.sqlite3") as registry:
-            t = time.perf_counter()
-            stats = normalize_directory(batch_dir, registry=registry)
-            batch_s = time.perf_counter() - t
-            registered = registry.query("SELECT COUNT(*) FROM subband_files")[0][0]
-            pending = registry.query("SELECT COUNT(*) FROM processing_queue WHERE state='pending'")[
-                0
-            ][0]
-        rate = n_files / batch_s
-        trips = stats["db_round_trips"] / n_files
-
-        ok = (
-            stats["groups"] == args.groups
-            and registered == n_files
-            and pending == args.groups
-            and stats["conflicts"] == 0
-        )
-        print(
-            f"baseline (per-file ingest, {len(sample)} files): {base_rate:,.0f} files/s, "
-            f"{base_trips:.2f} db round trips/file"
-        )
-        print(
-            f"batched normalize_directory + registration: {batch_s:.2f} s for {n_files} files"
-            f" = {rate:,.0f} files/s, {stats['db_round_trips']} db round trips "
-            f"= {trips:.6f}/file"
-        )
-        print(
-            f"  renamed {stats['files_renamed']}, groups {stats['groups']}, "
-            f"registered {registered}, pending {pending}, conflicts {stats['conflicts']}"
-        )
-        print(
-            f"speed-up vs baseline: {rate / base_rate:.1f}x; "
-            f"target < 10 s: {'met' if batch_s < 10 else 'MISSED'}; "
-            f"{batch_s / n_files * 288 * 16:.1f} s per observing day of files"
-        )
-        return 0 if ok else 1
+        base_rate, base_trips = run_baseline(root, base_dir, sample)
+        batch_s, stats, registered, pending = run_batched(root, batch_dir)
     finally:
         shutil.rmtree(root, ignore_errors=True)
+    rate = n_files / batch_s
+    trips = stats["db_round_trips"] / n_files
+    print(
+        f"baseline (per-file ingest, {len(sample)} files): {base_rate:,.0f} files/s, "
+        f"{base_trips:.2f} db round trips/file"
+    )
+    print(
+        f"batched normalize_directory + registration: {batch_s:.2f} s for {n_files} files"
+        f" = {rate:,.0f} files/s, {stats['db_round_trips']} db round trips "
+        f"= {trips:.6f}/file"
+    )
+    print(
+        f"  renamed {stats['files_renamed']}, groups {stats['groups']}, "
+        f"registered {registered}, pending {pending}, conflicts {stats['conflicts']}"
+    )
+    print(
+        f"speed-up vs baseline: {rate / base_rate:.1f}x; "
+        f"target < 10 s: {'met' if batch_s < 10 else 'MISSED'}; "
+        f"{batch_s / n_files * 288 * 16:.1f} s per observing day of files"
+    )
+    ok = (
+        stats["groups"] == args.groups
+        and registered == n_files
+        and pending == args.groups
+        and stats["conflicts"] == 0
+    )
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

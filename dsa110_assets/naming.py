@@ -13,8 +13,29 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from dsa110_assets.errors import PipelineError
+from dsa110_assets.instrument import N_SUBBANDS
 
-N_SUBBANDS = 16
+__all__ = [
+    "EARLIEST_EPOCH_S",
+    "EARLIEST_TIMESTAMP",
+    "GROUP_ID_FORMAT",
+    "INCOMPLETE_SUFFIX",
+    "LATEST_EPOCH_S",
+    "LATEST_TIMESTAMP",
+    "N_SUBBANDS",  # defined by the instrument; importable here with the names it bounds
+    "InvalidSubbandName",
+    "SubbandName",
+    "clamp_epoch",
+    "datetime_to_group_id",
+    "epoch_to_group_id",
+    "group_id_to_datetime",
+    "group_id_to_epoch",
+    "is_incomplete_name",
+    "looks_like_group_id",
+    "parse_subband_filename",
+    "subband_filename",
+    "validate_group_id",
+]
 GROUP_ID_FORMAT = "%Y-%m-%dT%H:%M:%S"
 INCOMPLETE_SUFFIX = "_incomplete.hdf5"
 
@@ -47,6 +68,7 @@ class SubbandName:
 
     @property
     def filename(self) -> str:
+        """The name as parsed, formatted again (``{timestamp}_sb{XX}.hdf5``)."""
         return subband_filename(self.timestamp, self.subband)
 
 
@@ -86,15 +108,26 @@ def _check_timestamp(timestamp: str) -> None:
 
 
 def subband_filename(group_id: str, subband: int) -> str:
-    """The canonical file name of one subband of a group."""
+    """Return the canonical file name of one subband of a group."""
     if not 0 <= subband < N_SUBBANDS:
         raise ValueError(f"subband {subband} is outside 0..{N_SUBBANDS - 1}")
     return f"{group_id}_sb{subband:02d}.hdf5"
 
 
 def is_incomplete_name(name: str) -> bool:
-    """The correlator writes ``*_incomplete.hdf5`` and renames when the file is done."""
+    """Return whether ``name`` is a file the correlator is still writing.
+
+    The correlator writes ``*_incomplete.hdf5`` and renames it when the file is done.
+    """
     return name.endswith(INCOMPLETE_SUFFIX)
+
+
+def looks_like_group_id(text: object) -> bool:
+    """Return whether ``text`` has the shape of a group_id (``YYYY-MM-DDTHH:MM:SS``).
+
+    The shape only, no range check: cheap enough to filter every partition key with.
+    """
+    return isinstance(text, str) and _GROUP_ID_RE.fullmatch(text) is not None
 
 
 def validate_group_id(group_id: str) -> str:
@@ -106,10 +139,12 @@ def validate_group_id(group_id: str) -> str:
 
 
 def group_id_to_datetime(group_id: str) -> datetime:
+    """Return the UTC moment a group_id names (it carries no zone: it is UTC)."""
     return datetime.fromisoformat(group_id).replace(tzinfo=UTC)
 
 
 def group_id_to_epoch(group_id: str) -> int:
+    """Return the Unix seconds of a group_id (the clustering and the name checks use these)."""
     return int(group_id_to_datetime(group_id).timestamp())
 
 

@@ -8,6 +8,7 @@ from astropy.utils import iers
 
 
 def configure_astropy_offline() -> None:
+    """Turn off astropy's IERS downloads (done on import; callable again after a reset)."""
     iers.conf.auto_download = False
     iers.conf.auto_max_age = None
     iers.conf.remote_timeout = 0.1

@@ -30,18 +30,31 @@ one.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from dsa110_assets.naming import epoch_to_group_id
+from dsa110_assets.naming import epoch_to_group_id, looks_like_group_id
 from dsa110_assets.registry import Registry
+from dsa110_assets.registry.subbands import count_group_files, queue_entry, read_queue_states
+
+__all__ = [
+    "FINISHED_STATES",
+    "GRACE_S_RULE",
+    "MAX_PER_TICK_RULE",
+    "RETAIN_DAYS_RULE",
+    "GroupRecord",
+    "RetentionPolicy",
+    "RetirementPlan",
+    "group_record",
+    "old_keys",
+    "plan_retirement",
+    "read_queue_states",  # its SQL lives in registry.subbands; the sensor imports it here
+]
 from dsa110_assets.settings import NumberRule, parse_number
 
 _DAY_S = 86400.0
 #: Queue states after which nothing in the pipeline touches a group again by itself.
 FINISHED_STATES = frozenset({"completed", "failed"})
-_GROUP_ID_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}", re.ASCII)
 
 #: Days of observations kept as partitions. The upper bound keeps 288 x days below Dagster's
 #: advised 100,000 partitions per asset.
@@ -86,8 +99,9 @@ class RetentionPolicy:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> RetentionPolicy:
-        """The policy from ``PIPELINE_PARTITION_RETAIN_DAYS`` (default 14), validated so a typo
-        fails when the code location loads, naming the variable.
+        """Return the policy from ``PIPELINE_PARTITION_RETAIN_DAYS`` (default 14).
+
+        Validated here so a typo fails when the code location loads, naming the variable.
         """
         text = environ.get("PIPELINE_PARTITION_RETAIN_DAYS")
         if text is None or not text.strip():
@@ -98,7 +112,7 @@ class RetentionPolicy:
             raise ValueError(f"PIPELINE_PARTITION_RETAIN_DAYS: {exc}") from None
 
     def horizon_key(self, now: float) -> str:
-        """The group_id of ``now - retain_days``: keys sorting below it are old.
+        """Return the group_id of ``now - retain_days``: keys sorting below it are old.
 
         Canonical group_ids are fixed-width ISO times, so string order is time order.
         """
@@ -115,7 +129,7 @@ def old_keys(partition_keys: Iterable[str], horizon_key: str) -> list[str]:
 
     Cheap (no database): the shell calls it first so the registry is asked only about these.
     """
-    return sorted(k for k in partition_keys if _GROUP_ID_RE.fullmatch(k) and k < horizon_key)
+    return sorted(k for k in partition_keys if looks_like_group_id(k) and k < horizon_key)
 
 
 @dataclass(frozen=True)
@@ -199,25 +213,6 @@ def plan_retirement(
     )
 
 
-def read_queue_states(registry: Registry, group_ids: Iterable[str]) -> dict[str, str]:
-    """``processing_queue.state`` of each of ``group_ids`` that has a row.
-
-    Asked in chunks (the primary key index; SQLite's default limit is 32,766 host parameters),
-    so the cost follows the old partitions, not the registry's history.
-    """
-    ids = list(dict.fromkeys(group_ids))
-    states: dict[str, str] = {}
-    chunk = 900
-    for start in range(0, len(ids), chunk):
-        part = ids[start : start + chunk]
-        marks = ",".join("?" * len(part))
-        for row in registry.query(
-            f"SELECT group_id, state FROM processing_queue WHERE group_id IN ({marks})", part
-        ):
-            states[str(row[0])] = str(row[1])
-    return states
-
-
 @dataclass(frozen=True)
 class GroupRecord:
     """What the registry says about a group an operator asked to re-run."""
@@ -230,14 +225,11 @@ class GroupRecord:
 
 
 def group_record(registry: Registry, group_id: str) -> GroupRecord | None:
-    """The registry's view of ``group_id`` (None when it has no ``processing_queue`` row)."""
-    row = registry.execute(
-        "SELECT state, retry_count, error_message FROM processing_queue WHERE group_id = ?",
-        (group_id,),
-    ).fetchone()
+    """Return the registry's view of ``group_id`` (None when it has no queue row)."""
+    row = queue_entry(registry, group_id)
     if row is None:
         return None
-    files = registry.execute(
-        "SELECT COUNT(*) FROM subband_files WHERE group_id = ?", (group_id,)
-    ).fetchone()[0]
-    return GroupRecord(group_id, str(row[0]), int(row[1] or 0), int(files), row[2])
+    files = count_group_files(registry, group_id)
+    return GroupRecord(
+        group_id, str(row["state"]), int(row["retry_count"] or 0), files, row["error_message"]
+    )

@@ -59,7 +59,9 @@ observation = st.tuples(
 @settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(observations=st.lists(observation, min_size=1, max_size=3), tol=st.sampled_from([30, 60]))
 def test_any_arrival_order_and_any_honest_names_give_the_true_groups(observations, tol):
-    """Names anywhere within the name tolerance, files of consecutive observations
+    """Give each observation one complete group, whatever the names and the order.
+
+    Names anywhere within the name tolerance, files of consecutive observations
     interleaved in any order: each observation is exactly one complete group, no conflicts,
     and a second pass changes nothing (issue 10, item 17).
     """
@@ -103,7 +105,9 @@ def test_any_arrival_order_and_any_honest_names_give_the_true_groups(observation
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(order=st.permutations(list(range(32))))
 def test_an_outlier_stamped_at_the_tolerance_edge_never_merges_the_next_observation(order):
-    """The reported case: sb00 of observation A stamped T+59 (its clock) may arrive first;
+    """Keep observation B out of A when A's first file is stamped at the tolerance edge.
+
+    The reported case: sb00 of observation A stamped T+59 (its clock) may arrive first;
     A's other files (T..T+2) and observation B's (309 s later) arrive in any order.
     """
     with tempfile.TemporaryDirectory() as tmp:

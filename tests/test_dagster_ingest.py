@@ -124,8 +124,10 @@ def test_stale_groups_go_on_partial_or_fail(tmp_path):
 
 
 def test_one_bad_file_never_stops_a_tick(pipeline):
-    """Issue 10 item 2 through the sensor: names that overflow, empty and foreign files are
-    reported alone and every good file is registered; the group is requested.
+    """Report each bad file alone and register every good one, through the sensor.
+
+    Issue 10 item 2: names that overflow, empty and foreign files are reported alone and
+    every good file is registered; the group is requested.
     """
     defs = build_definitions(pipeline)
     incoming = Path(pipeline.input_dir)

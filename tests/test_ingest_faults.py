@@ -53,7 +53,7 @@ def settled(path: Path, age_s: float = 60.0) -> Path:
 
 
 def make_settings(root: Path) -> Settings:
-    """The pipeline's settings over ``root``'s tier folders, no settle wait."""
+    """Return the pipeline's settings over ``root``'s tier folders, no settle wait."""
     base = PipelineResource(**tier_folders(root)).settings()
     return dataclasses.replace(base, settle_s=0.0).ensure_dirs()
 
@@ -93,7 +93,9 @@ def test_a_bad_name_fails_alone_and_the_pass_registers_the_rest(tmp_path, regist
 
 
 def test_an_unexpected_error_on_one_file_stays_with_that_file(tmp_path, registry):
-    """Whatever breaks while handling one file (here its reader fails) is that file's
+    """Keep an unexpected error on one file with that file; the pass goes on.
+
+    Whatever breaks while handling one file (here its reader fails) is that file's
     outcome, recorded, and the pass goes on.
     """
     observation(tmp_path, T0)
@@ -127,8 +129,10 @@ def test_a_huge_finite_tolerance_does_not_overflow(tmp_path, registry):
 
 
 def coarse(resolution_ns: int):
-    """The real folder listing, ctimes truncated as on a filesystem with that resolution
-    (1 s on ext3/HFS+/some NFS; here far coarser, so that every file shares one ctime).
+    """Return the real folder listing, ctimes truncated to ``resolution_ns``.
+
+    As on a filesystem with that resolution (1 s on ext3/HFS+/some NFS; here far coarser,
+    so that every file shares one ctime).
     """
 
     def scan(directory: str):
@@ -160,7 +164,9 @@ def test_changed_files_takes_ties_at_the_watermark_and_late_equal_ctimes():
 
 
 def test_a_backlog_sharing_one_ctime_drains_completely(tmp_path):
-    """4,800 files (300 observations) in one burst, all with one ctime, 500 per tick: the old
+    """Drain a backlog whose files all share one ctime, over as many ticks as it takes.
+
+    4,800 files (300 observations) in one burst, all with one ctime, 500 per tick: the old
     ``ctime > newest taken`` cursor lost the files after the first tick's last one.
     """
     settings_ = make_settings(tmp_path)
@@ -186,7 +192,9 @@ def test_a_backlog_sharing_one_ctime_drains_completely(tmp_path):
 
 
 def test_files_landing_between_ticks_with_an_old_ctime_are_not_lost(tmp_path):
-    """A file whose ctime is older than the last one taken (a file server's clock behind
+    """Find a file whose ctime is older than the last one taken.
+
+    A file whose ctime is older than the last one taken (a file server's clock behind
     ours, or a coarse timestamp) is still found while it is within the cursor's lag.
     """
     settings_ = make_settings(tmp_path)
@@ -268,7 +276,9 @@ def test_the_sensor_looks_again_at_an_unreadable_file(tmp_path):
 
 @pytest.mark.parametrize("foreign_sb", [0, 1, 15])
 def test_a_file_holding_another_observation_is_refused_by_name(tmp_path, registry, foreign_sb):
-    """The reported case: a group named 2026-01-20T00:00 with one subband's data from
+    """Refuse a file holding another observation, naming that file.
+
+    The reported case: a group named 2026-01-20T00:00 with one subband's data from
     2026-01-15T13:47. When sb00 is the foreign one, the message names sb00, not sb01.
     """
     gid = "2026-01-20T00:00:00"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import stat
 import time
 from pathlib import Path
 
@@ -16,8 +17,20 @@ from dsa110_assets.ingest import (
     normalize_subband_on_ingest,
     normalize_subband_path,
 )
-from dsa110_assets.ingest.content import read_content_time
+from dsa110_assets.ingest.content import ContentTime, UnreadableSubband, read_content_time
+from dsa110_assets.ingest.decision import (
+    UNREADABLE_RETRY_S,
+    Decision,
+    SlotBook,
+    SlotState,
+    decide_content,
+    decide_known,
+    decide_slot,
+)
+from dsa110_assets.ingest.outcomes import ACTIONS, Action, FileOutcome
+from dsa110_assets.ingest.placement import carry_out_rename
 from dsa110_assets.ingest.samples import write_header_only_subband
+from dsa110_assets.ingest.scan import Candidate, check_name, classify
 from dsa110_assets.naming import (
     InvalidSubbandName,
     epoch_to_group_id,
@@ -39,8 +52,10 @@ def touch(
     start_s: float | None = None,
     content: bytes | None = None,
 ) -> Path:
-    """A file modified ``age_s`` ago: a header-only subband file whose content starts at the
-    time in its name (or ``start_s``), or ``content`` bytes (a file that is no subband).
+    """Write a file modified ``age_s`` ago, a subband or not.
+
+    A header-only subband file whose content starts at the time in its name (or
+    ``start_s``), or ``content`` bytes (a file that is no subband).
     """
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / name
@@ -289,3 +304,143 @@ def test_two_normalizers_at_once_lose_nothing(tmp_path):
 def test_missing_folder_is_a_clear_error(tmp_path):
     with pytest.raises(NotADirectoryError, match="does not exist"):
         normalize_directory(tmp_path / "nope")
+
+
+# --- the decision, step by step: every action is reachable ---------------------------------
+
+ARRIVAL = "2025-01-15T12:00:01_sb03.hdf5"  # a node stamped it one second late
+CANONICAL = f"{GID}_sb03.hdf5"
+NOW = T0 + 10_000.0
+REG = stat.S_IFREG | 0o644
+SETTLED = Candidate(ARRIVAL, T0 + 1, 3, mtime=NOW - 600.0, size=10)
+
+
+def lstat_of(mode: int, *, age_s: float = 600.0) -> os.stat_result:
+    mtime = NOW - age_s
+    return os.stat_result((mode, 1, 1, 1, 0, 0, 10, mtime, mtime, mtime))
+
+
+def book_with(path: str | None = None, *, claimed: bool = False) -> SlotBook:
+    book = SlotBook()
+    if path is not None:
+        book.add_registered((GID, 3), path, ARRIVAL)
+    if claimed:
+        book.claimed[(GID, 3)] = f"/in/{CANONICAL}"
+    return book
+
+
+def slot(state: SlotState, holder: str | None = None, *, registry: bool = True) -> Decision:
+    return decide_slot(SETTLED, GID, CANONICAL, state, holder, with_registry=registry)
+
+
+ENTRY_CASES = [
+    ("separator in name", lambda: check_name("../x_sb00.hdf5"), Action.REFUSED),
+    ("correlator writing", lambda: check_name(f"{GID}_sb00_incomplete.hdf5"), Action.INCOMPLETE),
+    ("gone before lstat", lambda: classify(ARRIVAL, None, 0.0, NOW), Action.VANISHED),
+    ("symlink", lambda: classify(ARRIVAL, lstat_of(stat.S_IFLNK | 0o777), 0.0, NOW), "refused"),
+    ("a fifo", lambda: classify(ARRIVAL, lstat_of(stat.S_IFIFO | 0o644), 0.0, NOW), "refused"),
+    ("no subband name", lambda: classify("notes.txt", lstat_of(REG), 0.0, NOW), "unmatched"),
+    ("sb16", lambda: classify(f"{GID}_sb16.hdf5", lstat_of(REG), 0.0, NOW), "unmatched"),
+    (
+        "modified 5 s ago",
+        lambda: classify(ARRIVAL, lstat_of(REG, age_s=5.0), 30.0, NOW),
+        Action.STILL_WRITING,
+    ),
+]
+
+DECISION_CASES = [
+    ("registered before", lambda: decide_known(SETTLED, "/in/a", book_with("/in/a")), "unchanged"),
+    ("empty file, just written", lambda: young_unreadable(NOW - 60.0), Action.UNREADABLE),
+    ("empty file, long ago", lambda: young_unreadable(NOW - 5000.0), Action.UNREADABLE),
+    (
+        "another observation",
+        lambda: decide_content(SETTLED, ContentTime(T0 + 309.2, 12.88), NOW),
+        Action.MISMATCH,
+    ),
+    ("slot held", lambda: slot(SlotState.HELD, f"/in/{CANONICAL}"), Action.CONFLICT),
+    ("slot free, drifted name", lambda: slot(SlotState.FREE), Action.RENAMED),
+    ("earlier pass stopped before renaming", lambda: slot(SlotState.OWN), Action.RENAMED),
+    ("name blocked, registry", lambda: slot(SlotState.NAME_BLOCKED), Action.REGISTERED),
+    (
+        "name blocked, no registry",
+        lambda: slot(SlotState.NAME_BLOCKED, registry=False),
+        Action.UNCHANGED,
+    ),
+]
+
+
+def young_unreadable(mtime: float) -> Decision | None:
+    candidate = Candidate(ARRIVAL, T0 + 1, 3, mtime=mtime, size=0)
+    return decide_content(candidate, UnreadableSubband("empty (0 bytes)"), NOW)
+
+
+@pytest.mark.parametrize(("case", "decide", "action"), ENTRY_CASES + DECISION_CASES)
+def test_each_rule_gives_its_action(case, decide, action):
+    result = decide()
+    assert result is not None and result.action == action, case
+
+
+def test_rules_that_let_a_file_go_on():
+    assert check_name(ARRIVAL) is None
+    assert classify(ARRIVAL, lstat_of(REG), 30.0, NOW) == Candidate(
+        ARRIVAL, T0 + 1, 3, NOW - 600.0, 10
+    )
+    # A path registered before, whose slot this pass gave to another file, is decided anew.
+    assert decide_known(SETTLED, "/in/a", book_with("/in/a", claimed=True)) is None
+    assert decide_content(SETTLED, ContentTime(T0 + 0.5, 12.88), NOW) is None
+
+
+def test_unreadable_files_are_looked_at_again_only_while_young():
+    assert young_unreadable(NOW - 60.0).retry is True
+    assert young_unreadable(NOW - UNREADABLE_RETRY_S - 1).retry is False
+
+
+def test_decisions_name_their_slot():
+    held = slot(SlotState.HELD, f"/in/{CANONICAL}")
+    assert (held.group_id, held.target, held.holder) == (GID, CANONICAL, f"/in/{CANONICAL}")
+    assert slot(SlotState.FREE).target == CANONICAL
+    assert slot(SlotState.NAME_BLOCKED).target == ARRIVAL  # registers under its own name
+    known = decide_known(SETTLED, f"/in/{CANONICAL}", book_with(f"/in/{CANONICAL}"))
+    assert known.outcome(SETTLED).new_name == CANONICAL
+
+
+def test_slot_book_says_who_holds_a_slot():
+    assert book_with().state_of((GID, 3), f"/in/{CANONICAL}", ARRIVAL) == (SlotState.FREE, None)
+    own = book_with(f"/in/{CANONICAL}")
+    assert own.state_of((GID, 3), f"/in/{CANONICAL}", ARRIVAL) == (SlotState.OWN, None)
+    other = book_with("/in/other.hdf5")
+    assert other.state_of((GID, 3), f"/in/{CANONICAL}", ARRIVAL) == (
+        SlotState.HELD,
+        "/in/other.hdf5",
+    )
+    claimed = book_with(claimed=True)
+    assert claimed.state_of((GID, 3), f"/in/{CANONICAL}", ARRIVAL)[0] is SlotState.HELD
+
+
+def test_a_rename_race_is_a_conflict_or_vanished(tmp_path):
+    touch(tmp_path, ARRIVAL)
+    touch(tmp_path, CANONICAL)  # appeared after the decision
+    raced = FileOutcome(ARRIVAL, Action.RENAMED, GID, 3, CANONICAL)
+    carry_out_rename(raced, f"{tmp_path}/{ARRIVAL}", str(tmp_path), None)
+    assert raced.action == Action.CONFLICT and "appeared while renaming" in raced.reason
+    gone = FileOutcome("2025-01-15T12:00:02_sb04.hdf5", Action.RENAMED, GID, 4, f"{GID}_sb04.hdf5")
+    carry_out_rename(gone, f"{tmp_path}/{gone.name}", str(tmp_path), None)
+    assert gone.action == Action.VANISHED
+
+
+def test_a_failing_reader_is_that_files_error(tmp_path):
+    touch(tmp_path, ARRIVAL)
+
+    def broken(path: str) -> ContentTime:
+        raise RuntimeError("disk on fire")
+
+    stats = normalize_directory(tmp_path, details=True, content_reader=broken)
+    assert [f["action"] for f in stats["files"]] == ["error"]
+    assert stats["files"][0]["reason"] == "RuntimeError: disk on fire"
+
+
+def test_every_action_is_reachable():
+    reached = {action for _, _, action in ENTRY_CASES + DECISION_CASES}
+    reached |= {Action.CONFLICT, Action.VANISHED, Action.ERROR}  # the two tests above
+    assert reached == set(ACTIONS)
+    assert [str(a) for a in ACTIONS] == [a.value for a in ACTIONS]  # printed as plain names

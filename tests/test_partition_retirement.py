@@ -1,5 +1,7 @@
-"""Partitions over years: the retirement rule, the sensor on a real instance, and the way
-back for an old group (``dsa110 reprocess``). Clocks are injected; nothing races the wall.
+"""Partitions over years: the retirement rule, the sensor, and the way back for a group.
+
+The sensor runs on a real instance; the way back for an old group is ``dsa110 reprocess``.
+Clocks are injected; nothing races the wall.
 """
 
 from __future__ import annotations

@@ -49,11 +49,11 @@ class GroupIndex:
         return group_id in self._ids
 
     def start_of(self, group_id: str) -> float:
-        """The observation start of a known group."""
+        """Return the observation start of a known group."""
         return self._ids[group_id]
 
     def nearest(self, start_s: float, tolerance_s: float) -> str | None:
-        """The group whose observation start is within ``tolerance_s``, nearest first."""
+        """Return the group whose observation start is within ``tolerance_s``, nearest first."""
         i = bisect_left(self._starts, (start_s, ""))
         best: tuple[float, str] | None = None
         for j in (i - 1, i):  # the neighbours on either side

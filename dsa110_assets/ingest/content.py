@@ -72,6 +72,7 @@ class ContentTime:
 
     @property
     def start_iso(self) -> str:
+        """The start as a group_id-style timestamp (truncated to the second), for messages."""
         return epoch_to_group_id(math.floor(self.start_s))
 
 
@@ -121,7 +122,7 @@ def read_content_time(path: str | os.PathLike[str]) -> ContentTime:
 
 
 def _first(f: h5py.File, name: str) -> float:
-    """The first element of a numeric dataset, as a float."""
+    """Return the first element of a numeric dataset, as a float."""
     if name not in f:
         raise UnreadableSubband(f"has no {name}")
     dset = f[name]

@@ -10,6 +10,7 @@ from typing import Any
 
 from dsa110_assets.naming import N_SUBBANDS
 from dsa110_assets.registry import Registry, UnknownGroup
+from dsa110_assets.registry.subbands import group_files, queue_entry
 
 
 @dataclass(frozen=True)
@@ -30,10 +31,12 @@ class SubbandGroup:
 
     @property
     def total_bytes(self) -> int:
+        """Bytes of the files present (the conversion's input size)."""
         return sum(self.sizes.values())
 
     @property
     def is_complete(self) -> bool:
+        """Whether every expected subband is there."""
         return not self.missing
 
     def metadata(self) -> dict[str, Any]:
@@ -56,18 +59,12 @@ def describe_group(registry: Registry, group_id: str) -> SubbandGroup:
     UnknownGroup
         The group_id is not in ``processing_queue``.
     """
-    row = registry.execute(
-        "SELECT state, expected_subbands, calibrators FROM processing_queue WHERE group_id = ?",
-        (group_id,),
-    ).fetchone()
+    row = queue_entry(registry, group_id)
     if row is None:
         raise UnknownGroup(group_id)
     files: dict[int, Path] = {}
     sizes: dict[int, int] = {}
-    for sb, path in registry.execute(
-        "SELECT subband_idx, path FROM subband_files WHERE group_id = ? ORDER BY subband_idx",
-        (group_id,),
-    ):
+    for sb, path in group_files(registry, group_id):
         try:
             sizes[sb] = os.stat(path).st_size
         except FileNotFoundError:

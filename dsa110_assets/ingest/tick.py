@@ -31,9 +31,11 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from dsa110_assets.ingest.normalize import IngestReport, ingest_directory
+from dsa110_assets.ingest.outcomes import Action, IngestReport
+from dsa110_assets.ingest.passes import ingest_directory
 from dsa110_assets.registry import GroupStatus, Registry, StaleGroups, expire_stale_groups
 from dsa110_assets.registry.queue import requeue_dead_attempts
+from dsa110_assets.registry.subbands import pending_groups
 from dsa110_assets.settings import Settings
 
 MAX_WAITING = 1000
@@ -57,6 +59,7 @@ class TickCursor:
     done: dict[str, int] = field(default_factory=dict)
 
     def to_json(self) -> str:
+        """Return the cursor as the sensor stores it; ``done`` grouped by ctime, to stay small."""
         by_ctime: dict[str, list[str]] = {}
         for name, ctime in sorted(self.done.items(), key=lambda item: (item[1], item[0])):
             by_ctime.setdefault(str(ctime), []).append(name)
@@ -64,6 +67,10 @@ class TickCursor:
 
     @classmethod
     def from_json(cls, text: str | None) -> TickCursor:
+        """Return the cursor stored as ``text``; a missing or unreadable one starts afresh.
+
+        Starting afresh only costs one full rescan, never a file left behind.
+        """
         if not text:
             return cls()
         try:
@@ -82,6 +89,8 @@ class TickCursor:
 
 @dataclass
 class TickResult:
+    """What one tick did, and the cursor for the next one."""
+
     cursor: TickCursor
     report: IngestReport | None
     stale: StaleGroups
@@ -168,8 +177,8 @@ def ingest_tick(
             expected_subbands=settings.expected_subbands,
         )
         # Files still being written first, then unreadable ones that may still be.
-        waiting = [o.name for o in report.outcomes if o.action == "still_writing"]
-        waiting += [o.name for o in report.outcomes if o.action == "unreadable" and o.retry]
+        waiting = [o.name for o in report.outcomes if o.action == Action.STILL_WRITING]
+        waiting += [o.name for o in report.outcomes if o.action == Action.UNREADABLE and o.retry]
     stale = expire_stale_groups(
         registry,
         wait_s=group_timeout_s,
@@ -180,12 +189,6 @@ def ingest_tick(
     # A conversion killed mid-run (SIGKILL, OOM, abort in casacore) leaves its group
     # in_progress; put it back to pending so the run below (a new run key) takes it over.
     requeued = requeue_dead_attempts(registry, stage="convert", now=now)
-    ready = [
-        (row[0], int(row[1] or 0))
-        for row in registry.query(
-            "SELECT group_id, retry_count FROM processing_queue WHERE state = 'pending'"
-            " ORDER BY group_id"
-        )
-    ]
+    ready = pending_groups(registry)
     next_cursor.waiting = waiting[:MAX_WAITING]
     return TickResult(next_cursor, report, stale, ready, backlog, requeued)
