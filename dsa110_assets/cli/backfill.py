@@ -208,8 +208,21 @@ def _print_runs(instance: Any, backfill_id: str) -> list[str]:
 
     failed = []
     for run in reversed(instance.get_runs(filters=dg.RunsFilter.for_backfill(backfill_id))):
-        partition = run.tags.get("dagster/partition", "?")
+        partition = run_partitions(run.tags)
         print(f"  {partition}: {run.status.value} (run {run.run_id})")
         if run.status is not dg.DagsterRunStatus.SUCCESS:
             failed.append(partition)
     return failed
+
+
+def run_partitions(tags: dict[str, str]) -> str:
+    """Return the partition(s) a run made, from its tags.
+
+    A backfill's runs carry a partition range (``dagster/asset_partition_range_start`` and
+    ``_end``; one day each under the daily policy) rather than ``dagster/partition``.
+    """
+    if "dagster/partition" in tags:
+        return tags["dagster/partition"]
+    start = tags.get("dagster/asset_partition_range_start", "?")
+    end = tags.get("dagster/asset_partition_range_end", "?")
+    return start if start == end else f"{start}...{end}"
