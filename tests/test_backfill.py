@@ -144,46 +144,51 @@ def test_bad_dates_are_refused_before_anything_is_submitted(home, start, end, me
 
 
 def test_backfill_is_submitted_and_the_daemon_runs_one_run_per_day(home):
-    result = dsa110(["backfill", "--start", DAYS[0], "--end", DAYS[1]], home.env)
-    assert result.returncode == 0, result.stderr
-    bid = backfill_id(result.stdout)
-    assert f"for {DAYS[0]} .. {DAYS[1]} (2 days)" in result.stdout
-    assert f"UI: /runs/b/{bid}" in result.stdout
+    """Submit with --wait before any daemon runs; check the record, then let a daemon run it."""
+    args = ["backfill", "--start", DAYS[0], "--end", DAYS[1], "--wait", "--poll", "1"]
+    command = subprocess.Popen(
+        [sys.executable, "-m", "dsa110_assets", *args, "--timeout", str(WAIT_S)],
+        env={**os.environ, **home.env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        with home.instance() as instance:
 
-    with home.instance() as instance:
-        submitted = instance.get_backfill(bid)
-        assert submitted.status is BulkActionStatus.REQUESTED  # no daemon yet: nothing ran
-        assert submitted.is_asset_backfill
-        assert sorted(k.to_user_string() for k in submitted.asset_selection) == DAILY_ASSETS
-        target = submitted.asset_backfill_data.target_subset
-        assert sorted(
-            (k.asset_key.to_user_string(), k.partition_key)
-            for k in target.iterate_asset_partitions()
-        ) == sorted((asset, day) for asset in DAILY_ASSETS for day in DAYS)
-        assert submitted.tags == {"dsa110/backfill": "cli"}
+            def submitted() -> Any:
+                assert command.poll() is None, command.communicate()
+                return instance.get_backfills()
 
-        with running_daemon(home) as daemon:
+            [backfill] = wait_for(submitted, "the backfill to be submitted")
+            bid = backfill.backfill_id
+            assert backfill.status is BulkActionStatus.REQUESTED  # no daemon yet: nothing ran
+            assert backfill.is_asset_backfill
+            assert sorted(k.to_user_string() for k in backfill.asset_selection) == DAILY_ASSETS
+            target = backfill.asset_backfill_data.target_subset
+            assert sorted(
+                (k.asset_key.to_user_string(), k.partition_key)
+                for k in target.iterate_asset_partitions()
+            ) == sorted((asset, day) for asset in DAILY_ASSETS for day in DAYS)
+            assert backfill.tags == {"dsa110/backfill": "cli"}
 
-            def finished() -> Any:
-                assert daemon.poll() is None, (home.path / "daemon.log").read_text()[-4000:]
-                status = instance.get_backfill(bid).status
-                return status if status is not BulkActionStatus.REQUESTED else None
-
-            status = wait_for(finished, f"backfill {bid}")
-            assert status is BulkActionStatus.COMPLETED_SUCCESS, failures(instance, bid)
+            with running_daemon(home):
+                stdout, stderr = command.communicate(timeout=WAIT_S + 120)
+            assert command.returncode == 0, f"{stderr}\n{failures(instance, bid)}"
+            assert instance.get_backfill(bid).status is BulkActionStatus.COMPLETED_SUCCESS
             runs = instance.get_runs(filters=dg.RunsFilter.for_backfill(bid))
-            # BackfillPolicy.multi_run(1): one run per day, each with all three assets.
-            assert sorted(run_partitions(r.tags) for r in runs) == list(DAYS)
-            assert all(r.status is dg.DagsterRunStatus.SUCCESS for r in runs)
-            assert all(
-                sorted(k.to_user_string() for k in r.asset_selection) == DAILY_ASSETS for r in runs
-            )
+    finally:
+        if command.poll() is None:
+            command.kill()
+            command.wait()
 
-            # --wait follows a second backfill to its end and lists its run.
-            waited = dsa110(
-                ["backfill", "--start", DAYS[1], "--end", DAYS[1], "--wait", "--poll", "1"],
-                home.env,
-            )
-    assert waited.returncode == 0, waited.stderr
-    assert f"{backfill_id(waited.stdout)}: COMPLETED_SUCCESS" in waited.stdout
-    assert re.search(rf"^  {DAYS[1]}: SUCCESS \(run [0-9a-f-]+\)$", waited.stdout, flags=re.M)
+    assert backfill_id(stdout) == bid
+    assert f"for {DAYS[0]} .. {DAYS[1]} (2 days)" in stdout
+    assert f"UI: /runs/b/{bid}" in stdout
+    assert f"backfill {bid}: COMPLETED_SUCCESS" in stdout
+    for day in DAYS:  # --wait lists each run
+        assert re.search(rf"^  {day}: SUCCESS \(run [0-9a-f-]+\)$", stdout, flags=re.M), stdout
+    # BackfillPolicy.multi_run(1): one run per day, each with all three assets.
+    assert sorted(run_partitions(r.tags) for r in runs) == list(DAYS)
+    assert all(r.status is dg.DagsterRunStatus.SUCCESS for r in runs)
+    assert all(sorted(k.to_user_string() for k in r.asset_selection) == DAILY_ASSETS for r in runs)
