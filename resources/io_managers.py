@@ -66,8 +66,8 @@ class TierIOManager(dg.ConfigurableIOManager):
                     f"{context.asset_key.to_user_string()} returned {type(path).__name__}; "
                     "file products must return their pathlib.Path (or a list of them)"
                 )
-        pattern = _pattern(context.definition_metadata, context.partition_key)
-        expected = product_path(settings, kind, context.partition_key, suffix)
+        pattern = _pattern(context.definition_metadata, context.asset_partition_key)
+        expected = product_path(settings, kind, context.asset_partition_key, suffix)
         tiers = set()
         for path in paths:
             tiers.add(check_placement(settings, kind, path))
@@ -81,7 +81,7 @@ class TierIOManager(dg.ConfigurableIOManager):
                 want = expected
             if not ok:
                 raise WrongTierError(
-                    f"{kind} for {context.partition_key} must be at {want}, not {path}"
+                    f"{kind} for {context.asset_partition_key} must be at {want}, not {path}"
                 )
             if not path.exists():
                 raise FileNotFoundError(f"{kind} product {path} was not written")
@@ -101,7 +101,7 @@ class TierIOManager(dg.ConfigurableIOManager):
         if upstream is None:  # pragma: no cover - assets always have one
             raise ValueError("TierIOManager loads only asset inputs")
         kind, suffix = _kind_and_suffix(upstream.definition_metadata, str(upstream.asset_key))
-        partition = context.partition_key
+        partition = context.asset_partition_key
         if kind == "raw":
             with self.pipeline.registry() as registry:
                 return describe_group(registry, partition)

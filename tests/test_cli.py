@@ -16,7 +16,7 @@ from dsa110_assets.ingest.samples import write_header_only_subband
 
 
 def subband(folder: Path, name: str, *, age_s: float) -> Path:
-    """A header-only subband file whose content time is the time in its name."""
+    """Write a header-only subband file whose content time is the time in its name."""
     from datetime import UTC, datetime
 
     start = datetime.fromisoformat(name.split("_sb")[0]).replace(tzinfo=UTC).timestamp()
@@ -172,3 +172,18 @@ def test_catalog_errors_are_one_line(tmp_path, env):
     result = run(["catalog", "ingest", "--survey", "first", str(bad)], env, check=False)
     assert result.returncode == 1 and len(result.stderr.strip().splitlines()) == 1
     assert f"dsa110 catalog: error: {bad}: no flux column for survey first" in result.stderr
+
+
+def test_an_export_error_is_an_expected_one_line_error(tmp_path, env):
+    """ExportError is a PipelineError: printed as the message, not as an unexpected bug."""
+    import sqlite3
+
+    run(["db", "init"], env)
+    db = tmp_path / "state" / "db" / "pipeline.sqlite3"
+    with sqlite3.connect(db) as conn:
+        conn.execute("DROP TABLE photometry")
+    result = run(["db", "export", "--out", str(tmp_path / "parquet")], env, check=False)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        f"dsa110 db: error: registry {db} has no table photometry (is its schema migrated?)"
+    ]

@@ -274,10 +274,18 @@ def test_cli_lightcurve_export_and_mosaic_on_demand(landed_days, monkeypatch, ca
     made = settings.products_dir / "mosaics" / f"{DAYS[0]}T00:00:00_{DAYS[2]}T00:00:00.fits"
     assert made.is_file()
 
+    # `dsa110 backfill` submits a Dagster backfill (tests/test_backfill.py), which needs
+    # DAGSTER_HOME and a daemon; without one it refuses. The days are re-run here as the
+    # daemon runs them, one daily_products run per day.
     monkeypatch.delenv("DAGSTER_HOME", raising=False)
-    assert main(["backfill", "--start", DAYS[0], "--end", DAYS[2]]) == 0
-    out = capsys.readouterr().out
-    assert [line.split(":")[0] for line in out.splitlines()] == list(DAYS)
+    assert main(["backfill", "--start", DAYS[0], "--end", DAYS[2]]) == 1
+    assert "DAGSTER_HOME is not set" in capsys.readouterr().err
+    from dsa110_assets.definitions import defs
+
+    job = defs.resolve_job_def("daily_products")
+    with dg.DagsterInstance.ephemeral() as instance:
+        results = [job.execute_in_process(partition_key=d, instance=instance) for d in DAYS]
+    assert [r.success for r in results] == [True] * len(DAYS)
     with Registry(settings.db_path) as registry:
         dated = registry.execute("SELECT COUNT(*) FROM mosaics WHERE date IS NOT NULL").fetchone()
     assert dated[0] == 3  # the backfill replaced each day's mosaic row, never added one
