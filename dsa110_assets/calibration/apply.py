@@ -65,6 +65,7 @@ class ApplyResult:
 
     @property
     def flagged_fraction(self) -> float:
+        """Return the fraction of samples flagged after the apply."""
         return self.n_flagged_after / self.n_samples if self.n_samples else 0.0
 
 
@@ -113,7 +114,7 @@ def _match_gain_spw(table: CalTable, freqs: np.ndarray, width: float) -> int | N
 
 
 def _combined_gain_spw(table: CalTable, meta: dict) -> int | None:
-    """The single solution window of a combined-window gain table, if it fits the MS band.
+    """Return the single solution window of a combined-window gain table, if it fits the MS band.
 
     CASA's ``gaincal(combine='spw')`` solves once over all windows and writes the solutions
     only for the first selected window, whose SPECTRAL_WINDOW row then holds the centroid of
@@ -156,8 +157,10 @@ def _bandpass_for(table: CalTable, spw: int, ant_map: np.ndarray, mid_time: floa
 def interpolate_gains(
     sol_times: np.ndarray, gains: np.ndarray, ok: np.ndarray, times: np.ndarray
 ) -> np.ndarray:
-    """Gains (n_sol, n_ant, n_pol) at ``times``: linear in amplitude and unwrapped phase between
-    unflagged solutions, nearest outside their range; 0 where an antenna has none.
+    """Interpolate gains (n_sol, n_ant, n_pol) to ``times``.
+
+    Linear in amplitude and unwrapped phase between unflagged solutions, nearest outside
+    their range; 0 where an antenna has none.
     """
     out = np.zeros((times.size, *gains.shape[1:]), np.complex128)
     for a in range(gains.shape[1]):
@@ -226,7 +229,7 @@ def _plans(meta: dict, bp: CalTable, gt: CalTable, utimes: np.ndarray, ms_path: 
 
 
 def _inverse(plan: _Plan) -> _Plan:
-    """The plan with every gain and bandpass value inverted (0 stays 0: flagged)."""
+    """Return the plan with every gain and bandpass value inverted (0 stays 0: flagged)."""
 
     def inverted(values: np.ndarray) -> np.ndarray:
         out = np.zeros_like(values)

@@ -109,6 +109,7 @@ class CalTable:
 
     @property
     def n_pol(self) -> int:
+        """Return the number of polarizations in the table."""
         return int(self.cparam.shape[2])
 
 
