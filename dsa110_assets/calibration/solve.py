@@ -40,6 +40,7 @@ from dsa110_assets.calibration.model import (
     SourceLike,
     read_ms_geometry,
 )
+from dsa110_assets.calibration.ms_rows import ROW_CHUNK, contiguous_runs
 from dsa110_assets.calibration.normal_equations import (
     Chunk,
     Solved,
@@ -57,7 +58,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_GAIN_SOLINT_S = 60.0  # the phase drifts < 0.2 deg per solution at DSA-110
 MIN_BEAM_POWER = 0.05  # below this peak primary-beam response the calibrator is "not in beam"
-ROW_CHUNK = 16384  # rows per read: bounded temporaries (~13 MB of DATA at 48 channels)
 
 
 class CalibrationError(PipelineError, RuntimeError):
@@ -173,12 +173,7 @@ def _read_layout(ms_path: Path) -> _MSLayout:
     ddid = cols["DATA_DESC_ID"]
     if ddid.size == 0:
         raise CalibrationError(f"{ms_path}: the main table has no rows")
-    edges = np.flatnonzero(np.diff(ddid)) + 1
-    starts = np.concatenate([[0], edges])
-    stops = np.concatenate([edges, [ddid.size]])
-    runs = [
-        (int(ddid_spw[ddid[a]]), int(a), int(b - a)) for a, b in zip(starts, stops, strict=True)
-    ]
+    runs = [(int(ddid_spw[ddid[a]]), a, b - a) for a, b in contiguous_runs(ddid)]
     return _MSLayout(
         antenna_names=names,
         spw_ids=np.arange(chan_freq.shape[0]),
