@@ -67,7 +67,7 @@ def expected_image_noise(
     image_size: int | None = None,
     scale_arcsec: float | None = None,
 ) -> float:
-    """Expected Stokes-I image noise (Jy/beam) of the unflagged cross-correlations.
+    """Return the expected Stokes-I image noise (Jy/beam) of the unflagged cross-correlations.
 
     For Briggs or uniform weighting the uv grid of the image is needed: give ``image_size`` and
     ``scale_arcsec`` (the WSClean ``-size``/``-scale``), else the geometry
