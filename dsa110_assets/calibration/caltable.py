@@ -38,6 +38,7 @@ import os
 import secrets
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -297,11 +298,14 @@ def write_bandpass_table(
         "INTERVAL": np.full(n, solution.bandpass_interval_s),
         "SCAN_NUMBER": np.full(n, solution.bandpass_scan, np.int32),
         "OBSERVATION_ID": np.zeros(n, np.int32),
-        "CPARAM": cells(solution.bandpass, np.complex64),
-        "PARAMERR": cells(solution.bandpass_err, np.float32),
-        "FLAG": cells(solution.bandpass_flag, bool),
-        "SNR": cells(solution.bandpass_snr, np.float32),
-        "WEIGHT": cells(solution.bandpass_weight, np.float32),
+        **_solution_columns(
+            cells,
+            solution.bandpass,
+            solution.bandpass_err,
+            solution.bandpass_flag,
+            solution.bandpass_snr,
+            solution.bandpass_weight,
+        ),
     }
     message = (
         f"bandpass (B Jones) on {solution.source_name}: solint=inf, refant "
@@ -309,6 +313,28 @@ def write_bandpass_table(
         f"minsnr={solution.min_snr}; mean amplitude 1 over unflagged channels"
     )
     return _build(path, BANDPASS, ms_path, columns, message, overwrite)
+
+
+def _solution_columns(
+    cells: Callable[[np.ndarray, type], np.ndarray],
+    value: np.ndarray,
+    err: np.ndarray,
+    flag: np.ndarray,
+    snr: np.ndarray,
+    weight: np.ndarray,
+) -> dict[str, np.ndarray]:
+    """Return CPARAM, PARAMERR, FLAG, SNR and WEIGHT of one table, shaped by ``cells``.
+
+    The bandpass and the gains store the same five arrays; only their row layout (the
+    ``cells`` gather) differs.
+    """
+    return {
+        "CPARAM": cells(value, np.complex64),
+        "PARAMERR": cells(err, np.float32),
+        "FLAG": cells(flag, bool),
+        "SNR": cells(snr, np.float32),
+        "WEIGHT": cells(weight, np.float32),
+    }
 
 
 def write_gain_table(
@@ -332,11 +358,14 @@ def write_gain_table(
         "INTERVAL": solution.gain_interval_s[tix],
         "SCAN_NUMBER": solution.gain_scan[tix].astype(np.int32),
         "OBSERVATION_ID": np.zeros(n, np.int32),
-        "CPARAM": cells(solution.gains, np.complex64),
-        "PARAMERR": cells(solution.gain_err, np.float32),
-        "FLAG": cells(solution.gain_flag, bool),
-        "SNR": cells(solution.gain_snr, np.float32),
-        "WEIGHT": cells(solution.gain_weight, np.float32),
+        **_solution_columns(
+            cells,
+            solution.gains,
+            solution.gain_err,
+            solution.gain_flag,
+            solution.gain_snr,
+            solution.gain_weight,
+        ),
     }
     message = (
         f"gains (G Jones) on {solution.source_name}: solint={solution.gain_solint_s:g}s, "
