@@ -54,7 +54,7 @@ _CSV_HEADER_ROWS = 6
 
 
 def array_location() -> EarthLocation:
-    """The array centre: the telescope location written to every file (WGS84)."""
+    """Return the array centre: the telescope location written to every file (WGS84)."""
     return EarthLocation.from_geodetic(
         lon=ARRAY_LON_DEG * u.deg,
         lat=ARRAY_LAT_DEG * u.deg,

@@ -25,7 +25,6 @@ untouched.
 from __future__ import annotations
 
 import dataclasses
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,8 +38,9 @@ from dsa110_assets.calibration.caltable import (
     CalTableError,
     read_caltable,
 )
+from dsa110_assets.calibration.ms_rows import ROW_CHUNK, contiguous_runs
+from dsa110_assets.timing import Stopwatch, Timings
 
-ROW_CHUNK = 16384
 FREQ_TOLERANCE = 0.01  # of a channel width: frequencies that count as the same channel
 
 
@@ -65,6 +65,7 @@ class ApplyResult:
 
     @property
     def flagged_fraction(self) -> float:
+        """Return the fraction of samples flagged after the apply."""
         return self.n_flagged_after / self.n_samples if self.n_samples else 0.0
 
 
@@ -113,7 +114,7 @@ def _match_gain_spw(table: CalTable, freqs: np.ndarray, width: float) -> int | N
 
 
 def _combined_gain_spw(table: CalTable, meta: dict) -> int | None:
-    """The single solution window of a combined-window gain table, if it fits the MS band.
+    """Return the single solution window of a combined-window gain table, if it fits the MS band.
 
     CASA's ``gaincal(combine='spw')`` solves once over all windows and writes the solutions
     only for the first selected window, whose SPECTRAL_WINDOW row then holds the centroid of
@@ -156,8 +157,10 @@ def _bandpass_for(table: CalTable, spw: int, ant_map: np.ndarray, mid_time: floa
 def interpolate_gains(
     sol_times: np.ndarray, gains: np.ndarray, ok: np.ndarray, times: np.ndarray
 ) -> np.ndarray:
-    """Gains (n_sol, n_ant, n_pol) at ``times``: linear in amplitude and unwrapped phase between
-    unflagged solutions, nearest outside their range; 0 where an antenna has none.
+    """Interpolate gains (n_sol, n_ant, n_pol) to ``times``.
+
+    Linear in amplitude and unwrapped phase between unflagged solutions, nearest outside
+    their range; 0 where an antenna has none.
     """
     out = np.zeros((times.size, *gains.shape[1:]), np.complex128)
     for a in range(gains.shape[1]):
@@ -226,7 +229,7 @@ def _plans(meta: dict, bp: CalTable, gt: CalTable, utimes: np.ndarray, ms_path: 
 
 
 def _inverse(plan: _Plan) -> _Plan:
-    """The plan with every gain and bandpass value inverted (0 stays 0: flagged)."""
+    """Return the plan with every gain and bandpass value inverted (0 stays 0: flagged)."""
 
     def inverted(values: np.ndarray) -> np.ndarray:
         out = np.zeros_like(values)
@@ -239,6 +242,9 @@ def _inverse(plan: _Plan) -> _Plan:
 def apply_calibration(ms_path: Path, bandpass_table: Path, gain_table: Path) -> ApplyResult:
     """Write CORRECTED_DATA, FLAG and WEIGHT of ``ms_path`` from DATA and the two tables.
 
+    Both tables are read and matched to the MS before it is opened for writing; then each
+    window's rows are streamed in chunks (read, correct, write).
+
     Raises
     ------
     CalTableError
@@ -247,79 +253,40 @@ def apply_calibration(ms_path: Path, bandpass_table: Path, gain_table: Path) -> 
     FileNotFoundError
         The MS cannot be read.
     """
-    t_start = time.perf_counter()
+    watch = Stopwatch()
     ms_path = Path(ms_path)
     bp = read_caltable(bandpass_table, BANDPASS)
     gt = read_caltable(gain_table, GAIN)
     meta = _ms_meta(ms_path)
     utimes, t_index = np.unique(meta["TIME"], return_inverse=True)
     plans = _plans(meta, bp, gt, utimes, ms_path)
-    timings = {
-        "prepare_s": time.perf_counter() - t_start,
-        "read_s": 0.0,
-        "compute_s": 0.0,
-        "write_s": 0.0,
-    }
+    timings = Timings(prepare_s=watch.elapsed_s, read_s=0.0, compute_s=0.0, write_s=0.0)
 
     ddid = meta["DATA_DESC_ID"]
-    edges = np.flatnonzero(np.diff(ddid)) + 1
-    starts = np.concatenate([[0], edges])
-    stops = np.concatenate([edges, [ddid.size]])
     a1_all, a2_all = meta["ANTENNA1"], meta["ANTENNA2"]
-    n_before = n_after = n_samples = 0
+    counts = _FlagCounts()
     inverses = {spw: _inverse(plan) for spw, plan in plans.items()}
     n_ant = max(int(a1_all.max()), int(a2_all.max())) + 1 if a1_all.size else 1
     with pt.table(str(ms_path), readonly=False, ack=False) as main:
-        for start, stop in zip(starts, stops, strict=True):
+        for start, stop in contiguous_runs(ddid):
             inv = inverses[int(meta["ddid_spw"][ddid[start]])]
-            for first in range(int(start), int(stop), ROW_CHUNK):
-                nrow = min(ROW_CHUNK, int(stop) - first)
+            for first in range(start, stop, ROW_CHUNK):
+                nrow = min(ROW_CHUNK, stop - first)
                 rows = slice(first, first + nrow)
-                t = time.perf_counter()
-                data = main.getcol("DATA", first, nrow)
-                flag = main.getcol("FLAG", first, nrow)
-                sigma = main.getcol("SIGMA", first, nrow)
-                timings["read_s"] += time.perf_counter() - t
-                t = time.perf_counter()
-                a1, a2, ti = a1_all[rows], a2_all[rows], t_index[rows]
-                # 1 / (G_a conj(G_b)) = (1 / G_a) conj(1 / G_b), with G = g(t) B(nu): the
-                # bandpass part depends on the baseline only, so it is formed once per
-                # baseline of the chunk and gathered; everything is complex64 products.
-                pair = a1.astype(np.int64) * n_ant + a2
-                baselines, which = np.unique(pair, return_inverse=True)
-                ua1, ua2 = baselines // n_ant, baselines % n_ant
-                band_factor = inv.band[ua1] * np.conj(inv.band[ua2])  # (n_bl, chan, pol)
-                gain_factor = inv.gains[ti, a1] * np.conj(inv.gains[ti, a2])  # (rows, pol)
-                factor = band_factor[which]
-                factor *= gain_factor[:, None, :]
-                ok = factor != 0
-                corrected = np.multiply(data, factor, out=data)
-                new_flag = flag | ~ok
-                good = ~new_flag
-                # |G_a G_b|^2 = 1 / |factor|^2 on good samples, averaged over the channels
-                # (einsum reduces the middle axis several times faster than sum(axis=1)).
-                amp2 = factor.real**2 + factor.imag**2
-                np.divide(np.float32(1.0), amp2, out=amp2, where=good)
-                amp2[new_flag] = 0.0
-                n_good = np.einsum("rcp->rp", good.astype(np.float32))
-                mean_gain2 = np.einsum("rcp->rp", amp2) / np.maximum(n_good, 1)
-                weight = np.where(
-                    n_good > 0, mean_gain2 / np.maximum(sigma.astype(np.float64), 1e-30) ** 2, 0.0
-                ).astype(np.float32)
-                n_before += int(flag.sum())
-                n_after += int(new_flag.sum())
-                n_samples += flag.size
-                timings["compute_s"] += time.perf_counter() - t
-                t = time.perf_counter()
-                main.putcol("CORRECTED_DATA", corrected, first, nrow)
-                main.putcol("FLAG", new_flag, first, nrow)
-                main.putcol("FLAG_ROW", new_flag.all(axis=(1, 2)), first, nrow)
-                main.putcol("WEIGHT", weight, first, nrow)
-                timings["write_s"] += time.perf_counter() - t
-        t = time.perf_counter()
-        main.flush()
-        timings["write_s"] += time.perf_counter() - t
-    duration = time.perf_counter() - t_start
+                with timings.measure("read_s"):
+                    data, flag, sigma = (main.getcol(c, first, nrow) for c in _READ_COLUMNS)
+                with timings.measure("compute_s"):
+                    rows_ant = (a1_all[rows], a2_all[rows], t_index[rows])
+                    corrected, new_flag, weight = _correct(data, flag, sigma, inv, rows_ant, n_ant)
+                    counts.add(flag, new_flag)
+                with timings.measure("write_s"):
+                    main.putcol("CORRECTED_DATA", corrected, first, nrow)
+                    main.putcol("FLAG", new_flag, first, nrow)
+                    main.putcol("FLAG_ROW", new_flag.all(axis=(1, 2)), first, nrow)
+                    main.putcol("WEIGHT", weight, first, nrow)
+        with timings.measure("write_s"):
+            main.flush()
+    duration = watch.elapsed_s
     timings["total_s"] = duration
     return ApplyResult(
         ms_path=ms_path,
@@ -327,9 +294,67 @@ def apply_calibration(ms_path: Path, bandpass_table: Path, gain_table: Path) -> 
         gain_table=Path(gain_table),
         n_rows=int(ddid.size),
         n_spw=len(plans),
-        n_samples=n_samples,
-        n_flagged_before=n_before,
-        n_flagged_after=n_after,
+        n_samples=counts.samples,
+        n_flagged_before=counts.before,
+        n_flagged_after=counts.after,
         duration_s=duration,
-        timings=timings,
+        timings=dict(timings),
     )
+
+
+_READ_COLUMNS = ("DATA", "FLAG", "SIGMA")
+
+
+@dataclass
+class _FlagCounts:
+    """Flagged samples before and after the apply, and all samples, summed over chunks."""
+
+    before: int = 0
+    after: int = 0
+    samples: int = 0
+
+    def add(self, flag: np.ndarray, new_flag: np.ndarray) -> None:
+        """Count one chunk's flags."""
+        self.before += int(flag.sum())
+        self.after += int(new_flag.sum())
+        self.samples += flag.size
+
+
+def _correct(
+    data: np.ndarray,
+    flag: np.ndarray,
+    sigma: np.ndarray,
+    inv: _Plan,
+    rows_ant: tuple[np.ndarray, np.ndarray, np.ndarray],
+    n_ant: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Return corrected DATA (in place), the new FLAG and WEIGHT of one chunk.
+
+    ``inv`` holds the inverted solutions and ``rows_ant`` each row's ANTENNA1, ANTENNA2
+    and unique-time index. ``1 / (G_a conj(G_b)) = (1 / G_a) conj(1 / G_b)`` with
+    ``G = g(t) B(nu)``: the bandpass part depends on the baseline only, so it is formed
+    once per baseline of the chunk and gathered; everything is complex64 products.
+    """
+    a1, a2, ti = rows_ant
+    pair = a1.astype(np.int64) * n_ant + a2
+    baselines, which = np.unique(pair, return_inverse=True)
+    ua1, ua2 = baselines // n_ant, baselines % n_ant
+    band_factor = inv.band[ua1] * np.conj(inv.band[ua2])  # (n_bl, chan, pol)
+    gain_factor = inv.gains[ti, a1] * np.conj(inv.gains[ti, a2])  # (rows, pol)
+    factor = band_factor[which]
+    factor *= gain_factor[:, None, :]
+    ok = factor != 0
+    corrected = np.multiply(data, factor, out=data)
+    new_flag = flag | ~ok
+    good = ~new_flag
+    # |G_a G_b|^2 = 1 / |factor|^2 on good samples, averaged over the channels
+    # (einsum reduces the middle axis several times faster than sum(axis=1)).
+    amp2 = factor.real**2 + factor.imag**2
+    np.divide(np.float32(1.0), amp2, out=amp2, where=good)
+    amp2[new_flag] = 0.0
+    n_good = np.einsum("rcp->rp", good.astype(np.float32))
+    mean_gain2 = np.einsum("rcp->rp", amp2) / np.maximum(n_good, 1)
+    weight = np.where(
+        n_good > 0, mean_gain2 / np.maximum(sigma.astype(np.float64), 1e-30) ** 2, 0.0
+    ).astype(np.float32)
+    return corrected, new_flag, weight

@@ -38,6 +38,7 @@ import os
 import secrets
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -109,6 +110,7 @@ class CalTable:
 
     @property
     def n_pol(self) -> int:
+        """Return the number of polarizations in the table."""
         return int(self.cparam.shape[2])
 
 
@@ -296,11 +298,14 @@ def write_bandpass_table(
         "INTERVAL": np.full(n, solution.bandpass_interval_s),
         "SCAN_NUMBER": np.full(n, solution.bandpass_scan, np.int32),
         "OBSERVATION_ID": np.zeros(n, np.int32),
-        "CPARAM": cells(solution.bandpass, np.complex64),
-        "PARAMERR": cells(solution.bandpass_err, np.float32),
-        "FLAG": cells(solution.bandpass_flag, bool),
-        "SNR": cells(solution.bandpass_snr, np.float32),
-        "WEIGHT": cells(solution.bandpass_weight, np.float32),
+        **_solution_columns(
+            cells,
+            solution.bandpass,
+            solution.bandpass_err,
+            solution.bandpass_flag,
+            solution.bandpass_snr,
+            solution.bandpass_weight,
+        ),
     }
     message = (
         f"bandpass (B Jones) on {solution.source_name}: solint=inf, refant "
@@ -308,6 +313,28 @@ def write_bandpass_table(
         f"minsnr={solution.min_snr}; mean amplitude 1 over unflagged channels"
     )
     return _build(path, BANDPASS, ms_path, columns, message, overwrite)
+
+
+def _solution_columns(
+    cells: Callable[[np.ndarray, type], np.ndarray],
+    value: np.ndarray,
+    err: np.ndarray,
+    flag: np.ndarray,
+    snr: np.ndarray,
+    weight: np.ndarray,
+) -> dict[str, np.ndarray]:
+    """Return CPARAM, PARAMERR, FLAG, SNR and WEIGHT of one table, shaped by ``cells``.
+
+    The bandpass and the gains store the same five arrays; only their row layout (the
+    ``cells`` gather) differs.
+    """
+    return {
+        "CPARAM": cells(value, np.complex64),
+        "PARAMERR": cells(err, np.float32),
+        "FLAG": cells(flag, bool),
+        "SNR": cells(snr, np.float32),
+        "WEIGHT": cells(weight, np.float32),
+    }
 
 
 def write_gain_table(
@@ -331,11 +358,14 @@ def write_gain_table(
         "INTERVAL": solution.gain_interval_s[tix],
         "SCAN_NUMBER": solution.gain_scan[tix].astype(np.int32),
         "OBSERVATION_ID": np.zeros(n, np.int32),
-        "CPARAM": cells(solution.gains, np.complex64),
-        "PARAMERR": cells(solution.gain_err, np.float32),
-        "FLAG": cells(solution.gain_flag, bool),
-        "SNR": cells(solution.gain_snr, np.float32),
-        "WEIGHT": cells(solution.gain_weight, np.float32),
+        **_solution_columns(
+            cells,
+            solution.gains,
+            solution.gain_err,
+            solution.gain_flag,
+            solution.gain_snr,
+            solution.gain_weight,
+        ),
     }
     message = (
         f"gains (G Jones) on {solution.source_name}: solint={solution.gain_solint_s:g}s, "
@@ -373,56 +403,12 @@ def read_caltable(path: Path, expected_viscal: str | None = None) -> CalTable:
 
 
 def _read(path: Path, expected: str | None) -> CalTable:
-    with pt.table(str(path), ack=False) as t:
-        info = t.info()
-        keywords = t.getkeywords()
-        if info.get("type") != "Calibration":
-            raise CalTableError(f"{path}: table type is {info.get('type')!r}, not 'Calibration'")
-        viscal = keywords.get("VisCal")
-        if viscal not in VISCALS:
-            raise CalTableError(f"{path}: VisCal {viscal!r} is not one of {VISCALS}")
-        if expected is not None and viscal != expected:
-            raise CalTableError(f"{path}: VisCal is {viscal!r}, expected {expected!r}")
-        if keywords.get("ParType") != "Complex":
-            raise CalTableError(f"{path}: ParType {keywords.get('ParType')!r}, expected 'Complex'")
-        missing = [c for c in MAIN_COLUMNS if c not in t.colnames()]
-        if missing:
-            raise CalTableError(f"{path}: missing columns {missing}")
-        if t.nrows() == 0:
-            raise CalTableError(f"{path}: the table has no rows")
-        cols = {c: t.getcol(c) for c in MAIN_COLUMNS if c != "WEIGHT"}
-    for name in ("ANTENNA", "SPECTRAL_WINDOW"):
-        if not (path / name / "table.dat").is_file():
-            raise CalTableError(f"{path}: missing subtable {name}")
-    with pt.table(str(path / "ANTENNA"), ack=False) as t:
-        names = tuple(str(n) for n in t.getcol("NAME"))
-    with pt.table(str(path / "SPECTRAL_WINDOW"), ack=False) as t:
-        freqs = tuple(np.asarray(t.getcell("CHAN_FREQ", r), np.float64) for r in range(t.nrows()))
-        widths = tuple(np.asarray(t.getcell("CHAN_WIDTH", r), np.float64) for r in range(t.nrows()))
-
+    """Read and validate the main table, then the subtables, then the cells' consistency."""
+    viscal, keywords, cols = _read_main(path, expected)
+    names, freqs, widths = _read_subtables(path)
+    _check_cells(path, viscal, cols, len(names), freqs)
     cparam = np.asarray(cols["CPARAM"])
-    if cparam.ndim != 3:
-        raise CalTableError(f"{path}: CPARAM cells must be (n_chan, n_pol), got {cparam.shape}")
-    for c in ("PARAMERR", "FLAG", "SNR"):
-        if np.shape(cols[c]) != cparam.shape:
-            raise CalTableError(f"{path}: {c} shape {np.shape(cols[c])} != CPARAM {cparam.shape}")
     spw, ant1 = cols["SPECTRAL_WINDOW_ID"], cols["ANTENNA1"]
-    if spw.min() < 0 or spw.max() >= len(freqs):
-        raise CalTableError(f"{path}: SPECTRAL_WINDOW_ID outside the SPECTRAL_WINDOW subtable")
-    if ant1.min() < 0 or ant1.max() >= len(names):
-        raise CalTableError(f"{path}: ANTENNA1 outside the ANTENNA subtable")
-    n_chan = cparam.shape[1]
-    if viscal == GAIN and n_chan != 1:
-        raise CalTableError(f"{path}: G Jones cells must have 1 channel, got {n_chan}")
-    for s in np.unique(spw):
-        if freqs[s].size != n_chan:
-            raise CalTableError(
-                f"{path}: window {s} has {freqs[s].size} channels in SPECTRAL_WINDOW but "
-                f"{n_chan} in CPARAM"
-            )
-    for c in ("TIME", "INTERVAL", "CPARAM", "PARAMERR", "SNR"):
-        if not np.all(np.isfinite(cols[c])):
-            raise CalTableError(f"{path}: non-finite values in {c}")
     return CalTable(
         path=path,
         viscal=str(viscal),
@@ -442,3 +428,94 @@ def _read(path: Path, expected: str | None) -> CalTable:
         snr=np.asarray(cols["SNR"], np.float32),
         paramerr=np.asarray(cols["PARAMERR"], np.float32),
     )
+
+
+def _read_main(path: Path, expected: str | None) -> tuple[str, dict, dict[str, np.ndarray]]:
+    """Return VisCal, the keywords and the columns of a calibration table's main table.
+
+    Raises
+    ------
+    CalTableError
+        Not a calibration table, VisCal other than ``expected`` (or not B/G Jones),
+        ParType not Complex, missing columns, or no rows.
+    """
+    with pt.table(str(path), ack=False) as t:
+        info = t.info()
+        keywords = t.getkeywords()
+        if info.get("type") != "Calibration":
+            raise CalTableError(f"{path}: table type is {info.get('type')!r}, not 'Calibration'")
+        viscal = keywords.get("VisCal")
+        if viscal not in VISCALS:
+            raise CalTableError(f"{path}: VisCal {viscal!r} is not one of {VISCALS}")
+        if expected is not None and viscal != expected:
+            raise CalTableError(f"{path}: VisCal is {viscal!r}, expected {expected!r}")
+        if keywords.get("ParType") != "Complex":
+            raise CalTableError(f"{path}: ParType {keywords.get('ParType')!r}, expected 'Complex'")
+        missing = [c for c in MAIN_COLUMNS if c not in t.colnames()]
+        if missing:
+            raise CalTableError(f"{path}: missing columns {missing}")
+        if t.nrows() == 0:
+            raise CalTableError(f"{path}: the table has no rows")
+        cols = {c: t.getcol(c) for c in MAIN_COLUMNS if c != "WEIGHT"}
+    return viscal, keywords, cols
+
+
+def _read_subtables(
+    path: Path,
+) -> tuple[tuple[str, ...], tuple[np.ndarray, ...], tuple[np.ndarray, ...]]:
+    """Return the antenna names and each window's channel frequencies and widths.
+
+    Raises
+    ------
+    CalTableError
+        The ANTENNA or SPECTRAL_WINDOW subtable is missing.
+    """
+    for name in ("ANTENNA", "SPECTRAL_WINDOW"):
+        if not (path / name / "table.dat").is_file():
+            raise CalTableError(f"{path}: missing subtable {name}")
+    with pt.table(str(path / "ANTENNA"), ack=False) as t:
+        names = tuple(str(n) for n in t.getcol("NAME"))
+    with pt.table(str(path / "SPECTRAL_WINDOW"), ack=False) as t:
+        freqs = tuple(np.asarray(t.getcell("CHAN_FREQ", r), np.float64) for r in range(t.nrows()))
+        widths = tuple(np.asarray(t.getcell("CHAN_WIDTH", r), np.float64) for r in range(t.nrows()))
+    return names, freqs, widths
+
+
+def _check_cells(
+    path: Path,
+    viscal: str,
+    cols: dict[str, np.ndarray],
+    n_antennas: int,
+    freqs: tuple[np.ndarray, ...],
+) -> None:
+    """Refuse cells that do not fit each other or the subtables, or are not finite.
+
+    Raises
+    ------
+    CalTableError
+        Inconsistent shapes, indices outside the subtables, a channel count other than the
+        window's (or than 1 for G Jones), or non-finite values.
+    """
+    cparam = np.asarray(cols["CPARAM"])
+    if cparam.ndim != 3:
+        raise CalTableError(f"{path}: CPARAM cells must be (n_chan, n_pol), got {cparam.shape}")
+    for c in ("PARAMERR", "FLAG", "SNR"):
+        if np.shape(cols[c]) != cparam.shape:
+            raise CalTableError(f"{path}: {c} shape {np.shape(cols[c])} != CPARAM {cparam.shape}")
+    spw, ant1 = cols["SPECTRAL_WINDOW_ID"], cols["ANTENNA1"]
+    if spw.min() < 0 or spw.max() >= len(freqs):
+        raise CalTableError(f"{path}: SPECTRAL_WINDOW_ID outside the SPECTRAL_WINDOW subtable")
+    if ant1.min() < 0 or ant1.max() >= n_antennas:
+        raise CalTableError(f"{path}: ANTENNA1 outside the ANTENNA subtable")
+    n_chan = cparam.shape[1]
+    if viscal == GAIN and n_chan != 1:
+        raise CalTableError(f"{path}: G Jones cells must have 1 channel, got {n_chan}")
+    for s in np.unique(spw):
+        if freqs[s].size != n_chan:
+            raise CalTableError(
+                f"{path}: window {s} has {freqs[s].size} channels in SPECTRAL_WINDOW but "
+                f"{n_chan} in CPARAM"
+            )
+    for c in ("TIME", "INTERVAL", "CPARAM", "PARAMERR", "SNR"):
+        if not np.all(np.isfinite(cols[c])):
+            raise CalTableError(f"{path}: non-finite values in {c}")

@@ -53,7 +53,7 @@ class CalibratorField:
 
 
 def _separation_deg(ra: np.ndarray, dec: np.ndarray, ra0: float, dec0: float) -> np.ndarray:
-    """Great-circle angle (Vincenty form, stable at small and large angles), degrees."""
+    """Return the great-circle angle (Vincenty form, stable at small and large angles), degrees."""
     dra = ra - ra0
     num = np.hypot(
         np.cos(dec) * np.sin(dra),
@@ -61,6 +61,18 @@ def _separation_deg(ra: np.ndarray, dec: np.ndarray, ra0: float, dec0: float) ->
     )
     den = np.sin(dec0) * np.sin(dec) + np.cos(dec0) * np.cos(dec) * np.cos(dra)
     return np.degrees(np.arctan2(num, den))
+
+
+def _undo_previous(names: list[str], previous: object) -> None:
+    """Give the field an earlier call named its original name back (in ``names``).
+
+    Naming again (another calibrator, or a nearer field) must leave one named field, and
+    a field renamed since by someone else is left alone.
+    """
+    if isinstance(previous, dict) and 0 <= int(previous.get("field_id", -1)) < len(names):
+        old = int(previous["field_id"])
+        if names[old] == previous.get("name"):
+            names[old] = str(previous["original_name"])
 
 
 def name_calibrator_field(
@@ -102,10 +114,7 @@ def name_calibrator_field(
             raise FieldNamingError(f"{ms}: the FIELD table is empty")
         before = list(names)
         previous = field.getkeywords().get(FIELD_KEYWORD)
-        if isinstance(previous, dict) and 0 <= int(previous.get("field_id", -1)) < len(names):
-            old = int(previous["field_id"])
-            if names[old] == previous.get("name"):
-                names[old] = str(previous["original_name"])
+        _undo_previous(names, previous)
         dirs = field.getcol("PHASE_DIR")[:, 0, :]
         times = field.getcol("TIME")
         sep = _separation_deg(

@@ -163,17 +163,31 @@ def source_directions_itrs(
 def field_bases_itrs(
     ra_rad: np.ndarray, dec_rad: np.ndarray, times_mjd_s: np.ndarray, location: EarthLocation
 ) -> np.ndarray:
-    """Rows ``(e_u, e_v, c)`` in ITRS of ICRS phase centres at the given times, (n, 3, 3).
+    """Return rows ``(e_u, e_v, c)`` in ITRS of ICRS phase centres at MS times, (n, 3, 3).
 
-    ``c`` is the centre transformed to topocentric ITRS; ``e_v`` the image of local ICRS north
-    (centred difference of two probes 1e-4 rad north and south), made perpendicular to ``c``;
-    ``e_u = e_v x c``. This is the converter's construction, so ``basis @ b`` is the MS UVW.
+    The MS TIME (MJD seconds) form of :func:`uvw_bases`, which see.
     """
-    ra = np.asarray(ra_rad, dtype=np.float64)
-    dec = np.asarray(dec_rad, dtype=np.float64)
-    n = ra.size
+    return uvw_bases(ra_rad, dec_rad, _times(times_mjd_s), location)
+
+
+def uvw_bases(
+    ra_rad: np.ndarray, dec_rad: np.ndarray, obstime: Time, location: EarthLocation
+) -> np.ndarray:
+    """Return rows ``(e_u, e_v, c)`` in ITRS of ICRS directions at ``obstime``, (n, 3, 3).
+
+    ``c`` is the direction transformed to topocentric ITRS (the apparent direction at that
+    time); ``e_v`` the image of local ICRS north (centred difference of two probes 1e-4 rad
+    north and south), made perpendicular to ``c``; ``e_u = e_v x c`` (increasing RA). This
+    is the converter's construction, so ``basis @ b`` is the MS UVW of a field's own centre
+    at its own time. One direction may serve all ``n = obstime.size`` times.
+    """
+    ra = np.atleast_1d(np.asarray(ra_rad, dtype=np.float64))
+    dec = np.atleast_1d(np.asarray(dec_rad, dtype=np.float64))
+    n = obstime.size
     toward = np.stack([np.cos(dec) * np.cos(ra), np.cos(dec) * np.sin(ra), np.sin(dec)], -1)
     north = np.stack([-np.sin(dec) * np.cos(ra), -np.sin(dec) * np.sin(ra), np.cos(dec)], -1)
+    toward = np.broadcast_to(toward, (n, 3))
+    north = np.broadcast_to(north, (n, 3))
     eps = _NORTH_STEP_RAD
     probes = np.concatenate(
         [
@@ -182,10 +196,9 @@ def field_bases_itrs(
             np.cos(eps) * toward - np.sin(eps) * north,
         ]
     )
-    obstime = _times(np.tile(np.asarray(times_mjd_s, dtype=np.float64), 3))
     rep = CartesianRepresentation(*probes.T, unit=u.one)
     itrs = SkyCoord(ICRS().realize_frame(rep)).transform_to(
-        ITRS(obstime=obstime, location=location)
+        ITRS(obstime=obstime[np.tile(np.arange(n), 3)], location=location)
     )
     xyz = itrs.cartesian.xyz.to_value(u.one).T
     xyz /= np.linalg.norm(xyz, axis=-1, keepdims=True)

@@ -27,14 +27,11 @@ relative, ``2 dnu dt``), so it reflects the real scatter, including unmodelled s
 from __future__ import annotations
 
 import logging
-import re
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import scipy.sparse as sp
 from casacore import tables as pt
 
 from dsa110_assets.calibration.model import (
@@ -43,17 +40,24 @@ from dsa110_assets.calibration.model import (
     SourceLike,
     read_ms_geometry,
 )
-from dsa110_assets.calibration.stefcal import residual_chi2, stefcal
+from dsa110_assets.calibration.ms_rows import ROW_CHUNK, contiguous_runs
+from dsa110_assets.calibration.normal_equations import (
+    Chunk,
+    Solved,
+    Sums,
+    reduce_bandpass,
+    reduce_gains,
+    solve_sums,
+)
+from dsa110_assets.calibration.refant import rank_reference_antennas, reference_phasor
 from dsa110_assets.errors import PipelineError
-from dsa110_assets.instrument import OUTRIGGER_STATIONS, SPEED_OF_LIGHT_M_S
+from dsa110_assets.instrument import SPEED_OF_LIGHT_M_S
+from dsa110_assets.timing import Stopwatch, Timings
 
 log = logging.getLogger(__name__)
 
 DEFAULT_GAIN_SOLINT_S = 60.0  # the phase drifts < 0.2 deg per solution at DSA-110
 MIN_BEAM_POWER = 0.05  # below this peak primary-beam response the calibrator is "not in beam"
-ROW_CHUNK = 16384  # rows per read: bounded temporaries (~13 MB of DATA at 48 channels)
-_SNR_CAP = 1e9  # noise-free data give infinite SNR; tables hold finite numbers
-_NAME_NUMBER = re.compile(r"(\d+)$")
 
 
 class CalibrationError(PipelineError, RuntimeError):
@@ -104,6 +108,7 @@ class CalibrationSolution:
 
     @property
     def refant_name(self) -> str:
+        """Return the ANTENNA name of the reference antenna."""
         return self.antenna_names[self.refant]
 
     def total_gain(self, interval: int, spw: int) -> np.ndarray:
@@ -168,12 +173,7 @@ def _read_layout(ms_path: Path) -> _MSLayout:
     ddid = cols["DATA_DESC_ID"]
     if ddid.size == 0:
         raise CalibrationError(f"{ms_path}: the main table has no rows")
-    edges = np.flatnonzero(np.diff(ddid)) + 1
-    starts = np.concatenate([[0], edges])
-    stops = np.concatenate([edges, [ddid.size]])
-    runs = [
-        (int(ddid_spw[ddid[a]]), int(a), int(b - a)) for a, b in zip(starts, stops, strict=True)
-    ]
+    runs = [(int(ddid_spw[ddid[a]]), a, b - a) for a, b in contiguous_runs(ddid)]
     return _MSLayout(
         antenna_names=names,
         spw_ids=np.arange(chan_freq.shape[0]),
@@ -191,18 +191,6 @@ def _read_layout(ms_path: Path) -> _MSLayout:
     )
 
 
-def station_number(name: str) -> int | None:
-    """The station number in an antenna name like ``DSA-017`` (None if there is none)."""
-    match = _NAME_NUMBER.search(name)
-    return int(match.group(1)) if match else None
-
-
-def is_core(name: str) -> bool:
-    """East-west or north-south arm antenna (not an outrigger); unknown names count as core."""
-    number = station_number(name)
-    return number is None or number < OUTRIGGER_STATIONS.start
-
-
 def solution_intervals(times: np.ndarray, solint_s: float, integration_s: float) -> np.ndarray:
     """Interval index of each (sorted, unique) time: ``round(span / solint)`` equal groups.
 
@@ -217,146 +205,6 @@ def solution_intervals(times: np.ndarray, solint_s: float, integration_s: float)
     n = n_t if solint_s <= integration_s else max(1, int(round(span / solint_s)))
     n = min(n, n_t)
     return (np.arange(n_t) * n) // n_t
-
-
-def _scatter_matrix(index: np.ndarray, n_bins: int) -> sp.csr_matrix:
-    """Sparse (n_bins, r) 0/1 matrix: ``matrix @ values`` sums rows of ``values`` into bins."""
-    r = index.size
-    return sp.csr_matrix((np.ones(r, dtype=np.float32), (index, np.arange(r))), shape=(n_bins, r))
-
-
-@dataclass
-class _Chunk:
-    """Usable rows of one read: kept until the window's bandpass is known."""
-
-    i: np.ndarray  # solver antenna of ANTENNA1
-    j: np.ndarray
-    baseline: np.ndarray  # lo * N + hi
-    swap: np.ndarray  # ANTENNA1 is the higher solver index: conjugate
-    interval: np.ndarray  # gain interval index
-    w: np.ndarray  # (r, c, p) float32 weights, 0 where unusable
-    data: np.ndarray  # (r, c, p) complex64
-    model: np.ndarray  # (r, c) complex64
-
-
-@dataclass
-class _Sums:
-    """Per-bin sums of one least-squares reduction (bins x problems)."""
-
-    num: np.ndarray
-    den: np.ndarray
-    svv: np.ndarray
-    cnt: np.ndarray
-
-    @classmethod
-    def zeros(cls, n_bins: int, m: int) -> _Sums:
-        return cls(
-            np.zeros((n_bins, m), np.complex128),
-            np.zeros((n_bins, m)),
-            np.zeros((n_bins, m)),
-            np.zeros((n_bins, m)),
-        )
-
-    def add(self, index: np.ndarray, n_bins: int, num, den, svv, cnt) -> None:
-        matrix = _scatter_matrix(index, n_bins)
-        r = index.size
-        self.num += matrix @ num.reshape(r, -1)
-        self.den += matrix @ den.reshape(r, -1)
-        self.svv += matrix @ svv.reshape(r, -1)
-        self.cnt += matrix @ cnt.reshape(r, -1)
-
-
-@dataclass(frozen=True, slots=True)
-class _Solved:
-    gains: np.ndarray  # (P, N)
-    solved: np.ndarray
-    snr: np.ndarray
-    err: np.ndarray
-    weight: np.ndarray
-    iterations: int
-
-
-def _solve_sums(sums: _Sums, n: int, min_baselines: int, n_outer: int = 1) -> _Solved:
-    """StEFCal on sums binned as (n_outer * N * N, P): one problem per (outer, column).
-
-    Problems come out ordered (outer, column): (channel, pol) for a bandpass window with
-    ``n_outer = 1``, (interval, pol) for the gains.
-    """
-
-    def problems(values: np.ndarray) -> np.ndarray:  # -> (n_outer * P, N, N)
-        k = values.reshape(n_outer, n, n, -1)
-        return np.moveaxis(k, -1, 1).reshape(-1, n, n)
-
-    den = problems(sums.den)
-    num = problems(sums.num)
-    y = np.where(den > 0, num / np.where(den > 0, den, 1.0), 0.0)
-    result = stefcal(y, den, min_baselines=min_baselines)
-    g = result.gains
-    # chi-square per unit weight: within-bin scatter plus the fit residual
-    svv = problems(sums.svv).sum(axis=(1, 2))
-    cnt = problems(sums.cnt).sum(axis=(1, 2))
-    scatter = svv - np.sum(den * np.abs(y) ** 2, axis=(1, 2))
-    chi2 = np.maximum(scatter, 0.0) + residual_chi2(y, den, g)
-    n_solved = result.solved.sum(axis=1)
-    dof = cnt - np.maximum(2 * n_solved - 1, 0) / 2.0
-    kappa = np.where(dof > 0, chi2 / np.where(dof > 0, dof, 1.0), np.inf)
-    sens = result.sensitivity
-    with np.errstate(divide="ignore", invalid="ignore"):
-        var = np.where(sens > 0, kappa[:, None] / sens, np.inf)
-        snr = np.abs(g) / np.sqrt(var)
-    snr = np.where(
-        result.solved, np.minimum(np.nan_to_num(snr, nan=0.0, posinf=_SNR_CAP), _SNR_CAP), 0.0
-    )
-    finite = result.solved & np.isfinite(var)
-    err = np.where(finite, np.sqrt(np.where(finite, var, 0.0)), 0.0)
-    weight = np.where(finite & (var > 0), 1.0 / np.where(finite & (var > 0), var, 1.0), 0.0)
-    return _Solved(g, result.solved, snr, err, weight, int(result.iterations.max(initial=0)))
-
-
-def _reference_phasor(values: np.ndarray, ok: np.ndarray, order: list[int]) -> np.ndarray:
-    """Unit phasor of the first antenna in ``order`` that is ``ok``, per cell (antenna axis 1).
-
-    Returns ``values`` without the antenna axis.
-    """
-    ref = np.ones(values.shape[:1] + values.shape[2:], dtype=np.complex128)
-    found = np.zeros(ref.shape, dtype=bool)
-    for a in order:
-        use = ok[:, a] & ~found
-        v = values[:, a]
-        ref = np.where(use, v / np.where(use, np.abs(v), 1.0), ref)
-        found |= use
-        if found.all():
-            break
-    return ref
-
-
-def rank_reference_antennas(
-    names: tuple[str, ...],
-    bandpass_ok: np.ndarray,
-    gains: np.ndarray,
-    gains_ok: np.ndarray,
-) -> list[int]:
-    """Antennas (indices into ``names``) best first as the phase reference.
-
-    Healthy core antennas come first (outriggers only as a fallback): fewest flagged
-    solutions, then the most stable gain amplitude (std/mean over intervals and
-    polarizations). ``bandpass_ok`` (n_spw, n_ant, n_chan, n_pol); ``gains``/``gains_ok``
-    (n_int, n_ant, n_pol).
-    """
-    n_ant = len(names)
-    flag_frac = 1.0 - bandpass_ok.mean(axis=(0, 2, 3)) + 1.0 - gains_ok.mean(axis=(0, 2))
-    amp = np.abs(gains)
-    stability = np.full(n_ant, np.inf)
-    for a in range(n_ant):
-        good = amp[:, a][gains_ok[:, a]]
-        if good.size:
-            stability[a] = float(np.std(good) / np.mean(good)) if good.size > 1 else 0.0
-    usable = bandpass_ok.any(axis=(0, 2, 3)) & gains_ok.any(axis=(0, 2))
-
-    def key(a: int) -> tuple[bool, float, float, int]:
-        return (not is_core(names[a]), round(float(flag_frac[a]), 3), stability[a], a)
-
-    return sorted((a for a in range(n_ant) if usable[a]), key=key)
 
 
 def _resolve_refant(refant: str | int | None, names: tuple[str, ...], ranked: list[int]) -> int:
@@ -377,6 +225,375 @@ def _resolve_refant(refant: str | int | None, names: tuple[str, ...], ranked: li
     return index
 
 
+def _check_arguments(
+    ms_path: Path, uv_min_klambda: float, min_snr: float, gain_solint_s: float | None
+) -> float:
+    """Refuse a missing MS or impossible limits before any reading; return the solint in s.
+
+    Raises
+    ------
+    CalibrationError
+        ``ms_path`` does not exist.
+    ValueError
+        A limit is negative or the solution interval is not positive.
+    """
+    if not ms_path.exists():
+        raise CalibrationError(f"{ms_path}: no such Measurement Set")
+    if uv_min_klambda < 0 or min_snr < 0:
+        raise ValueError("uv_min_klambda and min_snr must be >= 0")
+    solint = DEFAULT_GAIN_SOLINT_S if gain_solint_s is None else float(gain_solint_s)
+    if not solint > 0:
+        raise ValueError(f"gain_solint_s must be > 0, got {gain_solint_s}")
+    return solint
+
+
+def _sky_model(
+    ms_path: Path, source: SourceLike, field_sources: Sequence[SourceLike]
+) -> PointSourceModel:
+    """Build the point-source model of the calibrator and the other sources in the beam.
+
+    Raises
+    ------
+    CalibrationError
+        The MS lacks the DSA-110 geometry the model needs.
+    """
+    try:
+        return PointSourceModel([source, *field_sources], read_ms_geometry(ms_path))
+    except ModelGeometryError as err:
+        raise CalibrationError(str(err)) from None
+
+
+def _peak_beam(
+    model: PointSourceModel,
+    times: np.ndarray,
+    lay: _MSLayout,
+    source: SourceLike,
+    ms_path: Path,
+    min_beam_power: float,
+    timings: Timings,
+) -> float:
+    """Return the calibrator's peak primary-beam response at the band centre.
+
+    Checked before any visibility is read (one transform for the unique times): a
+    calibrator outside the beam has nothing to solve against.
+
+    Raises
+    ------
+    CalibrationError
+        The peak response is below ``min_beam_power``.
+    """
+    centre_freq = float(np.mean(lay.chan_freq))
+    with timings.measure("model_s"):
+        beam = model.beam(times, np.array([centre_freq]))[0, :, 0]
+    peak_beam = float(beam.max())
+    if peak_beam < min_beam_power:
+        raise CalibrationError(
+            f"calibrator {source.name} is not in the primary beam of {ms_path.name}: peak "
+            f"response {peak_beam:.2e} < {min_beam_power} at {centre_freq / 1e6:.1f} MHz"
+        )
+    return peak_beam
+
+
+@dataclass(frozen=True, slots=True)
+class _Grid:
+    """Where each row's samples go: solver antenna, unique time and gain solution interval.
+
+    The solver works on the antennas that have cross-correlations only (``n`` of them), so
+    its ``N x N`` problems carry no empty rows; ``solver_index`` maps ANTENNA rows to them
+    (-1 for antennas without data).
+    """
+
+    times: np.ndarray  # unique MS times
+    t_index: np.ndarray  # row -> index into times
+    interval_of_time: np.ndarray  # index into times -> gain interval
+    n_int: int
+    data_ants: np.ndarray  # ANTENNA rows of the solver antennas
+    solver_index: np.ndarray
+    integration_s: float
+    uv_min_m_hz: float  # |uv| (m) times frequency (Hz) must exceed this
+
+    @property
+    def n(self) -> int:
+        """Return the number of solver antennas."""
+        return int(self.data_ants.size)
+
+
+def _solve_grid(
+    lay: _MSLayout,
+    times: np.ndarray,
+    t_index: np.ndarray,
+    solint: float,
+    uv_min_klambda: float,
+    ms_path: Path,
+) -> _Grid:
+    """Index the rows by solver antenna and gain interval.
+
+    Raises
+    ------
+    CalibrationError
+        The MS has no cross-correlations.
+    """
+    cross = lay.ant1 != lay.ant2
+    data_ants = np.union1d(lay.ant1[cross], lay.ant2[cross])
+    n = data_ants.size
+    if n < 2:
+        raise CalibrationError(f"{ms_path}: no cross-correlations")
+    solver_index = np.full(len(lay.antenna_names), -1, dtype=np.int64)
+    solver_index[data_ants] = np.arange(n)
+    integration_s = float(np.median(lay.interval))
+    interval_of_time = solution_intervals(times, solint, integration_s)
+    return _Grid(
+        times=times,
+        t_index=t_index,
+        interval_of_time=interval_of_time,
+        n_int=int(interval_of_time.max()) + 1,
+        data_ants=data_ants,
+        solver_index=solver_index,
+        integration_s=integration_s,
+        uv_min_m_hz=uv_min_klambda * 1e3 * SPEED_OF_LIGHT_M_S,
+    )
+
+
+@dataclass
+class _Table:
+    """One solution table on an antenna axis (axis 1): values and their quality arrays.
+
+    ``ok`` is solved and above the SNR limit; ``err`` the rms complex error and ``weight``
+    the inverse variance, so the normalisation can rescale all of them together.
+    """
+
+    value: np.ndarray
+    ok: np.ndarray
+    snr: np.ndarray
+    err: np.ndarray
+    weight: np.ndarray
+
+    @classmethod
+    def zeros(cls, shape: tuple[int, ...]) -> _Table:
+        """Return an all-flagged table of ``shape`` (a window without data stays so)."""
+        return cls(
+            np.zeros(shape, np.complex128),
+            np.zeros(shape, dtype=bool),
+            *(np.zeros(shape) for _ in range(3)),
+        )
+
+    def on_antennas(self, data_ants: np.ndarray, n_all: int) -> _Table:
+        """Return the table on every ANTENNA row: antennas without data flagged, value 1."""
+
+        def to_all(values: np.ndarray, fill: complex | float | bool) -> np.ndarray:
+            shape_all = list(values.shape)
+            shape_all[1] = n_all
+            out = np.full(shape_all, fill, dtype=values.dtype)
+            out[:, data_ants] = values
+            return out
+
+        return _Table(
+            to_all(self.value, 1.0),
+            to_all(self.ok, False),
+            *(to_all(values, 0.0) for values in (self.snr, self.err, self.weight)),
+        )
+
+
+def _bandpass_window(sol: Solved, min_snr: float, n_chan: int, n_pol: int, n: int) -> _Table:
+    """Return the bandpass of one window, (N, n_chan, n_pol), from its (chan, pol) problems."""
+    shape = (n_chan, n_pol, n)
+
+    def arrange(values: np.ndarray) -> np.ndarray:
+        return np.moveaxis(values.reshape(shape), -1, 0)
+
+    ok = sol.solved & (sol.snr >= min_snr)
+    return _Table(*(arrange(v) for v in (sol.gains, ok, sol.snr, sol.err, sol.weight)))
+
+
+@dataclass
+class _Accumulated:
+    """What one pass over the MS leaves: the bandpass and the sums the gains are solved from."""
+
+    bandpass: _Table  # (n_spw, N, n_chan, n_pol)
+    gain_sums: Sums
+    used_times: np.ndarray  # unique times with usable data
+    n_used: int = 0
+    iterations: int = 0
+
+
+def _accumulate(
+    ms_path: Path,
+    lay: _MSLayout,
+    grid: _Grid,
+    model: PointSourceModel,
+    min_snr: float,
+    min_baselines: int,
+    timings: Timings,
+) -> _Accumulated:
+    """Solve each window's bandpass from its rows, then reduce them into the gain sums.
+
+    One window at a time, so only its DATA, FLAG and model are in memory; a fully flagged
+    window is not read beyond FLAG and its bandpass stays flagged.
+    """
+    n, n_pol = grid.n, lay.corr_types.size
+    n_spw, n_chan = lay.chan_freq.shape
+    acc = _Accumulated(
+        bandpass=_Table.zeros((n_spw, n, n_chan, n_pol)),
+        gain_sums=Sums.zeros(grid.n_int * n * n, n_pol),
+        used_times=np.zeros(grid.times.size, dtype=bool),
+    )
+    with pt.table(str(ms_path), ack=False) as main:
+        for spw in lay.spw_ids:
+            chunks, bsums = _read_window(main, lay, grid, spw, model, acc.used_times, timings)
+            if not chunks:
+                continue  # a fully flagged window: its bandpass stays flagged
+            with timings.measure("solve_s"):
+                sol = solve_sums(bsums, n, min_baselines)  # problems: (chan, pol)
+                acc.iterations = max(acc.iterations, sol.iterations)
+                window = _bandpass_window(sol, min_snr, n_chan, n_pol, n)
+                for name in ("value", "ok", "snr", "err", "weight"):
+                    getattr(acc.bandpass, name)[spw] = getattr(window, name)
+            with timings.measure("reduce_s"):
+                bp = acc.bandpass
+                band = np.where(bp.ok[spw], bp.value[spw], 0.0).astype(np.complex64)  # (N, c, p)
+                for chunk in chunks:
+                    acc.n_used += reduce_gains(chunk, band, acc.gain_sums, n)
+            del chunks
+    return acc
+
+
+def _read_window(
+    main: pt.table,
+    lay: _MSLayout,
+    grid: _Grid,
+    spw: int,
+    model: PointSourceModel,
+    used_times: np.ndarray,
+    timings: Timings,
+) -> tuple[list[Chunk], Sums]:
+    """Read the usable rows of window ``spw`` and reduce them into its bandpass sums.
+
+    The chunks are returned too: once the window's bandpass is known, the same rows are
+    reduced again into the gain sums without reading them a second time.
+    """
+    freqs = lay.chan_freq[spw]
+    n = grid.n
+    chunks: list[Chunk] = []
+    bsums = Sums.zeros(n * n, freqs.size * lay.corr_types.size)
+    for run_spw, start, count in lay.runs:
+        if run_spw != spw:
+            continue
+        for first in range(start, start + count, ROW_CHUNK):
+            nrow = min(ROW_CHUNK, start + count - first)
+            watch, model_before = Stopwatch(), timings["model_s"]
+            chunk = _read_chunk(main, lay, grid, first, nrow, freqs, model, timings)
+            # read_s excludes the model prediction done while reading
+            timings["read_s"] += watch.elapsed_s - (timings["model_s"] - model_before)
+            if chunk is None:
+                continue
+            with timings.measure("reduce_s"):
+                used_times[grid.t_index[first : first + nrow]] = True
+                reduce_bandpass(chunk, bsums, n)
+                chunks.append(chunk)
+    return chunks, bsums
+
+
+def _solve_gains(acc: _Accumulated, grid: _Grid, min_baselines: int, min_snr: float) -> _Table:
+    """Solve the gains of every interval from the sums (bandpass already applied).
+
+    An antenna without any bandpass solution gets no gains: they would be meaningless.
+    """
+    gsol = solve_sums(acc.gain_sums, grid.n, min_baselines, grid.n_int)  # (interval, pol)
+    acc.iterations = max(acc.iterations, gsol.iterations)
+    shape = (grid.n_int, acc.bandpass.value.shape[-1], grid.n)
+
+    def arrange(values: np.ndarray) -> np.ndarray:  # -> (int, N, p)
+        return np.swapaxes(values.reshape(shape), 1, 2)
+
+    ok = gsol.solved & (gsol.snr >= min_snr)
+    gains = _Table(*(arrange(v) for v in (gsol.gains, ok, gsol.snr, gsol.err, gsol.weight)))
+    gains.ok &= acc.bandpass.ok.any(axis=(0, 2))[None]
+    return gains
+
+
+def _normalise(bandpass: _Table, gains: _Table) -> None:
+    """Scale the bandpass to mean amplitude 1 over its unflagged channels, into the gains.
+
+    CASA's convention: the bandpass carries the spectral shape only, the gains the
+    amplitude. Errors and weights are rescaled with their values (in place).
+    """
+    amp_sum = np.where(bandpass.ok, np.abs(bandpass.value), 0.0).sum(axis=(0, 2))
+    amp_n = bandpass.ok.sum(axis=(0, 2))
+    scale = np.where(amp_n > 0, amp_sum / np.maximum(amp_n, 1), 1.0)  # (N, p)
+    bandpass.value /= scale[None, :, None, :]
+    bandpass.err /= scale[None, :, None, :]
+    bandpass.weight *= scale[None, :, None, :] ** 2
+    gains.value *= scale[None]
+    gains.err *= scale[None]
+    gains.weight /= np.where(scale > 0, scale, 1.0)[None] ** 2
+
+
+def _count_solved(
+    bandpass: _Table, gains: _Table, min_antennas: int, min_snr: float, ms_path: Path
+) -> int:
+    """Return the number of antennas with both a bandpass and a gain solution.
+
+    Raises
+    ------
+    CalibrationError
+        Fewer than ``min_antennas`` solved: too few for a meaningful reference and image.
+    """
+    solved = int(((gains.ok.any(axis=(0, 2))) & bandpass.ok.any(axis=(0, 2, 3))).sum())
+    if solved < min_antennas:
+        raise CalibrationError(
+            f"only {solved} antennas of {bandpass.ok.shape[1]} solved in {ms_path.name} "
+            f"(at least {min_antennas} needed, min_snr={min_snr})"
+        )
+    return solved
+
+
+def _reference(
+    bandpass: _Table, gains: _Table, names: tuple[str, ...], refant: str | int | None
+) -> int:
+    """Rotate both tables (on all ANTENNA rows) to the reference antenna's phase; return it.
+
+    Where the reference is flagged, the next antenna of the ranking is used (CASA's
+    ``refantmode='flex'``); flagged values become 1 afterwards.
+    """
+    ranked = rank_reference_antennas(names, bandpass.ok, gains.value, gains.ok)
+    ref = _resolve_refant(refant, names, ranked)
+    order = [ref] + [a for a in ranked if a != ref]
+    for table in (bandpass, gains):
+        table.value *= np.conj(reference_phasor(table.value, table.ok, order))[:, None]
+        table.value = np.where(table.ok, table.value, 1.0)
+    return ref
+
+
+_Label = tuple[float, float, int, int]  # centre time, span, field, scan
+
+
+def _solution_labels(
+    lay: _MSLayout, grid: _Grid, used_times: np.ndarray
+) -> tuple[_Label, list[_Label]]:
+    """Return the time, span, field and scan of the bandpass and of each gain interval.
+
+    As CASA labels its solutions: the mean time of the used integrations, and the field
+    and scan of the row time nearest to it.
+    """
+    times = grid.times
+    first_row = np.unique(grid.t_index, return_index=True)[1]
+    t_fields, t_scans = lay.field_id[first_row], lay.scan[first_row]
+    half = 0.5 * grid.integration_s
+    used = used_times if used_times.any() else np.ones_like(used_times)
+
+    def label(mask: np.ndarray) -> _Label:
+        sel = np.flatnonzero(mask & used)
+        if sel.size == 0:
+            sel = np.flatnonzero(mask)
+        centre = float(times[sel].mean())
+        nearest = sel[np.argmin(np.abs(times[sel] - centre))]
+        span = float(times[sel[-1]] - times[sel[0]]) + 2 * half
+        return centre, span, int(t_fields[nearest]), int(t_scans[nearest])
+
+    bandpass = label(np.ones(times.size, dtype=bool))
+    return bandpass, [label(grid.interval_of_time == k) for k in range(grid.n_int)]
+
+
 def solve_calibrator(
     ms_path: Path,
     source: SourceLike,
@@ -392,15 +609,29 @@ def solve_calibrator(
 ) -> CalibrationSolution:
     """Solve bandpass and complex gains of ``ms_path`` against the point source ``source``.
 
-    ``field_sources`` are other (catalog) sources in the beam added to the model: a
-    direction-independent solve against an incomplete sky model suppresses the unmodelled
-    flux by roughly 1/N_antennas (a few percent for a small array), which they avoid.
+    The steps: accumulate (one pass over the MS: each window's bandpass is solved as soon
+    as it is read, its rows reduced into gain sums), solve the gains, normalise the
+    bandpass into the gains, reference both to one antenna's phase.
 
-    ``gain_solint_s``: None means :data:`DEFAULT_GAIN_SOLINT_S` (60 s); a value at or below
-    the integration time gives one solution per integration, ``math.inf`` one for the scan.
-    ``refant`` is an ANTENNA name (``"DSA-017"``) or row index; None picks the best healthy
-    core antenna (:func:`rank_reference_antennas`). Nothing is written: the MS is opened
-    read-only.
+    Parameters
+    ----------
+    ms_path, source
+        The calibrator Measurement Set (opened read-only) and the calibrator.
+    field_sources
+        Other (catalog) sources in the beam added to the model: a direction-independent
+        solve against an incomplete sky model suppresses the unmodelled flux by roughly
+        1/N_antennas (a few percent for a small array), which they avoid.
+    gain_solint_s
+        None means :data:`DEFAULT_GAIN_SOLINT_S`; at or below the integration time one
+        solution per integration, ``math.inf`` one for the scan.
+    refant
+        An ANTENNA name (``"DSA-017"``) or row index; None picks the best healthy core
+        antenna (:func:`.refant.rank_reference_antennas`).
+
+    Returns
+    -------
+    CalibrationSolution
+        The tables on every ANTENNA row, with timings and flag fractions in ``stats``.
 
     Raises
     ------
@@ -409,243 +640,48 @@ def solve_calibrator(
         ``min_beam_power``, fewer than ``min_antennas`` antennas solve, or the MS is
         unreadable or lacks the DSA-110 geometry.
     """
-    t_start = time.perf_counter()
+    watch = Stopwatch()
     ms_path = Path(ms_path)
-    if not ms_path.exists():
-        raise CalibrationError(f"{ms_path}: no such Measurement Set")
-    if uv_min_klambda < 0 or min_snr < 0:
-        raise ValueError("uv_min_klambda and min_snr must be >= 0")
-    solint = DEFAULT_GAIN_SOLINT_S if gain_solint_s is None else float(gain_solint_s)
-    if not solint > 0:
-        raise ValueError(f"gain_solint_s must be > 0, got {gain_solint_s}")
-    timings = {"read_s": 0.0, "model_s": 0.0, "reduce_s": 0.0, "solve_s": 0.0}
-
-    t = time.perf_counter()
-    lay = _read_layout(ms_path)
-    try:
-        model = PointSourceModel([source, *field_sources], read_ms_geometry(ms_path))
-    except ModelGeometryError as err:
-        raise CalibrationError(str(err)) from None
-    timings["read_s"] += time.perf_counter() - t
-
-    # Is the calibrator in the beam at all? (cheap: one transform for the unique times)
+    solint = _check_arguments(ms_path, uv_min_klambda, min_snr, gain_solint_s)
+    timings = Timings(read_s=0.0, model_s=0.0, reduce_s=0.0, solve_s=0.0)
+    with timings.measure("read_s"):
+        lay = _read_layout(ms_path)
+        model = _sky_model(ms_path, source, field_sources)
     times, t_index = np.unique(lay.time, return_inverse=True)
-    centre_freq = float(np.mean(lay.chan_freq))
-    t = time.perf_counter()
-    beam = model.beam(times, np.array([centre_freq]))[0, :, 0]
-    timings["model_s"] += time.perf_counter() - t
-    peak_beam = float(beam.max())
-    if peak_beam < min_beam_power:
-        raise CalibrationError(
-            f"calibrator {source.name} is not in the primary beam of {ms_path.name}: peak "
-            f"response {peak_beam:.2e} < {min_beam_power} at {centre_freq / 1e6:.1f} MHz"
-        )
+    peak_beam = _peak_beam(model, times, lay, source, ms_path, min_beam_power, timings)
+    grid = _solve_grid(lay, times, t_index, solint, uv_min_klambda, ms_path)
 
-    cross = lay.ant1 != lay.ant2
-    data_ants = np.union1d(lay.ant1[cross], lay.ant2[cross])
-    n = data_ants.size
-    if n < 2:
-        raise CalibrationError(f"{ms_path}: no cross-correlations")
-    solver_index = np.full(len(lay.antenna_names), -1, dtype=np.int64)
-    solver_index[data_ants] = np.arange(n)
-    integration_s = float(np.median(lay.interval))
-    interval_of_time = solution_intervals(times, solint, integration_s)
-    n_int = int(interval_of_time.max()) + 1
-    n_spw, n_chan = lay.chan_freq.shape
-    n_pol = lay.corr_types.size
-    uv_min_m_hz = uv_min_klambda * 1e3 * SPEED_OF_LIGHT_M_S  # |uv| nu > this
-
-    bp = np.zeros((n_spw, n, n_chan, n_pol), np.complex128)
-    bp_ok = np.zeros(bp.shape, dtype=bool)
-    bp_snr, bp_err, bp_w = (np.zeros(bp.shape) for _ in range(3))
-    gsums = _Sums.zeros(n_int * n * n, n_pol)
-    used_times = np.zeros(times.size, dtype=bool)
-    n_used = 0
-    iterations = 0
-
-    with pt.table(str(ms_path), ack=False) as main:
-        for spw in lay.spw_ids:
-            freqs = lay.chan_freq[spw]
-            chunks: list[_Chunk] = []
-            bsums = _Sums.zeros(n * n, n_chan * n_pol)
-            for run_spw, start, count in lay.runs:
-                if run_spw != spw:
-                    continue
-                for first in range(start, start + count, ROW_CHUNK):
-                    nrow = min(ROW_CHUNK, start + count - first)
-                    t, model_before = time.perf_counter(), timings["model_s"]
-                    chunk = _read_chunk(
-                        main,
-                        lay,
-                        first,
-                        nrow,
-                        solver_index,
-                        freqs,
-                        uv_min_m_hz,
-                        t_index,
-                        interval_of_time,
-                        model,
-                        timings,
-                    )
-                    model_dt = timings["model_s"] - model_before
-                    timings["read_s"] += time.perf_counter() - t - model_dt
-                    if chunk is None:
-                        continue
-                    t = time.perf_counter()
-                    rows = np.arange(first, first + nrow)
-                    used_times[t_index[rows]] = True
-                    w, m, d = chunk.w, chunk.model, chunk.data
-                    wm = w * np.conj(m)[:, :, None]
-                    num = wm * d
-                    num[chunk.swap] = np.conj(num[chunk.swap])
-                    bsums.add(
-                        chunk.baseline,
-                        n * n,
-                        num,
-                        w * (np.abs(m) ** 2)[:, :, None],
-                        w * np.abs(d) ** 2,
-                        (w > 0).astype(np.float32),
-                    )
-                    chunks.append(chunk)
-                    timings["reduce_s"] += time.perf_counter() - t
-            if not chunks:
-                continue  # a fully flagged window: its bandpass stays flagged
-            t = time.perf_counter()
-            sol = _solve_sums(bsums, n, min_baselines)  # problems: (chan, pol)
-            iterations = max(iterations, sol.iterations)
-            shape = (n_chan, n_pol, n)
-            ok = sol.solved & (sol.snr >= min_snr)
-            bp[spw] = np.moveaxis(sol.gains.reshape(shape), -1, 0)
-            bp_ok[spw] = np.moveaxis(ok.reshape(shape), -1, 0)
-            bp_snr[spw] = np.moveaxis(sol.snr.reshape(shape), -1, 0)
-            bp_err[spw] = np.moveaxis(sol.err.reshape(shape), -1, 0)
-            bp_w[spw] = np.moveaxis(sol.weight.reshape(shape), -1, 0)
-            timings["solve_s"] += time.perf_counter() - t
-            t = time.perf_counter()
-            band = np.where(bp_ok[spw], bp[spw], 0.0).astype(np.complex64)  # (N, c, p)
-            for chunk in chunks:
-                n_used += _reduce_gains(chunk, band, gsums, n)
-            timings["reduce_s"] += time.perf_counter() - t
-            del chunks
-
-    if n_used == 0 or not bp_ok.any():
+    acc = _accumulate(ms_path, lay, grid, model, min_snr, min_baselines, timings)
+    if acc.n_used == 0 or not acc.bandpass.ok.any():
         raise CalibrationError(
             f"all usable calibrator data in {ms_path.name} are flagged (or shorter than "
             f"{uv_min_klambda} klambda): nothing to solve"
         )
-    t = time.perf_counter()
-    gsol = _solve_sums(gsums, n, min_baselines, n_int)  # problems: (interval, pol)
-    iterations = max(iterations, gsol.iterations)
-    shape = (n_int, n_pol, n)
-    g = np.swapaxes(gsol.gains.reshape(shape), 1, 2)  # (int, N, p)
-    g_ok = np.swapaxes((gsol.solved & (gsol.snr >= min_snr)).reshape(shape), 1, 2)
-    g_snr = np.swapaxes(gsol.snr.reshape(shape), 1, 2)
-    g_err = np.swapaxes(gsol.err.reshape(shape), 1, 2)
-    g_w = np.swapaxes(gsol.weight.reshape(shape), 1, 2)
-    g_ok &= bp_ok.any(axis=(0, 2))[None]  # no bandpass at all: the gain is meaningless
+    with timings.measure("solve_s"):
+        gains = _solve_gains(acc, grid, min_baselines, min_snr)
+        _normalise(acc.bandpass, gains)
+        n_solved = _count_solved(acc.bandpass, gains, min_antennas, min_snr, ms_path)
+        n_all = len(lay.antenna_names)
+        bandpass_all = acc.bandpass.on_antennas(grid.data_ants, n_all)
+        gains_all = gains.on_antennas(grid.data_ants, n_all)
+        ref = _reference(bandpass_all, gains_all, lay.antenna_names, refant)
+    labels = _solution_labels(lay, grid, acc.used_times)
 
-    # Normalise: mean bandpass amplitude 1 over unflagged channels, scale into the gains.
-    amp_sum = np.where(bp_ok, np.abs(bp), 0.0).sum(axis=(0, 2))
-    amp_n = bp_ok.sum(axis=(0, 2))
-    scale = np.where(amp_n > 0, amp_sum / np.maximum(amp_n, 1), 1.0)  # (N, p)
-    bp /= scale[None, :, None, :]
-    bp_err /= scale[None, :, None, :]
-    bp_w *= scale[None, :, None, :] ** 2
-    g *= scale[None]
-    g_err *= scale[None]
-    g_w /= np.where(scale > 0, scale, 1.0)[None] ** 2
-
-    solved_ants = (g_ok.any(axis=(0, 2))) & bp_ok.any(axis=(0, 2, 3))
-    if int(solved_ants.sum()) < min_antennas:
-        raise CalibrationError(
-            f"only {int(solved_ants.sum())} antennas of {n} solved in {ms_path.name} "
-            f"(at least {min_antennas} needed, min_snr={min_snr})"
-        )
-
-    # Back to MS antenna rows, then choose the reference and rotate the phases.
-    n_all = len(lay.antenna_names)
-
-    def to_all(values: np.ndarray, axis: int, fill: complex | float | bool) -> np.ndarray:
-        shape_all = list(values.shape)
-        shape_all[axis] = n_all
-        out = np.full(shape_all, fill, dtype=values.dtype)
-        index = [slice(None)] * values.ndim
-        index[axis] = data_ants
-        out[tuple(index)] = values
-        return out
-
-    bp_all, bp_ok_all = to_all(bp, 1, 1.0), to_all(bp_ok, 1, False)
-    g_all, g_ok_all = to_all(g, 1, 1.0), to_all(g_ok, 1, False)
-    ranked = rank_reference_antennas(lay.antenna_names, bp_ok_all, g_all, g_ok_all)
-    ref = _resolve_refant(refant, lay.antenna_names, ranked)
-    order = [ref] + [a for a in ranked if a != ref]
-    bp_all *= np.conj(_reference_phasor(bp_all, bp_ok_all, order))[:, None]
-    g_all *= np.conj(_reference_phasor(g_all, g_ok_all, order))[:, None]
-    bp_all = np.where(bp_ok_all, bp_all, 1.0)
-    g_all = np.where(g_ok_all, g_all, 1.0)
-    timings["solve_s"] += time.perf_counter() - t
-
-    # Solution times, fields and scans (nearest row time), as CASA labels its solutions.
-    first_row = np.unique(t_index, return_index=True)[1]
-    t_fields, t_scans = lay.field_id[first_row], lay.scan[first_row]
-    half = 0.5 * integration_s
-    used = used_times if used_times.any() else np.ones_like(used_times)
-
-    def label(mask: np.ndarray) -> tuple[float, float, int, int]:
-        sel = np.flatnonzero(mask & used)
-        if sel.size == 0:
-            sel = np.flatnonzero(mask)
-        centre = float(times[sel].mean())
-        nearest = sel[np.argmin(np.abs(times[sel] - centre))]
-        span = float(times[sel[-1]] - times[sel[0]]) + 2 * half
-        return centre, span, int(t_fields[nearest]), int(t_scans[nearest])
-
-    b_time, b_span, b_field, b_scan = label(np.ones(times.size, dtype=bool))
-    labels = [label(interval_of_time == k) for k in range(n_int)]
-    timings["total_s"] = time.perf_counter() - t_start
-    stats = dict(timings)
-    stats.update(
-        iterations=float(iterations),
-        n_rows=float(lay.time.size),
-        n_antennas_solved=float(solved_ants.sum()),
-        bandpass_flagged_fraction=float(1.0 - bp_ok.mean()),
-        gain_flagged_fraction=float(1.0 - g_ok.mean()),
-    )
+    timings["total_s"] = watch.elapsed_s
+    stats = _summary_stats(timings, acc, gains, n_solved, n_rows=lay.time.size)
     log.info(
         "solved %s on %s: refant %s, %d antennas, %.1f s",
         ms_path.name,
         source.name,
         lay.antenna_names[ref],
-        int(solved_ants.sum()),
+        n_solved,
         timings["total_s"],
     )
     return CalibrationSolution(
         ms_path=ms_path,
         source_name=str(source.name),
-        antenna_names=lay.antenna_names,
         refant=ref,
-        corr_types=lay.corr_types,
-        spw_ids=lay.spw_ids,
-        chan_freq_hz=lay.chan_freq,
-        chan_width_hz=lay.chan_width,
-        bandpass=bp_all.astype(np.complex64),
-        bandpass_flag=~bp_ok_all,
-        bandpass_snr=to_all(bp_snr, 1, 0.0).astype(np.float32),
-        bandpass_err=to_all(bp_err, 1, 0.0).astype(np.float32),
-        bandpass_weight=to_all(bp_w, 1, 0.0).astype(np.float32),
-        bandpass_time_s=b_time,
-        bandpass_interval_s=b_span,
-        bandpass_field_id=b_field,
-        bandpass_scan=b_scan,
-        gain_time_s=np.array([lab[0] for lab in labels]),
-        gain_interval_s=np.array([lab[1] for lab in labels]),
-        gain_field_id=np.array([lab[2] for lab in labels], dtype=np.int32),
-        gain_scan=np.array([lab[3] for lab in labels], dtype=np.int32),
-        gains=g_all.astype(np.complex64),
-        gain_flag=~g_ok_all,
-        gain_snr=to_all(g_snr, 1, 0.0).astype(np.float32),
-        gain_err=to_all(g_err, 1, 0.0).astype(np.float32),
-        gain_weight=to_all(g_w, 1, 0.0).astype(np.float32),
+        **_table_fields(lay, bandpass_all, gains_all, labels),
         uv_min_klambda=float(uv_min_klambda),
         gain_solint_s=solint,
         min_snr=float(min_snr),
@@ -654,20 +690,71 @@ def solve_calibrator(
     )
 
 
+def _summary_stats(
+    timings: Timings, acc: _Accumulated, gains: _Table, n_solved: int, n_rows: int
+) -> dict[str, float]:
+    """Return the timings with the solve's size and flag fractions, for the registry."""
+    stats = dict(timings)
+    stats.update(
+        iterations=float(acc.iterations),
+        n_rows=float(n_rows),
+        n_antennas_solved=float(n_solved),
+        bandpass_flagged_fraction=float(1.0 - acc.bandpass.ok.mean()),
+        gain_flagged_fraction=float(1.0 - gains.ok.mean()),
+    )
+    return stats
+
+
+def _table_fields(
+    lay: _MSLayout, bandpass: _Table, gains: _Table, labels: tuple[_Label, list[_Label]]
+) -> dict[str, object]:
+    """Return the :class:`CalibrationSolution` fields of the axes and both tables.
+
+    Values are complex64 and qualities float32, as the CASA tables hold them.
+    """
+    (b_time, b_span, b_field, b_scan), gain_labels = labels
+    return dict(
+        antenna_names=lay.antenna_names,
+        corr_types=lay.corr_types,
+        spw_ids=lay.spw_ids,
+        chan_freq_hz=lay.chan_freq,
+        chan_width_hz=lay.chan_width,
+        bandpass=bandpass.value.astype(np.complex64),
+        bandpass_flag=~bandpass.ok,
+        bandpass_snr=bandpass.snr.astype(np.float32),
+        bandpass_err=bandpass.err.astype(np.float32),
+        bandpass_weight=bandpass.weight.astype(np.float32),
+        bandpass_time_s=b_time,
+        bandpass_interval_s=b_span,
+        bandpass_field_id=b_field,
+        bandpass_scan=b_scan,
+        gain_time_s=np.array([lab[0] for lab in gain_labels]),
+        gain_interval_s=np.array([lab[1] for lab in gain_labels]),
+        gain_field_id=np.array([lab[2] for lab in gain_labels], dtype=np.int32),
+        gain_scan=np.array([lab[3] for lab in gain_labels], dtype=np.int32),
+        gains=gains.value.astype(np.complex64),
+        gain_flag=~gains.ok,
+        gain_snr=gains.snr.astype(np.float32),
+        gain_err=gains.err.astype(np.float32),
+        gain_weight=gains.weight.astype(np.float32),
+    )
+
+
 def _read_chunk(
     main: pt.table,
     lay: _MSLayout,
+    grid: _Grid,
     first: int,
     nrow: int,
-    solver_index: np.ndarray,
     freqs: np.ndarray,
-    uv_min_m_hz: float,
-    t_index: np.ndarray,
-    interval_of_time: np.ndarray,
     model: PointSourceModel,
-    timings: dict[str, float],
-) -> _Chunk | None:
-    """Read rows ``first:first+nrow`` and keep the usable ones (None if there are none)."""
+    timings: Timings,
+) -> Chunk | None:
+    """Read rows ``first:first+nrow`` and keep the usable ones (None if there are none).
+
+    Usable: a cross-correlation, not flagged, weighted, finite, and longer than the uv
+    limit in that channel; the rest get weight 0 so the sums ignore them.
+    """
     rows = slice(first, first + nrow)
     a1, a2 = lay.ant1[rows], lay.ant2[rows]
     flag = main.getcol("FLAG", first, nrow)
@@ -677,7 +764,7 @@ def _read_chunk(
     weight = main.getcol("WEIGHT", first, nrow)
     uvw = main.getcol("UVW", first, nrow)
     uv = np.hypot(uvw[:, 0], uvw[:, 1])
-    uv_ok = uv[:, None] * freqs[None, :] > uv_min_m_hz  # (r, c)
+    uv_ok = uv[:, None] * freqs[None, :] > grid.uv_min_m_hz  # (r, c)
     keep_rows &= uv_ok.any(axis=1) & (weight > 0).any(axis=1)
     if not keep_rows.any():
         return None
@@ -688,39 +775,19 @@ def _read_chunk(
     if bad.any():
         w[bad] = 0.0
         data[bad] = 0.0
-    t = time.perf_counter()
     abs_rows = first + sel
-    m = model.predict(lay.time[abs_rows], lay.field_id[abs_rows], uvw[sel], freqs)
-    timings["model_s"] += time.perf_counter() - t
-    i, j = solver_index[a1[sel]], solver_index[a2[sel]]
+    with timings.measure("model_s"):
+        m = model.predict(lay.time[abs_rows], lay.field_id[abs_rows], uvw[sel], freqs)
+    i, j = grid.solver_index[a1[sel]], grid.solver_index[a2[sel]]
     lo, hi = np.minimum(i, j), np.maximum(i, j)
-    n = int(solver_index.max()) + 1
-    return _Chunk(
+    n = int(grid.solver_index.max()) + 1
+    return Chunk(
         i=i,
         j=j,
         baseline=lo * n + hi,
         swap=i > j,
-        interval=interval_of_time[t_index[abs_rows]],
+        interval=grid.interval_of_time[grid.t_index[abs_rows]],
         w=w,
         data=data,
         model=m,
     )
-
-
-def _reduce_gains(chunk: _Chunk, band: np.ndarray, sums: _Sums, n: int) -> int:
-    """Add a chunk, with the window's bandpass applied to the model, to the gain sums.
-
-    Returns the number of usable samples added.
-    """
-    bi, bj = band[chunk.i], band[chunk.j]  # (r, c, p)
-    w = chunk.w * ((bi != 0) & (bj != 0))
-    mb = bi * np.conj(bj) * chunk.model[:, :, None]
-    wm = w * np.conj(mb)
-    num = np.einsum("rcp,rcp->rp", wm, chunk.data)
-    num[chunk.swap] = np.conj(num[chunk.swap])
-    den = np.einsum("rcp,rcp->rp", w, (np.abs(mb) ** 2).astype(np.float32))
-    svv = np.einsum("rcp,rcp->rp", w, (np.abs(chunk.data) ** 2).astype(np.float32))
-    cnt = (w > 0).sum(axis=1).astype(np.float32)
-    index = chunk.interval * (n * n) + chunk.baseline
-    sums.add(index, sums.num.shape[0], num, den, svv, cnt)
-    return int(cnt.sum())

@@ -82,6 +82,32 @@ def stefcal(
     if min_baselines < 1:
         raise ValueError(f"min_baselines must be >= 1, got {min_baselines}")
     lead, n = vis.shape[:-2], vis.shape[-1]
+    vis, weight = _unit_model(vis, weight, model, n)
+    wy, w = _hermitian(vis, weight)
+    active = prune_antennas(w, min_baselines)
+    w = w * (active[:, :, None] & active[:, None, :])
+    wy = wy * (active[:, :, None] & active[:, None, :])
+
+    gains, iterations, converged = _iterate(wy, w, active, tol, max_iter)
+    solved = active & (np.abs(gains) > 0) & np.isfinite(gains)
+    gains = np.where(solved, gains, 0.0)
+    sensitivity = np.einsum("pij,pj->pi", w, np.abs(gains) ** 2) * solved
+    return StefcalResult(
+        gains=gains.reshape(*lead, n),
+        solved=solved.reshape(*lead, n),
+        iterations=iterations.reshape(lead),
+        converged=converged.reshape(lead),
+        sensitivity=sensitivity.reshape(*lead, n),
+    )
+
+
+def _unit_model(
+    vis: np.ndarray, weight: np.ndarray, model: np.ndarray | None, n: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Return ``(Y, W) = (V / M, w |M|^2)`` as (P, N, N): the problem with a unit model.
+
+    Zero-model, negative, and non-finite entries get weight 0, so they drop out.
+    """
     vis = vis.reshape(-1, n, n).astype(np.complex128)
     weight = np.where(np.isfinite(weight), np.maximum(weight, 0.0), 0.0).reshape(-1, n, n)
     if model is not None:
@@ -91,12 +117,18 @@ def stefcal(
         weight = np.where(good, weight * np.abs(model) ** 2, 0.0)
     bad = ~np.isfinite(vis)
     vis[bad], weight[bad] = 0.0, 0.0
-    wy, w = _hermitian(vis, weight)
-    active = prune_antennas(w, min_baselines)
-    w = w * (active[:, :, None] & active[:, None, :])
-    wy = wy * (active[:, :, None] & active[:, None, :])
+    return vis, weight
 
-    n_p = vis.shape[0]
+
+def _iterate(
+    wy: np.ndarray, w: np.ndarray, active: np.ndarray, tol: float, max_iter: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Run the StEFCal updates; return gains, iterations and converged per problem.
+
+    Converged problems drop out of the iteration, so many easy problems cost little
+    next to a few slow ones.
+    """
+    n_p = wy.shape[0]
     # start from the right amplitude scale: |g|^2 ~ weighted mean |Y|
     total_w = w.sum(axis=(1, 2))
     scale = np.sqrt(np.abs(wy).sum(axis=(1, 2)) / np.where(total_w > 0, total_w, 1.0))
@@ -119,20 +151,14 @@ def stefcal(
         done = change < tol
         converged[todo[done]] = True
         todo = todo[~done]
-    solved = active & (np.abs(gains) > 0) & np.isfinite(gains)
-    gains = np.where(solved, gains, 0.0)
-    sensitivity = np.einsum("pij,pj->pi", w, np.abs(gains) ** 2) * solved
-    return StefcalResult(
-        gains=gains.reshape(*lead, n),
-        solved=solved.reshape(*lead, n),
-        iterations=iterations.reshape(lead),
-        converged=converged.reshape(lead),
-        sensitivity=sensitivity.reshape(*lead, n),
-    )
+    return gains, iterations, converged
 
 
 def residual_chi2(vis: np.ndarray, weight: np.ndarray, gains: np.ndarray) -> np.ndarray:
-    """``sum_{i<j} W_ij |Y_ij - g_i conj(g_j)|^2`` per problem (upper triangles, unit model)."""
+    """Return ``sum_{i<j} W_ij |Y_ij - g_i conj(g_j)|^2`` per problem.
+
+    Upper triangles only, unit model: the fit residual the SNR estimate needs.
+    """
     n = vis.shape[-1]
     upper = np.triu(np.ones((n, n), dtype=bool), k=1)
     pred = gains[..., :, None] * np.conj(gains[..., None, :])

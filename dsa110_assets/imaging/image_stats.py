@@ -97,6 +97,17 @@ def read_image(fits_path: str | Path) -> SkyImage:
         raise ImageError(path, f"image has {data.ndim} axes, need at least 2")
     while data.ndim > 2:
         data = data[0]
+    return SkyImage(path, data, celestial_wcs(path, header), header)
+
+
+def celestial_wcs(path: Path, header: fits.Header) -> WCS:
+    """Return the 2-D celestial WCS of a FITS header (frequency and Stokes axes dropped).
+
+    Raises
+    ------
+    ImageError
+        The WCS is invalid or has no RA/Dec axes: positions in the image would be wrong.
+    """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FITSFixedWarning)
         try:
@@ -105,7 +116,7 @@ def read_image(fits_path: str | Path) -> SkyImage:
             raise ImageError(path, f"invalid WCS ({err})") from None
     if wcs.naxis != 2:
         raise ImageError(path, "no celestial (RA/Dec) axes in the header")
-    return SkyImage(path, data, wcs, header)
+    return wcs
 
 
 def robust_noise(values: np.ndarray) -> float:

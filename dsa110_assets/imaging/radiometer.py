@@ -67,7 +67,7 @@ def expected_image_noise(
     image_size: int | None = None,
     scale_arcsec: float | None = None,
 ) -> float:
-    """Expected Stokes-I image noise (Jy/beam) of the unflagged cross-correlations.
+    """Return the expected Stokes-I image noise (Jy/beam) of the unflagged cross-correlations.
 
     For Briggs or uniform weighting the uv grid of the image is needed: give ``image_size`` and
     ``scale_arcsec`` (the WSClean ``-size``/``-scale``), else the geometry
@@ -84,22 +84,8 @@ def expected_image_noise(
     ms = Path(ms_path)
     if not (ms / "table.dat").is_file():
         raise RadiometerError(f"{ms}: not a Measurement Set (no table.dat)")
-    with pt.table(f"{ms}::DATA_DESCRIPTION", ack=False) as t:
-        spw_of_ddid = t.getcol("SPECTRAL_WINDOW_ID")
-    with pt.table(f"{ms}::SPECTRAL_WINDOW", ack=False) as t:
-        bw = t.getcol("EFFECTIVE_BW")[spw_of_ddid]  # (n_ddid, n_chan)
-        freqs = t.getcol("CHAN_FREQ")[spw_of_ddid]
-
-    grid = None
-    if robust is not None:
-        if image_size is None or scale_arcsec is None:
-            from dsa110_assets.imaging.wsclean import choose_image_geometry
-
-            geometry = choose_image_geometry(ms)
-            image_size, scale_arcsec = geometry.size, geometry.scale_arcsec
-        # uv cell in wavelengths: 1 / field of view; u >= 0 half plane (Hermitian symmetry).
-        cell_lambda = 1.0 / (image_size * np.radians(scale_arcsec / 3600.0))
-        grid = _UVGrid(image_size, cell_lambda)
+    bw, freqs = _channels_by_ddid(ms)
+    grid = None if robust is None else _image_uv_grid(ms, image_size, scale_arcsec)
 
     total = 0.0  # sum over unflagged samples of dnu * tau
     with pt.table(str(ms), ack=False) as t:
@@ -110,32 +96,82 @@ def expected_image_noise(
         for sweep in range(passes):
             for start in range(0, n_rows, _ROW_CHUNK):
                 count = min(_ROW_CHUNK, n_rows - start)
-                cross = t.getcol("ANTENNA1", start, count) != t.getcol("ANTENNA2", start, count)
-                flag = t.getcol("FLAG", start, count)  # (rows, chan, corr)
-                flag |= t.getcol("FLAG_ROW", start, count)[:, None, None]
-                flag |= ~(t.getcol("WEIGHT", start, count) > 0)[:, None, :]
-                flag[~cross] = True
-                ddid = t.getcol("DATA_DESC_ID", start, count)
-                tau = t.getcol("EXPOSURE", start, count)
-                natural = (~flag) * (bw[ddid] * tau[:, None])[:, :, None]  # dnu tau per sample
+                natural, ddid = _natural_weights(t, start, count, bw)
                 if sweep == 0:
                     total += float(natural.sum())
                 if grid is not None:
-                    uvw = t.getcol("UVW", start, count)
-                    lam = freqs[ddid] / SPEED_OF_LIGHT_M_S  # (rows, chan) 1/wavelength
-                    u = uvw[:, 0, None] * lam
-                    v = uvw[:, 1, None] * lam
-                    w_nat = natural.sum(axis=2)  # Stokes I: both polarizations together
-                    if sweep == 0:
-                        grid.add(u, v, w_nat)
-                    else:
-                        grid.accumulate_noise(u, v, w_nat, robust)
+                    _grid_rows(t, start, count, freqs[ddid], natural, grid, robust, sweep)
     if total <= 0:
         raise RadiometerError(f"{ms}: no unflagged cross-correlation samples")
     sigma_natural = sefd_jy / np.sqrt(2.0 * total)
     if grid is None:
         return float(sigma_natural)
     return float(sigma_natural * grid.noise_factor())
+
+
+def _channels_by_ddid(ms: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Return EFFECTIVE_BW and CHAN_FREQ (n_ddid, n_chan), indexed by DATA_DESC_ID."""
+    with pt.table(f"{ms}::DATA_DESCRIPTION", ack=False) as t:
+        spw_of_ddid = t.getcol("SPECTRAL_WINDOW_ID")
+    with pt.table(f"{ms}::SPECTRAL_WINDOW", ack=False) as t:
+        bw = t.getcol("EFFECTIVE_BW")[spw_of_ddid]  # (n_ddid, n_chan)
+        freqs = t.getcol("CHAN_FREQ")[spw_of_ddid]
+    return bw, freqs
+
+
+def _image_uv_grid(ms: Path, image_size: int | None, scale_arcsec: float | None) -> _UVGrid:
+    """Return the empty uv grid of the image (WSClean's geometry for the MS if not given).
+
+    Briggs and uniform weights depend on the gridded density, so the image's own cell
+    size matters: 1 / field of view, on the u >= 0 half plane (Hermitian symmetry).
+    """
+    if image_size is None or scale_arcsec is None:
+        from dsa110_assets.imaging.wsclean import choose_image_geometry
+
+        geometry = choose_image_geometry(ms)
+        image_size, scale_arcsec = geometry.size, geometry.scale_arcsec
+    cell_lambda = 1.0 / (image_size * np.radians(scale_arcsec / 3600.0))
+    return _UVGrid(image_size, cell_lambda)
+
+
+def _natural_weights(
+    t: pt.table, start: int, count: int, bw: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Return ``dnu * tau`` per sample of rows ``start:start+count`` (0 where unusable).
+
+    Unusable: flagged (or the row), zero weight, or an autocorrelation. The rows'
+    DATA_DESC_ID is returned too, for their channel frequencies.
+    """
+    cross = t.getcol("ANTENNA1", start, count) != t.getcol("ANTENNA2", start, count)
+    flag = t.getcol("FLAG", start, count)  # (rows, chan, corr)
+    flag |= t.getcol("FLAG_ROW", start, count)[:, None, None]
+    flag |= ~(t.getcol("WEIGHT", start, count) > 0)[:, None, :]
+    flag[~cross] = True
+    ddid = t.getcol("DATA_DESC_ID", start, count)
+    tau = t.getcol("EXPOSURE", start, count)
+    return (~flag) * (bw[ddid] * tau[:, None])[:, :, None], ddid
+
+
+def _grid_rows(
+    t: pt.table,
+    start: int,
+    count: int,
+    freqs: np.ndarray,
+    natural: np.ndarray,
+    grid: _UVGrid,
+    robust: float,
+    sweep: int,
+) -> None:
+    """Grid the rows' natural weights (sweep 0), or add their weighted noise (sweep 1)."""
+    uvw = t.getcol("UVW", start, count)
+    lam = freqs / SPEED_OF_LIGHT_M_S  # (rows, chan) 1/wavelength
+    u = uvw[:, 0, None] * lam
+    v = uvw[:, 1, None] * lam
+    w_nat = natural.sum(axis=2)  # Stokes I: both polarizations together
+    if sweep == 0:
+        grid.add(u, v, w_nat)
+    else:
+        grid.accumulate_noise(u, v, w_nat, robust)
 
 
 class _UVGrid:

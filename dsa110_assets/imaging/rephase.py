@@ -26,24 +26,23 @@ refused (:class:`RephaseError`) and must be converted again from the raw files.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import astropy.units as u
 import numpy as np
-from astropy.coordinates import ICRS, ITRS, CartesianRepresentation, EarthLocation, SkyCoord
+from astropy.coordinates import EarthLocation
 from astropy.time import Time
 from casacore import tables as pt
 
 from dsa110_assets import offline  # noqa: F401  (astropy never downloads)
+from dsa110_assets.calibration.model import uvw_bases
 from dsa110_assets.errors import PipelineError
 from dsa110_assets.instrument import SPEED_OF_LIGHT_M_S, array_location
+from dsa110_assets.timing import Stopwatch
 
 PHASED_KEYWORD = "DSA110_PHASED_TO_FIELD"
 IN_PROGRESS_KEYWORD = "DSA110_REPHASE_IN_PROGRESS"
 _CHUNK_BYTES = 16 << 20  # visibility bytes per chunk and column
-_NORTH_STEP_RAD = 1e-4  # as in conversion.meridian: centred difference for local north
 _SECONDS_PER_DAY = 86400.0
 
 
@@ -73,40 +72,14 @@ class RephaseResult:
 def itrs_bases(
     ra_rad: np.ndarray, dec_rad: np.ndarray, times_jd: np.ndarray, location: EarthLocation
 ) -> np.ndarray:
-    """Rows ``(e_u, e_v, s)`` in ITRS of ICRS directions ``(ra, dec)`` at ``times_jd``.
+    """Return rows ``(e_u, e_v, s)`` in ITRS of ICRS directions ``(ra, dec)`` at ``times_jd``.
 
-    ``s`` is the apparent topocentric direction of the ICRS point at that time, ``e_v`` the
-    image of local ICRS north (transforming points 1e-4 rad north and south, as the converter
-    does) made perpendicular to ``s``, and ``e_u = e_v x s`` (increasing RA). For a field's own
-    centre at its own time this reproduces the converter's UVW basis. Shape (n, 3, 3).
+    The Julian-date form of :func:`dsa110_assets.calibration.model.uvw_bases`: for a
+    field's own centre at its own time it reproduces the converter's UVW basis, so two of
+    them give the rotation between phase centres. Shape (n, 3, 3).
     """
-    ra = np.atleast_1d(np.asarray(ra_rad, dtype=np.float64))
-    dec = np.atleast_1d(np.asarray(dec_rad, dtype=np.float64))
     jd = np.atleast_1d(np.asarray(times_jd, dtype=np.float64))
-    n = jd.size
-    toward = np.stack([np.cos(dec) * np.cos(ra), np.cos(dec) * np.sin(ra), np.sin(dec)], -1)
-    north = np.stack([-np.sin(dec) * np.cos(ra), -np.sin(dec) * np.sin(ra), np.cos(dec)], -1)
-    toward = np.broadcast_to(toward, (n, 3))
-    north = np.broadcast_to(north, (n, 3))
-    eps = _NORTH_STEP_RAD
-    probes = np.concatenate(
-        [
-            toward,
-            np.cos(eps) * toward + np.sin(eps) * north,
-            np.cos(eps) * toward - np.sin(eps) * north,
-        ]
-    )
-    obstime = Time(np.concatenate([jd, jd, jd]), format="jd", scale="utc")
-    frame = ITRS(obstime=obstime, location=location)
-    rep = CartesianRepresentation(*probes.T, unit=u.one)
-    xyz = SkyCoord(ICRS().realize_frame(rep)).transform_to(frame).cartesian.xyz.to_value(u.one).T
-    xyz = xyz / np.linalg.norm(xyz, axis=-1, keepdims=True)
-    s = xyz[:n]
-    d_north = (xyz[n : 2 * n] - xyz[2 * n :]) / (2.0 * np.sin(eps))
-    e_v = d_north - np.sum(d_north * s, axis=-1, keepdims=True) * s
-    e_v /= np.linalg.norm(e_v, axis=-1, keepdims=True)
-    e_u = np.cross(e_v, s)
-    return np.stack([e_u, e_v, s], axis=1)
+    return uvw_bases(ra_rad, dec_rad, Time(jd, format="jd", scale="utc"), location)
 
 
 def _field_table(ms: Path) -> tuple[list[str], np.ndarray, np.ndarray]:
@@ -144,7 +117,7 @@ def phase_to_common_centre(
         The MS is missing or unreadable, the field does not exist, or an earlier rephase was
         interrupted.
     """
-    started = time.perf_counter()
+    watch = Stopwatch()
     ms = Path(ms_path)
     if not (ms / "table.dat").is_file():
         raise RephaseError(ms, "not a Measurement Set (no table.dat)")
@@ -166,7 +139,7 @@ def phase_to_common_centre(
             dec_deg=float(np.degrees(dec_c)),
             n_rows=n_rows,
             already_phased=done_before,
-            duration_s=time.perf_counter() - started,
+            duration_s=watch.elapsed_s,
         )
 
     with pt.table(str(ms), readonly=False, ack=False) as main:

@@ -55,8 +55,10 @@ def _stretch(data: np.ndarray, stretch: str) -> np.ndarray:
 
 
 def _block_mean(data: np.ndarray, factor: int) -> np.ndarray:
-    """NaN-aware mean over ``factor`` x ``factor`` blocks (edges trimmed): a cheap first
-    reduction of large images before the stretch and the final Lanczos resampling.
+    """Return the NaN-aware mean over ``factor`` x ``factor`` blocks (edges trimmed).
+
+    A cheap first reduction of large images before the stretch and the final Lanczos
+    resampling.
     """
     if factor <= 1:
         return data

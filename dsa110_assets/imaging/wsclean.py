@@ -15,7 +15,6 @@ import os
 import secrets
 import shutil
 import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from dsa110_assets.errors import PipelineError
 from dsa110_assets.imaging.rephase import PHASED_KEYWORD
 from dsa110_assets.instrument import DISH_DIAMETER_M, SPEED_OF_LIGHT_M_S
 from dsa110_assets.safe_fs import sweep_dead
+from dsa110_assets.timing import Stopwatch
 
 AIRY_FWHM_FACTOR = 1.029  # FWHM of the Airy power pattern in units of lambda / D
 PRODUCT_KINDS = ("image", "residual", "model", "psf", "dirty")
@@ -218,7 +218,7 @@ def _phased_field(ms: Path) -> int | None:
 def wsclean_command(
     ms_path: Path, prefix: Path, temp_dir: Path, params: WSCleanParams, wsclean_bin: str
 ) -> list[str]:
-    """The WSClean command line for ``params`` (output names start with ``prefix``)."""
+    """Return the WSClean command line for ``params`` (output names start with ``prefix``)."""
     cmd = [
         wsclean_bin,
         "-name", str(prefix),
@@ -273,6 +273,10 @@ def run_wsclean(
 ) -> WSCleanResult:
     """Image ``ms_path`` into ``images_dir/{name}-image.fits`` (and residual, model, psf ...).
 
+    WSClean runs in a private temporary folder inside ``images_dir``; its products are
+    moved into place only once it has succeeded, so a failed or killed run never leaves
+    half-written images under the published names.
+
     Raises
     ------
     WSCleanError
@@ -293,52 +297,8 @@ def run_wsclean(
     work.mkdir()
     try:
         cmd = wsclean_command(ms, work / name, work, params, binary)
-        started = time.perf_counter()
-        try:
-            run = subprocess.run(
-                cmd,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
-                errors="replace",
-                cwd=work,
-                timeout=timeout_s,
-                check=False,
-            )
-        except subprocess.TimeoutExpired as err:
-            output = err.output if isinstance(err.output, str) else (err.output or b"").decode()
-            raise WSCleanError(
-                f"WSClean on {ms} timed out after {timeout_s} s", log_tail=_tail(output)
-            ) from None
-        duration = time.perf_counter() - started
-        tail = _tail(run.stdout)
-        if run.returncode != 0:
-            raise WSCleanError(
-                f"WSClean on {ms} failed with return code {run.returncode}",
-                returncode=run.returncode,
-                log_tail=tail,
-            )
-        made = sorted(p for p in work.iterdir() if p.is_file() and p.name.startswith(f"{name}-"))
-        made = [p for p in made if p.suffix == ".fits"]
-        names = {p.name for p in made}
-        image_name = next(
-            (n for n in (f"{name}-image.fits", f"{name}-MFS-image.fits") if n in names), None
-        )
-        if image_name is None:
-            raise WSCleanError(
-                f"WSClean on {ms} exited 0 but wrote no {name}-image.fits",
-                returncode=0,
-                log_tail=tail,
-            )
-        published = []
-        for path in made:
-            target = out_dir / path.name
-            os.replace(path, target)
-            published.append(target)
-        for kind in PRODUCT_KINDS:  # drop single-image products of an earlier run not remade
-            stale = out_dir / f"{name}-{kind}.fits"
-            if stale.name not in names and stale.exists():
-                stale.unlink()
+        tail, duration = _execute(cmd, ms, work, timeout_s)
+        names, published = _publish(work, out_dir, name, ms, tail)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -349,13 +309,83 @@ def run_wsclean(
         return None
 
     return WSCleanResult(
-        image=out_dir / image_name,
+        image=product("image"),
         residual=product("residual"),
         model=product("model"),
         psf=product("psf"),
         dirty=product("dirty"),
-        products=tuple(published),
+        products=published,
         command=tuple(cmd),
         duration_s=duration,
         log_tail=tail,
     )
+
+
+def _execute(cmd: list[str], ms: Path, work: Path, timeout_s: float | None) -> tuple[str, float]:
+    """Run WSClean in ``work``; return the tail of its output and the seconds it took.
+
+    Raises
+    ------
+    WSCleanError
+        WSClean timed out or exited non-zero (with the tail of its output).
+    """
+    watch = Stopwatch()
+    try:
+        run = subprocess.run(
+            cmd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            errors="replace",
+            cwd=work,
+            timeout=timeout_s,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as err:
+        output = err.output if isinstance(err.output, str) else (err.output or b"").decode()
+        raise WSCleanError(
+            f"WSClean on {ms} timed out after {timeout_s} s", log_tail=_tail(output)
+        ) from None
+    duration = watch.elapsed_s
+    tail = _tail(run.stdout)
+    if run.returncode != 0:
+        raise WSCleanError(
+            f"WSClean on {ms} failed with return code {run.returncode}",
+            returncode=run.returncode,
+            log_tail=tail,
+        )
+    return tail, duration
+
+
+def _publish(
+    work: Path, out_dir: Path, name: str, ms: Path, tail: str
+) -> tuple[set[str], tuple[Path, ...]]:
+    """Move the FITS products of a run from ``work`` into ``out_dir``.
+
+    Single-image products of an earlier run that this run did not remake are removed, so
+    ``out_dir`` never mixes two runs. Returns the product file names and their new paths.
+
+    Raises
+    ------
+    WSCleanError
+        WSClean exited 0 but wrote no image (nothing is published then).
+    """
+    made = sorted(p for p in work.iterdir() if p.is_file() and p.name.startswith(f"{name}-"))
+    made = [p for p in made if p.suffix == ".fits"]
+    names = {p.name for p in made}
+    if not names & {f"{name}-image.fits", f"{name}-MFS-image.fits"}:
+        raise WSCleanError(
+            f"WSClean on {ms} exited 0 but wrote no {name}-image.fits",
+            returncode=0,
+            log_tail=tail,
+        )
+    published = []
+    for path in made:
+        target = out_dir / path.name
+        os.replace(path, target)
+        published.append(target)
+    for kind in PRODUCT_KINDS:  # drop single-image products of an earlier run not remade
+        stale = out_dir / f"{name}-{kind}.fits"
+        if stale.name not in names and stale.exists():
+            stale.unlink()
+    return names, tuple(published)

@@ -18,18 +18,17 @@ and 24 h of RA at ~20 arcsec cells is ~50 000 pixels wide anyway. Inputs reachin
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from astropy.io import fits
-from astropy.wcs import WCS, FITSFixedWarning
+from astropy.wcs import WCS
 
 from dsa110_assets import offline  # noqa: F401  (astropy never downloads)
 from dsa110_assets.errors import PipelineError
-from dsa110_assets.imaging.image_stats import ImageError
+from dsa110_assets.imaging.image_stats import ImageError, celestial_wcs
 
 MAX_TAN_RADIUS_DEG = 45.0  # beyond this the TAN cells are > 2x stretched (sec^2)
 DEFAULT_MAX_PIXELS = 20_000
@@ -66,18 +65,6 @@ class MosaicGrid:
     centre_dec_deg: float
 
 
-def _celestial_wcs(path: Path, header: fits.Header) -> WCS:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FITSFixedWarning)
-        try:
-            wcs = WCS(header).celestial
-        except Exception as err:  # astropy raises many types for broken WCS headers
-            raise ImageError(path, f"invalid WCS ({err})") from None
-    if wcs.naxis != 2:
-        raise ImageError(path, "no celestial (RA/Dec) axes in the header")
-    return wcs
-
-
 def image_outline(wcs: WCS, shape: tuple[int, int], n: int = _EDGE_SAMPLES) -> np.ndarray:
     """Pixel coordinates ``(2, 4n)`` (x, y) along the outer edges of a ``shape`` image."""
     ny, nx = shape
@@ -109,7 +96,7 @@ def read_footprint(image: str | Path) -> ImageFootprint:
     shape = (int(header.get("NAXIS2", 0)), int(header.get("NAXIS1", 0)))
     if min(shape) < 1:
         raise ImageError(path, f"empty sky plane {shape}")
-    wcs = _celestial_wcs(path, header)
+    wcs = celestial_wcs(path, header)
     x, y = image_outline(wcs, shape)
     ra, dec = wcs.pixel_to_world_values(x, y)
     ok = np.isfinite(ra) & np.isfinite(dec)

@@ -97,11 +97,7 @@ def direct_fourier_fluxes(
     n_src = len(sources)
     if n_src == 0:
         return []
-    normal = np.zeros((n_src, n_src))
-    rhs = np.zeros(n_src)
-    phased = np.zeros(n_src)
-    expected_sum = np.zeros(n_src)
-    n_samples = 0
+    sums = _FitSums.zeros(n_src)
     with pt.table(ms, ack=False) as main:
         if column not in main.colnames():
             raise FourierCheckError(f"{ms}: no {column} column")
@@ -110,32 +106,61 @@ def direct_fourier_fluxes(
             chunk = _read_chunk(main, geometry, column, (start, count), min_baseline_m)
             if chunk is None:
                 continue
-            model = _source_phasors(chunk, geometry, sources)  # (n_src, samples) complex
-            data = chunk.data
-            normal += np.real(model.conj() @ model.T)
-            rhs += np.real(model.conj() @ data)
-            amplitude = np.abs(model)
-            phased += np.real((model.conj() / np.maximum(amplitude, 1e-30)) @ data)
-            expected_sum += amplitude.sum(axis=1)
-            n_samples += data.size
-    if n_samples == 0:
+            sums.add(_source_phasors(chunk, geometry, sources), chunk.data)
+    if sums.n_samples == 0:
         raise FourierCheckError(f"{ms}: no unflagged cross-correlations in {column}")
-    ratio = np.linalg.lstsq(normal, rhs, rcond=None)[0]
-    expected = expected_sum / n_samples
-    out = []
-    for k, src in enumerate(sources):
-        plain = phased[k] / expected_sum[k] if expected_sum[k] > 0 else float("nan")
-        out.append(
-            FourierFlux(
-                name=src.name,
-                expected_jy=float(expected[k]),
-                measured_jy=float(ratio[k] * expected[k]),
-                ratio=float(ratio[k]),
-                phased_ratio=float(plain),
-                n_samples=n_samples,
+    return sums.fluxes(sources)
+
+
+@dataclass
+class _FitSums:
+    """Normal equations of the joint flux fit, and the per-source phased sums, over chunks.
+
+    Chunk by chunk, so no more than one block of rows is in memory: the ratios of
+    ``data = sum_k ratio_k model_k`` are fitted jointly (least squares over all sources
+    at once) at the end, and the phased ratio (each source on its own) alongside.
+    """
+
+    normal: np.ndarray
+    rhs: np.ndarray
+    phased: np.ndarray
+    expected_sum: np.ndarray
+    n_samples: int = 0
+
+    @classmethod
+    def zeros(cls, n_src: int) -> _FitSums:
+        """Return empty sums for ``n_src`` sources."""
+        return cls(np.zeros((n_src, n_src)), np.zeros(n_src), np.zeros(n_src), np.zeros(n_src))
+
+    def add(self, model: np.ndarray, data: np.ndarray) -> None:
+        """Add one chunk: ``model`` (n_src, samples) complex, ``data`` (samples,)."""
+        self.normal += np.real(model.conj() @ model.T)
+        self.rhs += np.real(model.conj() @ data)
+        amplitude = np.abs(model)
+        self.phased += np.real((model.conj() / np.maximum(amplitude, 1e-30)) @ data)
+        self.expected_sum += amplitude.sum(axis=1)
+        self.n_samples += data.size
+
+    def fluxes(self, sources: Sequence[SourceLike]) -> list[FourierFlux]:
+        """Return each source's fitted and phased flux ratio against its expected flux."""
+        ratio = np.linalg.lstsq(self.normal, self.rhs, rcond=None)[0]
+        expected = self.expected_sum / self.n_samples
+        out = []
+        for k, src in enumerate(sources):
+            plain = (
+                self.phased[k] / self.expected_sum[k] if self.expected_sum[k] > 0 else float("nan")
             )
-        )
-    return out
+            out.append(
+                FourierFlux(
+                    name=src.name,
+                    expected_jy=float(expected[k]),
+                    measured_jy=float(ratio[k] * expected[k]),
+                    ratio=float(ratio[k]),
+                    phased_ratio=float(plain),
+                    n_samples=self.n_samples,
+                )
+            )
+        return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,7 +213,7 @@ def _read_chunk(
     rows: tuple[int, int],
     min_baseline_m: float,
 ) -> _Chunk | None:
-    """The usable samples of rows ``[start, start + count)``, or None if there are none."""
+    """Return the usable samples of rows ``[start, start + count)``, or None if there are none."""
     start, count = rows
     uvw = main.getcol("UVW", start, count)
     keep = main.getcol("ANTENNA1", start, count) != main.getcol("ANTENNA2", start, count)

@@ -1,5 +1,6 @@
-"""The existing DSA-110 pipeline's conversion path, pyuvdata alone: the reference our converter
-must reproduce.
+"""The existing DSA-110 pipeline's conversion path, pyuvdata alone.
+
+It is the reference our converter must reproduce.
 
 dsa110-contimg reads each subband with ``UVData.read``, gives each integration a meridian phase
 centre, recomputes ``uvw_array`` with pyuvdata's ``calc_uvw``, leaves ``data_array`` untouched
