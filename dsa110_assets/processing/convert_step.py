@@ -25,28 +25,11 @@ from dsa110_assets.registry import QueueState, Registry, get_status
 from dsa110_assets.registry.products import register_ms
 from dsa110_assets.registry.queue import Owner, claim
 from dsa110_assets.registry.stage_run import attempt_run
+from dsa110_assets.registry.subbands import registered_inputs
 from dsa110_assets.settings import Settings
 from dsa110_assets.storage.products import ms_path_for
 
 STAGE = "convert"
-
-
-def registered_inputs(registry: Registry, group_id: str) -> tuple[dict[int, Path], dict[int, int]]:
-    """Return the group's registered paths and the sizes recorded when they were registered.
-
-    Sizes are those of ``subband_files.size_bytes`` (None for rows registered before that
-    column existed: such files are checked for being regular files only).
-    """
-    paths: dict[int, Path] = {}
-    sizes: dict[int, int] = {}
-    for row in registry.execute(
-        "SELECT subband_idx, path, size_bytes FROM subband_files WHERE group_id = ?",
-        (group_id,),
-    ):
-        paths[int(row[0])] = Path(row[1])
-        if row[2] is not None:
-            sizes[int(row[0])] = int(row[2])
-    return paths, sizes
 
 
 def convert_and_register(

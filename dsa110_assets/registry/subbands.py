@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 from dsa110_assets.registry.connection import Registry
@@ -51,6 +52,24 @@ def group_files(registry: Registry, group_id: str) -> list[tuple[int, str]]:
             (group_id,),
         )
     ]
+
+
+def registered_inputs(registry: Registry, group_id: str) -> tuple[dict[int, Path], dict[int, int]]:
+    """Return the group's registered paths and the sizes recorded when they were registered.
+
+    Sizes are those of ``subband_files.size_bytes`` (None for rows registered before that
+    column existed: such files are checked for being regular files only).
+    """
+    paths: dict[int, Path] = {}
+    sizes: dict[int, int] = {}
+    for row in registry.execute(
+        "SELECT subband_idx, path, size_bytes FROM subband_files WHERE group_id = ?",
+        (group_id,),
+    ):
+        paths[int(row[0])] = Path(row[1])
+        if row[2] is not None:
+            sizes[int(row[0])] = int(row[2])
+    return paths, sizes
 
 
 def count_group_files(registry: Registry, group_id: str) -> int:
