@@ -60,5 +60,5 @@ class Timings(dict[str, float]):
             self[name] = self.get(name, 0.0) + watch.elapsed_s
 
     def rounded(self, digits: int = 3) -> dict[str, float]:
-        """The durations rounded for metadata and logs."""
+        """Return the durations rounded for metadata and logs."""
         return {name: round(value, digits) for name, value in self.items()}

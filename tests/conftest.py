@@ -14,7 +14,7 @@ from dsa110_assets.settings import Settings
 
 @pytest.fixture
 def registry(tmp_path_factory: pytest.TempPathFactory):
-    """A fresh registry kept outside ``tmp_path``, which tests use as an input folder."""
+    """Yield a fresh registry kept outside ``tmp_path``, which tests use as an input folder."""
     reg = Registry(tmp_path_factory.mktemp("state") / "pipeline.sqlite3")
     yield reg
     reg.close()
@@ -22,5 +22,5 @@ def registry(tmp_path_factory: pytest.TempPathFactory):
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    """Settings with every tier inside the test's temporary folder."""
+    """Return settings with every tier inside the test's temporary folder."""
     return Settings.from_env(tier_env(tmp_path), root=tmp_path).ensure_dirs()

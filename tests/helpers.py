@@ -32,7 +32,7 @@ def tier_folders(root: Path) -> dict[str, str]:
 
 
 def tier_env(root: Path) -> dict[str, str]:
-    """The same folders as ``PIPELINE_*`` environment variables."""
+    """Return the same folders as ``PIPELINE_*`` environment variables."""
     from dsa110_assets.settings import Settings
 
     return {Settings.ENV[field]: value for field, value in tier_folders(root).items()}

@@ -29,7 +29,7 @@ class PostgresUnavailable(RuntimeError):
 
 
 def server_bindir() -> Path:
-    """The ``bin`` folder of the newest installed PostgreSQL major version.
+    """Return the ``bin`` folder of the newest installed PostgreSQL major version.
 
     Raises
     ------
@@ -50,7 +50,7 @@ def server_bindir() -> Path:
 
 
 def free_port() -> int:
-    """A TCP port of 127.0.0.1 that nothing listens on now (the server binds it next)."""
+    """Return a TCP port of 127.0.0.1 that nothing listens on now (the server binds it next)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
@@ -167,7 +167,7 @@ class PostgresServer:
         return self
 
     def env(self) -> dict[str, str]:
-        """The ``DAGSTER_PG_*`` variables that ``deploy/dagster.postgres.yaml`` reads."""
+        """Return the ``DAGSTER_PG_*`` variables that ``deploy/dagster.postgres.yaml`` reads."""
         return {
             "DAGSTER_PG_HOST": "127.0.0.1",
             "DAGSTER_PG_PORT": str(self.port),

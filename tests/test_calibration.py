@@ -1,4 +1,6 @@
-"""Calibration: model convention, StEFCal, bandpass/gain solve vs the simulator's truth, CASA
+"""Test calibration: model, StEFCal, solves, CASA tables, apply and failure modes.
+
+Calibration: model convention, StEFCal, bandpass/gain solve vs the simulator's truth, CASA
 tables, apply, and the failure modes.
 
 Two small simulated groups, each converted once per module:
@@ -94,7 +96,7 @@ def clean_ms(clean) -> Path:
 
 
 def _field_sources(truth_path: Path) -> list[PointSource]:
-    """The simulated sky besides 3C286 (the field pattern in all four quadrants)."""
+    """Return the simulated sky besides 3C286 (the field pattern in all four quadrants)."""
     return [s for s in read_catalog(truth_path.parent / "sky_catalog.csv") if s.name != "3C286"]
 
 
@@ -135,7 +137,9 @@ def _column(path: Path, column: str, sub: str | None = None) -> np.ndarray:
 
 
 def test_model_reproduces_noise_free_data(clean, calibrator: PointSource) -> None:
-    """The MS sign convention, UVW frame, field centres and beam, checked numerically, on 3C286
+    """Check the model against DATA: sign convention, UVW frame, field centres and beam.
+
+    The MS sign convention, UVW frame, field centres and beam, checked numerically, on 3C286
     and eight sources in all four quadrants up to 1.25 deg out (a mirror cannot hide).
     """
     clean_ms, truth = clean
@@ -442,7 +446,9 @@ def test_given_reference_antenna_is_used_or_refused(clean, calibrator) -> None:
 
 
 def test_merged_gains_interpolate_between_two_solves(tables, cal, tmp_path: Path) -> None:
-    """A second solve two hours later, whose gains carry a known extra phase per antenna and
+    """Check merging a later solve's gains and interpolating between two solves.
+
+    A second solve two hours later, whose gains carry a known extra phase per antenna and
     whose bandpass another: merged against the first solve's bandpass, its gains are the
     total gain ``g_B B_B / B_A`` (analytic), and the apply step interpolates halfway between
     the two at the midpoint.

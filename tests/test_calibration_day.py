@@ -66,7 +66,7 @@ def _simulate(folder: Path, truth: Path, **config) -> object:
 
 
 def _merged_nvss(results: list, dest: Path) -> Path:
-    """The simulated skies of several simulations as one NVSS CSV (names made unique)."""
+    """Write the simulated skies of several simulations as one NVSS CSV (names made unique)."""
     rows, header = [], None
     for k, result in enumerate(results):
         with result.nvss_catalog_path.open() as fh:
@@ -115,7 +115,9 @@ def _step_seconds(instance, run) -> float:
 
 
 def _source_fluxes(image: Path, ms_path: Path, catalog: Path) -> dict[str, tuple]:
-    """Per catalog source with beam >= 0.5 and S/N >= 20 inside the image: (measured after
+    """Measure the bright, well-covered catalog sources in an image.
+
+    Per catalog source with beam >= 0.5 and S/N >= 20 inside the image: (measured after
     the beam, expected band-averaged catalog flux, S/N, offset / cell).
     """
     from astropy.wcs import WCS
@@ -298,7 +300,9 @@ def test_fits_headers_say_calibrated(day) -> None:
 
 @pytest.mark.parametrize("which", [0, 1, 2, 3], ids=["-1h", "calibrator", "+1h", "+2h"])
 def test_sources_within_5_percent_of_the_catalog(day, which: int) -> None:
-    """Every source with beam >= 0.5 and S/N >= 20 (the field pattern: all four quadrants)
+    """Check the position and flux of every bright source after the primary beam.
+
+    Every source with beam >= 0.5 and S/N >= 20 (the field pattern: all four quadrants)
     within one pixel of its catalog position and 5% of its catalog flux (widened in
     quadrature by 4 sigma of the image noise) after the primary beam.
     """
@@ -426,7 +430,9 @@ def test_a_field_model_too_noisy_is_refused_and_stays_a_quick_look(no_calibrator
 
 
 def test_a_later_solve_turns_nearest_into_interpolated(day) -> None:
-    """Runs last on the day (it adds a solve): the +2 h group gets a calibrator solution of
+    """Check that a group between two solves gets interpolated gains.
+
+    Runs last on the day (it adds a solve): the +2 h group gets a calibrator solution of
     its own (the calibrator group's tables, moved to its time; the simulated gains are the
     same). The +1 h group, between two solves, is then due for interpolation, the -1 h one is
     not (both solves are after it), and interpolated gains calibrate as the nearest did.

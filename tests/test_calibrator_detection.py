@@ -56,7 +56,7 @@ POLICY = CalibrationPolicy()
 
 
 def _register(registry: Registry, result, group_id: str) -> None:
-    """The queue and ms_index rows the conversion step would have written."""
+    """Write the queue and ms_index rows the conversion step would have written."""
     with registry.transaction():
         registry.execute(
             "INSERT INTO processing_queue(group_id, state, received_at, last_update,"

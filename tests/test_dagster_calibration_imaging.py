@@ -218,7 +218,9 @@ def _inside(image: Path, ra: float, dec: float, margin: int = 20) -> bool:
 
 
 def _image_tolerance(name: str, which: int, pb: float) -> float:
-    """5% for the calibrator on its own field; 8% for the other sources there with beam >= 0.7
+    """Return the flux tolerance for a source, by field and primary beam.
+
+    5% for the calibrator on its own field; 8% for the other sources there with beam >= 0.7
     (measured up to 5.7%: the residual sidelobes of 3C286 and the 2.5 Jy field source after a
     bounded clean; the visibilities themselves hold every source to 0.1%, see
     ``test_fourier_check.py``); 12% elsewhere, on the beam's flank (0.89x measured at beam
@@ -231,7 +233,9 @@ def _image_tolerance(name: str, which: int, pb: float) -> float:
 
 @pytest.mark.parametrize("which", [0, 1], ids=["calibrator-group", "target-group"])
 def test_injected_sources_at_catalog_positions_and_fluxes(pipeline_run, which: int) -> None:
-    """Calibrated images: sources with SNR > 20 (the field pattern puts them in all four
+    """Check source positions and fluxes in the calibrated images.
+
+    Calibrated images: sources with SNR > 20 (the field pattern puts them in all four
     quadrants) within one pixel of their catalog position and, on the calibrator's field,
     within 5% of their catalog flux after the primary beam where the beam is >= 0.5 (each
     tolerance widened in quadrature by 4 sigma of the image noise).
@@ -354,7 +358,9 @@ def test_all_flagged_calibrator_fails_clearly_and_writes_no_table(tmp_path: Path
 def test_a_target_without_valid_calibration_is_a_quick_look_then_recalibrated(
     pipeline_run,
 ) -> None:
-    """Runs after the corrupt-table test: no valid gain is left. The target is imaged at once
+    """Check the uncalibrated quick look and its replacement once a solve exists.
+
+    Runs after the corrupt-table test: no valid gain is left. The target is imaged at once
     (no retry, no wait) as a quick look, marked uncalibrated in the registry, the metadata
     and the FITS header. When the calibrator group is solved again, the calibration sensor
     requests the target's calibrated products, which replace the quick look: same files,
@@ -449,7 +455,9 @@ def test_a_target_without_valid_calibration_is_a_quick_look_then_recalibrated(
 
 
 def test_a_wsclean_failure_fails_the_partition_with_its_output(pipeline_run) -> None:
-    """Runs last: WSClean exiting non-zero fails the image step with the tail of its output,
+    """Check that a failing WSClean fails the image step and leaves earlier products.
+
+    Runs last: WSClean exiting non-zero fails the image step with the tail of its output,
     the registry says so, and the earlier products of the group stay as they were.
     """
     pipeline, sim, (cal_group, target), _, _, instance = pipeline_run

@@ -107,7 +107,9 @@ def test_truncated_file_fails_its_group_only(tmp_path):
 
 
 def test_a_killed_conversion_is_taken_over_by_the_next_run(tmp_path):
-    """Issue 10 item 1 through Dagster: a worker SIGKILLed mid-write left the group
+    """Check that a run after a killed worker records the dead attempt and converts.
+
+    Issue 10 item 1 through Dagster: a worker SIGKILLed mid-write left the group
     ``in_progress`` and every later attempt failed with "illegal queue transition
     in_progress -> in_progress". Now the next run records the dead attempt and converts.
     """

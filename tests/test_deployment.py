@@ -46,7 +46,9 @@ WAIT_S = 600.0
 
 
 def wait_for(condition: Callable[[], Any], what: str, *, timeout: float = WAIT_S) -> Any:
-    """Poll ``condition`` until it returns something truthy; fail naming ``what`` after
+    """Poll ``condition`` until it returns something truthy.
+
+    Poll ``condition`` until it returns something truthy; fail naming ``what`` after
     ``timeout`` seconds (a bound for a hung deployment, not a performance assertion).
     """
     deadline = time.monotonic() + timeout
@@ -68,7 +70,9 @@ def load_yaml(path: Path) -> dict[str, Any]:
 
 
 def test_postgres_config_is_the_instance_config_plus_storage():
-    """deploy/dagster.postgres.yaml must not drift from dagster.yaml: the same queue, limits,
+    """Check that deploy/dagster.postgres.yaml matches dagster.yaml but for storage.
+
+    deploy/dagster.postgres.yaml must not drift from dagster.yaml: the same queue, limits,
     retries and monitoring, with storage on PostgreSQL from DAGSTER_PG_* variables.
     """
     base = load_yaml(REPO / "dagster.yaml")
@@ -88,7 +92,9 @@ def test_postgres_config_is_the_instance_config_plus_storage():
 
 
 def test_instance_config_sets_the_documented_limits(tmp_path):
-    """The shipped dagster.yaml loads as an instance with the queue, the per-group limit on
+    """Check that the shipped dagster.yaml loads with the queue, limits, retries and monitoring.
+
+    The shipped dagster.yaml loads as an instance with the queue, the per-group limit on
     the tag the sensor sets, one WSClean per machine, run retries and run monitoring.
     """
     shutil.copy(REPO / "dagster.yaml", tmp_path / "dagster.yaml")
@@ -117,7 +123,9 @@ def test_wsclean_runs_in_its_pool():
 
 
 def test_run_tags_put_the_oldest_group_first():
-    """Older groups have the higher dagster/priority (the queue starts the highest first),
+    """Check run priorities by group age and the concurrency tag on every per-group run.
+
+    Older groups have the higher dagster/priority (the queue starts the highest first),
     and every per-group run carries the tag the concurrency limit counts.
     """
     groups = ["2026-01-15T00:05:09", "2026-01-15T00:00:00", "2027-03-01T12:00:00"]
@@ -135,7 +143,9 @@ UNITS = REPO / "deploy" / "systemd"
 
 
 def read_unit(path: Path) -> dict[str, dict[str, list[str]]]:
-    """A unit file as section -> key -> every value (systemd keys repeat, e.g. Environment;
+    """Parse a systemd unit file.
+
+    A unit file as section -> key -> every value (systemd keys repeat, e.g. Environment;
     configparser keeps only the last).
     """
     unit: dict[str, dict[str, list[str]]] = {}
@@ -155,7 +165,9 @@ def read_unit(path: Path) -> dict[str, dict[str, list[str]]]:
 
 @pytest.mark.parametrize("name", ["dagster-webserver.service", "dagster-daemon.service"])
 def test_systemd_unit(name, tmp_path):
-    """Each unit restarts on failure, sets DAGSTER_HOME and reads the PIPELINE_* and
+    """Check the systemd units' restart policy, environment and verification.
+
+    Each unit restarts on failure, sets DAGSTER_HOME and reads the PIPELINE_* and
     DAGSTER_PG_* environment file; ``systemd-analyze verify`` accepts it when installed.
     """
     path = UNITS / name
@@ -308,7 +320,9 @@ class Deployment:
 
 
 def write_home(home: Path, workspace_dir: Path) -> None:
-    """DAGSTER_HOME: the production config, run monitoring polled every 2 s, and a
+    """Write a DAGSTER_HOME for the deployment test.
+
+    DAGSTER_HOME: the production config, run monitoring polled every 2 s, and a
     workspace serving tests/deploy_location.py.
     """
     config = load_yaml(REPO / "deploy" / "dagster.postgres.yaml")
@@ -337,7 +351,9 @@ def postgres() -> Iterator[PostgresServer]:
 
 @pytest.fixture(scope="module")
 def deployment(tmp_path_factory, postgres: PostgresServer) -> Iterator[Deployment]:
-    """``dagster-daemon run`` on PostgreSQL with the shipped instance config; stopped (its
+    """Run the Dagster daemon on PostgreSQL for the module's tests.
+
+    ``dagster-daemon run`` on PostgreSQL with the shipped instance config; stopped (its
     whole process group: code server and run workers) at the end.
     """
     root = tmp_path_factory.mktemp("deploy")
@@ -385,7 +401,7 @@ def deployment(tmp_path_factory, postgres: PostgresServer) -> Iterator[Deploymen
 
 
 def overlap_peak(intervals: list[tuple[float, float]]) -> int:
-    """The largest number of [start, end) intervals that hold at one moment."""
+    """Return the largest number of [start, end) intervals that hold at one moment."""
     events = sorted([(s, 1) for s, _ in intervals] + [(e, -1) for _, e in intervals])
     peak = now = 0
     for _, step in events:
@@ -421,7 +437,9 @@ N_BACKLOG = 12
 def test_backlog_runs_oldest_first_within_the_limit(
     deployment: Deployment, postgres: PostgresServer
 ):
-    """Twelve observations wait in the input folder at once: the sensor admits them all, the
+    """Check a backlog of twelve observations: order, concurrency, memory and outputs.
+
+    Twelve observations wait in the input folder at once: the sensor admits them all, the
     queue runs them oldest first and never more than two at a time, memory stays within the
     machine, and every group ends with a Measurement Set.
     """
@@ -483,7 +501,9 @@ def test_backlog_runs_oldest_first_within_the_limit(
 
 
 def test_killed_run_worker_recovers_without_help(deployment: Deployment):
-    """Kill -9 the run worker while it converts: the code server and run monitoring fail the
+    """Check that a run worker killed mid-conversion is failed, retried and taken over.
+
+    Kill -9 the run worker while it converts: the code server and run monitoring fail the
     run, the run retry (or the sensor's requeue of dead attempts) starts another, which takes
     over the dead attempt (registry/queue.py claim), cleans its staging and converts.
     """

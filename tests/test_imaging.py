@@ -86,7 +86,9 @@ def _simulate_and_convert(root: Path, **sim) -> tuple[object, Path]:
 
 @pytest.fixture(scope="module")
 def point(tmp_path_factory: pytest.TempPathFactory):
-    """Noise-free group of 3C286 alone (the rephase is checked against one analytic point
+    """Simulate and convert a noise-free group of 3C286 alone.
+
+    Noise-free group of 3C286 alone (the rephase is checked against one analytic point
     source; the quadrant sky is rephased against pyuvdata's own ``UVData.phase`` in
     ``test_pyuvdata_oracle.py``): (simulation, pristine MS copy, rephased MS).
     """
@@ -423,7 +425,9 @@ def test_corrupt_or_missing_fits_raise_image_error(tmp_path: Path) -> None:
 
 
 def test_effective_beam_is_the_time_and_channel_mean_of_the_airy_beam(point) -> None:
-    """Independent check: theta from the ITRS pointing s0 at every integration, as the
+    """Check the effective beam against the time and channel mean of the Airy beam.
+
+    Independent check: theta from the ITRS pointing s0 at every integration, as the
     simulator computes it (astropy's full ICRS -> ITRS transform).
     """
     sim, pristine, _ = point

@@ -107,7 +107,7 @@ def test_the_io_manager_checks_patterns_and_lists_and_loads_them(pipeline) -> No
 
 
 def _cause(result) -> str:
-    """The WrongTierError behind the step's handle-output failure."""
+    """Return the WrongTierError behind the step's handle-output failure."""
     error = result.get_step_failure_events()[0].step_failure_data.error
     while error.cause is not None and error.cls_name != "WrongTierError":
         error = error.cause

@@ -87,7 +87,9 @@ def ours(files: dict[int, Path], root: Path) -> ConversionResult:
 
 @pytest.fixture(scope="module")
 def oracle(files: dict[int, Path], root: Path) -> dict[str, dict[int, Path]]:
-    """Per subband: pyuvdata's meridian MS, and the same phased to the central field's centre
+    """Write pyuvdata's meridian and rephased MS for every subband.
+
+    Per subband: pyuvdata's meridian MS, and the same phased to the central field's centre
     with pyuvdata's own ``UVData.phase`` (for imaging all integrations as one field).
     """
     out: dict[str, dict[int, Path]] = {"meridian": {}, "central": {}}
@@ -133,7 +135,9 @@ def _rows(ms: Path, spw: int | None = None) -> dict[str, np.ndarray]:
 def test_every_row_matches_the_existing_pipelines_pyuvdata_path(
     ours: ConversionResult, oracle: dict[str, dict[int, Path]]
 ) -> None:
-    """DATA bit for bit, TIME exactly, ``w`` and ``|uvw|`` within 1 mm; ``(u, v)`` within 1 mm
+    """Check our MS against pyuvdata's: DATA, TIME and UVW.
+
+    DATA bit for bit, TIME exactly, ``w`` and ``|uvw|`` within 1 mm; ``(u, v)`` within 1 mm
     once each integration's frame position angle is matched.
 
     pyuvdata takes the ``(u, v)`` axes' orientation from ``calc_frame_pos_angle`` (geocentric
@@ -295,7 +299,9 @@ def test_both_paths_image_every_quadrant_at_the_catalog_positions(
 def test_the_direct_fourier_check_sees_the_catalog_sky(
     sim, ours: ConversionResult, oracle: dict[str, dict[int, Path]]
 ) -> None:
-    """No imager: each source's phased visibilities give its beam-attenuated flux, and its
+    """Check source fluxes and their mirrored ghosts directly from the phased visibilities.
+
+    No imager: each source's phased visibilities give its beam-attenuated flux, and its
     reflection through the phase centre gives nothing. (Our MS equals pyuvdata's row by row,
     so this holds for both.)
     """
@@ -311,7 +317,7 @@ def test_the_direct_fourier_check_sees_the_catalog_sky(
 
 
 def _mirror(src, ms: Path):
-    """The source reflected through the central field's phase centre."""
+    """Return the source reflected through the central field's phase centre."""
     from dsa110_assets.simulation import PointSource
 
     with pt.table(f"{ms}/FIELD", ack=False) as f:

@@ -65,7 +65,7 @@ def _run(*args: str) -> None:
 
 @contextmanager
 def mounted_tmpfs(path: Path, size: str) -> Iterator[Path]:
-    """A fresh tmpfs of ``size`` at ``path``, unmounted afterwards whatever happens."""
+    """Mount a fresh tmpfs of ``size`` at ``path``, unmounted afterwards whatever happens."""
     path.mkdir(parents=True, exist_ok=True)
     _run("mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path))
     try:
@@ -230,7 +230,9 @@ def kill_mid_write(env: Env, root: Path) -> None:
 
 @needs_root
 def test_a_killed_worker_is_taken_over_by_the_next_attempt(env: Env, tmp_path: Path) -> None:
-    """Item 1: SIGKILL mid-write, staged in tmpfs; the retry used to fail forever with
+    """Check the retry after a SIGKILL mid-write staged in tmpfs.
+
+    Item 1: SIGKILL mid-write, staged in tmpfs; the retry used to fail forever with
     'illegal queue transition in_progress -> in_progress' and leave the staging in tmpfs.
     """
     with mounted_tmpfs(env.settings.tmpfs_dir, "64m"):
@@ -255,7 +257,9 @@ def test_a_killed_worker_is_taken_over_by_the_next_attempt(env: Env, tmp_path: P
 
 @needs_root
 def test_a_killed_worker_is_requeued_for_the_sensor(env: Env, tmp_path: Path) -> None:
-    """The sensor requests pending groups only: a dead attempt goes back to pending with a new
+    """Check that the sensor requeues a dead attempt and the next attempt succeeds.
+
+    The sensor requests pending groups only: a dead attempt goes back to pending with a new
     retry count (so a new run key), its death recorded; the next attempt cleans and succeeds.
     """
     kill_mid_write(env, tmp_path)
@@ -273,7 +277,9 @@ def test_a_killed_worker_is_requeued_for_the_sensor(env: Env, tmp_path: Path) ->
 def _fill_during_window(
     monkeypatch: pytest.MonkeyPatch, folder: Path, window: int, *, before: bool
 ):
-    """Fill ``folder``'s filesystem while window ``window`` is written: just before casacore
+    """Fill ``folder``'s filesystem while window ``window`` is written.
+
+    Fill ``folder``'s filesystem while window ``window`` is written: just before casacore
     writes it (casacore itself then meets ENOSPC) or just after (the space check meets it).
     """
     original = MeasurementSetWriter.write_spw
@@ -294,7 +300,9 @@ def _fill_during_window(
 def test_tmpfs_filling_up_during_staging_falls_back_to_the_ssd(
     env: Env, monkeypatch: pytest.MonkeyPatch, inside_casacore: bool, capfd
 ) -> None:
-    """Item 1: tmpfs fills during staging. casacore abort()s on ENOSPC; the write runs in a
+    """Check that a tmpfs filling during staging falls back to the SSD.
+
+    Item 1: tmpfs fills during staging. casacore abort()s on ENOSPC; the write runs in a
     child process, so the worker survives, cleans tmpfs and writes the MS on the SSD.
     """
     with mounted_tmpfs(env.settings.tmpfs_dir, "24m") as shm:
@@ -315,7 +323,9 @@ def test_tmpfs_filling_up_during_staging_falls_back_to_the_ssd(
 def test_ssd_staging_filling_up_fails_the_attempt_cleanly(
     env: Env, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """No tmpfs, and the SSD scratch fills mid-write inside casacore: the attempt fails (the
+    """Check a full SSD scratch mid-write: the attempt fails cleanly and the retry succeeds.
+
+    No tmpfs, and the SSD scratch fills mid-write inside casacore: the attempt fails (the
     writer process died, not the worker), nothing is left, and after space is freed the retry
     succeeds.
     """
@@ -334,7 +344,9 @@ def test_ssd_staging_filling_up_fails_the_attempt_cleanly(
 
 @needs_root
 def test_a_full_destination_fails_cleanly_and_the_retry_succeeds(env: Env) -> None:
-    """The products folder (another filesystem) is full: the copy into place fails with
+    """Check a full products folder: the copy fails cleanly and the retry succeeds.
+
+    The products folder (another filesystem) is full: the copy into place fails with
     ENOSPC before anything is visible; freed, the next attempt succeeds.
     """
     with mounted_tmpfs(env.ms_path.parent, "1m") as out:
@@ -371,7 +383,9 @@ def test_a_read_only_destination_fails_cleanly_and_the_retry_succeeds(
 
 @needs_root
 def test_products_on_a_bind_mount_of_the_staging_filesystem(env: Env, tmp_path: Path) -> None:
-    """Item 13: the products folder is a bind mount of the staging filesystem (same st_dev,
+    """Check moving the MS into a bind mount of the staging filesystem.
+
+    Item 13: the products folder is a bind mount of the staging filesystem (same st_dev,
     yet rename says EXDEV); the MS is copied and renamed into place.
     """
     out = env.ms_path.parent
@@ -391,7 +405,9 @@ def test_products_on_a_bind_mount_of_the_staging_filesystem(env: Env, tmp_path: 
 
 @needs_root
 def test_safe_fs_renames_across_a_bind_mount(tmp_path: Path) -> None:
-    """rename_no_replace and atomic_output fall back to copy-and-rename on EXDEV, keep the
+    """Check the copy-and-rename fallback on EXDEV.
+
+    rename_no_replace and atomic_output fall back to copy-and-rename on EXDEV, keep the
     no-replace guarantee, and leave no temporary copy.
     """
     src_dir, elsewhere, mnt = tmp_path / "src", tmp_path / "other", tmp_path / "mnt"
@@ -446,7 +462,9 @@ def _swap(env: Env, swap) -> tuple[Path, Path]:
     ids=["symlink", "fifo", "other-file"],
 )
 def test_a_subband_swapped_after_ingest_is_refused(env: Env, swap, message: str) -> None:
-    """Item 12: inputs are opened without following links, must be regular files, and must
+    """Check that inputs that are links, not regular files or resized fail the group.
+
+    Item 12: inputs are opened without following links, must be regular files, and must
     have the size they were registered with; the group fails naming the file, and once the
     real file is back the next attempt succeeds.
     """
