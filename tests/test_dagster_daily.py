@@ -212,7 +212,7 @@ def test_a_missing_or_corrupt_image_is_skipped_with_its_reason(landed_days) -> N
 def test_the_daily_sensor_requests_complete_days_once(landed_days, tmp_path) -> None:
     pipeline, _ = landed_days
     defs = build_definitions(pipeline)
-    sensor = defs.get_sensor_def("daily_sensor")
+    sensor = defs.resolve_sensor_def("daily_sensor")
     with dg.instance_for_test() as instance:
         context = dg.build_sensor_context(
             instance=instance, definitions=defs, resources={"pipeline": pipeline}
