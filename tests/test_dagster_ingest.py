@@ -234,4 +234,5 @@ def test_definitions_load_with_groups_kinds_and_owners():
     assert spec.group_name == "ingest"
     assert {"hdf5"} <= set(spec.kinds)
     assert spec.owners == ["team:dsa110-pipeline"]
-    assert defs.resolve_sensor_def("incoming_sensor").default_status == dg.DefaultSensorStatus.RUNNING
+    sensor = defs.resolve_sensor_def("incoming_sensor")
+    assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
