@@ -1,15 +1,21 @@
-"""The pipeline resource: settings and registry access for assets and sensors."""
+"""The pipeline resource: settings and registry access for assets and sensors.
+
+Dagster builds a resource once per run (and once per sensor tick), so the :class:`Settings`
+are read from the environment, and their folders made, once per resource instance rather than
+on every :meth:`PipelineResource.settings` call.
+"""
 
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import dagster as dg
-from pydantic import field_validator
+from pydantic import PrivateAttr, field_validator
 
 from dsa110_assets.processing.calibrate_step import CalibrationPolicy
 from dsa110_assets.registry import Registry
 from dsa110_assets.settings import NumberRule, Settings
+from resources.defaults import default_of
 
 _DAY_S = 86400.0
 #: The kind and range of every number of the resource: a run config or a deployment that sets
@@ -49,13 +55,16 @@ class PipelineResource(dg.ConfigurableResource):
     group_timeout_s: float = 600.0
     min_subbands: int = 12
     max_files_per_tick: int = 4000
-    # Calibration: see dsa110_assets.processing.calibrate_step.CalibrationPolicy.
-    uv_min_klambda: float = 1.0
-    bandpass_validity_h: float = 24.0
-    gain_window_h: float = 12.0  # a calibrator's gains calibrate groups this far either side
-    min_beam_response: float = 0.3
-    field_model_calibration: bool = True  # no calibrator in the window: solve on the field
-    field_min_snr: float = 10.0  # ... and accept that solution at this median gain S/N
+    # Calibration: defaults and meanings are CalibrationPolicy's (calibrate_step).
+    uv_min_klambda: float = default_of(CalibrationPolicy, "uv_min_klambda")
+    bandpass_validity_h: float = default_of(CalibrationPolicy, "bandpass_validity_h")
+    # A calibrator's gains calibrate groups this far either side.
+    gain_window_h: float = default_of(CalibrationPolicy, "gain_window_h")
+    min_beam_response: float = default_of(CalibrationPolicy, "min_beam_response")
+    # No calibrator in the window: solve on the field ...
+    field_model_calibration: bool = default_of(CalibrationPolicy, "field_model")
+    # ... and accept that solution at this median gain S/N.
+    field_min_snr: float = default_of(CalibrationPolicy, "field_min_snr")
     # Imaging: primary-beam cutoff of the pb-corrected image.
     pb_cutoff: float = 0.2
     # Variability candidates (Mooley et al. 2016): None takes the population's mean + 3 sigma.
@@ -65,10 +74,12 @@ class PipelineResource(dg.ConfigurableResource):
     m_threshold: float = 0.26
     min_epochs: int = 3
 
+    _settings: Settings | None = PrivateAttr(default=None)
+
     @field_validator(*NUMBER_RULES, mode="after")
     @classmethod
     def _number_in_range(cls, value: float | None, info) -> float | None:
-        """Finite and in range (NaN, inf and negative counts are refused, by field name)."""
+        """Refuse a number not finite or out of range (NaN, inf, negative counts), by name."""
         if value is None:
             return None
         try:
@@ -77,6 +88,7 @@ class PipelineResource(dg.ConfigurableResource):
             raise ValueError(f"{info.field_name}: {exc}") from None
 
     def variability_thresholds(self) -> dict[str, float | None]:
+        """Return the variability-candidate thresholds, by the metric functions' names."""
         return {
             "eta_threshold": self.eta_threshold,
             "v_threshold": self.v_threshold,
@@ -85,6 +97,22 @@ class PipelineResource(dg.ConfigurableResource):
         }
 
     def settings(self) -> Settings:
+        """Return the platform settings, built once for this resource instance.
+
+        The first call reads the ``PIPELINE_*`` environment under this resource's overrides
+        and makes (and proves writable) every folder; later calls return the same object.
+
+        Raises
+        ------
+        SettingsError
+            Naming the variable whose value or folder is unusable (nothing is cached then).
+        """
+        if self._settings is None:
+            self._settings = self._build_settings()
+        return self._settings
+
+    def _build_settings(self) -> Settings:
+        """Read the environment under this resource's folder overrides; make the folders."""
         overrides = {
             Settings.ENV[name]: value
             for name in (
@@ -101,6 +129,7 @@ class PipelineResource(dg.ConfigurableResource):
         return Settings.from_env({**os.environ, **overrides}).ensure_dirs()
 
     def calibration_policy(self) -> CalibrationPolicy:
+        """Return the calibration policy these fields describe (the rest at its defaults)."""
         return CalibrationPolicy(
             uv_min_klambda=self.uv_min_klambda,
             bandpass_validity_h=self.bandpass_validity_h,
@@ -112,6 +141,7 @@ class PipelineResource(dg.ConfigurableResource):
 
     @contextmanager
     def registry(self) -> Iterator[Registry]:
+        """Open the registry at the settings' ``db_path`` for the ``with`` block; then close it."""
         registry = Registry(self.settings().db_path)
         try:
             yield registry
