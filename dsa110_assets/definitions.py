@@ -47,8 +47,16 @@ def build_definitions(
     wsclean: WSCleanResource | None = None,
     clock: Clock = system_clock,
 ) -> dg.Definitions:
-    """Definitions wired to ``pipeline`` (default: the PIPELINE_* environment), ``wsclean``
-    and ``clock`` (the wall clock; tests script it).
+    """Build the Definitions wired to the given resources.
+
+    Parameters
+    ----------
+    pipeline
+        Settings and registry access; default: the ``PIPELINE_*`` environment.
+    wsclean
+        How WSClean runs; default: :class:`~resources.wsclean.WSCleanResource`'s defaults.
+    clock
+        The wall clock the time-dependent sensors read; tests pass a scripted one.
     """
     pipeline = pipeline or PipelineResource()
     return dg.Definitions(
