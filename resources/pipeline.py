@@ -37,6 +37,10 @@ NUMBER_RULES: dict[str, NumberRule] = {
     "min_epochs": NumberRule(int, 2, 100_000),
 }
 
+#: The Settings fields that are folders (every field without a number rule): a resource field
+#: of the same name overrides its ``PIPELINE_*`` variable.
+FOLDER_FIELDS = tuple(name for name in Settings.ENV if name not in Settings.NUMBER_RULES)
+
 
 class PipelineResource(dg.ConfigurableResource):
     """Platform configuration for Dagster code.
@@ -55,15 +59,14 @@ class PipelineResource(dg.ConfigurableResource):
     group_timeout_s: float = 600.0
     min_subbands: int = 12
     max_files_per_tick: int = 4000
-    # Calibration: defaults and meanings are CalibrationPolicy's (calibrate_step).
+    # Calibration: defaults and meanings are CalibrationPolicy's (calibrate_step): gains reach
+    # gain_window_h either side; with no calibrator there, solve on the field model, accepted
+    # at field_min_snr.
     uv_min_klambda: float = default_of(CalibrationPolicy, "uv_min_klambda")
     bandpass_validity_h: float = default_of(CalibrationPolicy, "bandpass_validity_h")
-    # A calibrator's gains calibrate groups this far either side.
     gain_window_h: float = default_of(CalibrationPolicy, "gain_window_h")
     min_beam_response: float = default_of(CalibrationPolicy, "min_beam_response")
-    # No calibrator in the window: solve on the field ...
     field_model_calibration: bool = default_of(CalibrationPolicy, "field_model")
-    # ... and accept that solution at this median gain S/N.
     field_min_snr: float = default_of(CalibrationPolicy, "field_min_snr")
     # Imaging: primary-beam cutoff of the pb-corrected image.
     pb_cutoff: float = 0.2
@@ -108,25 +111,13 @@ class PipelineResource(dg.ConfigurableResource):
             Naming the variable whose value or folder is unusable (nothing is cached then).
         """
         if self._settings is None:
-            self._settings = self._build_settings()
+            overrides = {
+                Settings.ENV[name]: value
+                for name in FOLDER_FIELDS
+                if (value := getattr(self, name)) is not None
+            }
+            self._settings = Settings.from_env({**os.environ, **overrides}).ensure_dirs()
         return self._settings
-
-    def _build_settings(self) -> Settings:
-        """Read the environment under this resource's folder overrides; make the folders."""
-        overrides = {
-            Settings.ENV[name]: value
-            for name in (
-                "input_dir",
-                "scratch_dir",
-                "output_dir",
-                "state_dir",
-                "db_path",
-                "tmpfs_dir",
-                "archive_dir",
-            )
-            if (value := getattr(self, name)) is not None
-        }
-        return Settings.from_env({**os.environ, **overrides}).ensure_dirs()
 
     def calibration_policy(self) -> CalibrationPolicy:
         """Return the calibration policy these fields describe (the rest at its defaults)."""

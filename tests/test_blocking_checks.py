@@ -19,14 +19,11 @@ from astropy.io import fits
 from casacore.tables import table
 from helpers import land_observations, tier_folders
 
-from dsa110_assets.definitions import build_definitions
-from dsa110_assets.defs.calibration.assets import calibrated_ms, calibration_tables
-from dsa110_assets.defs.conversion.assets import measurement_set
+from dsa110_assets.definitions import PER_GROUP_ASSETS, build_definitions
+from dsa110_assets.defs.calibration.assets import calibration_tables
 from dsa110_assets.defs.conversion.checks import ms_rows_and_windows
-from dsa110_assets.defs.imaging.assets import image, thumbnail
+from dsa110_assets.defs.imaging.assets import thumbnail
 from dsa110_assets.defs.imaging.checks import image_is_finite_and_nonzero
-from dsa110_assets.defs.ingest.assets import subband_group
-from dsa110_assets.defs.photometry.assets import group_photometry
 from dsa110_assets.mosaics.simulated_images import write_simulated_image
 from dsa110_assets.registry import Registry
 from resources.io_managers import TierIOManager
@@ -36,16 +33,6 @@ from resources.wsclean import WSCleanResource
 pytestmark = pytest.mark.filterwarnings("ignore::astropy.wcs.FITSFixedWarning")
 
 GROUP = "2026-01-14T10:00:00"
-#: Every per-group asset, so each selected asset's upstream is defined (only the selection runs).
-PER_GROUP_ASSETS = [
-    subband_group,
-    measurement_set,
-    calibration_tables,
-    calibrated_ms,
-    image,
-    thumbnail,
-    group_photometry,
-]
 
 
 def _started_steps(result: dg.ExecuteInProcessResult) -> set[str]:
