@@ -26,6 +26,19 @@ from sensors.daily import build_daily_sensor
 from sensors.incoming import build_incoming_sensor
 from sensors.retirement import build_retirement_sensor
 
+#: The assets of one observation (group_id partitions), upstream first.
+PER_GROUP_ASSETS = (
+    subband_group,
+    measurement_set,
+    calibration_tables,
+    calibrated_ms,
+    image,
+    thumbnail,
+    group_photometry,
+)
+#: The assets of one UTC day (daily partitions), upstream first.
+DAILY_ASSETS = (daily_mosaic, mosaic_photometry, light_curves)
+
 #: Everything that runs per observation, in one run per group_id partition.
 PER_GROUP_GROUPS = ("ingest", "conversion", "calibration", "imaging", "photometry")
 
@@ -47,23 +60,20 @@ def build_definitions(
     wsclean: WSCleanResource | None = None,
     clock: Clock = system_clock,
 ) -> dg.Definitions:
-    """Definitions wired to ``pipeline`` (default: the PIPELINE_* environment), ``wsclean``
-    and ``clock`` (the wall clock; tests script it).
+    """Build the Definitions wired to the given resources.
+
+    Parameters
+    ----------
+    pipeline
+        Settings and registry access; default: the ``PIPELINE_*`` environment.
+    wsclean
+        How WSClean runs; default: :class:`~resources.wsclean.WSCleanResource`'s defaults.
+    clock
+        The wall clock the time-dependent sensors read; tests pass a scripted one.
     """
     pipeline = pipeline or PipelineResource()
     return dg.Definitions(
-        assets=[
-            subband_group,
-            measurement_set,
-            calibration_tables,
-            calibrated_ms,
-            image,
-            thumbnail,
-            group_photometry,
-            daily_mosaic,
-            mosaic_photometry,
-            light_curves,
-        ],
+        assets=[*PER_GROUP_ASSETS, *DAILY_ASSETS],
         asset_checks=[
             ms_rows_and_windows,
             image_is_finite_and_nonzero,

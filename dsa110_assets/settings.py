@@ -69,7 +69,7 @@ class NumberRule:
     high_open: bool = False
 
     def describe(self) -> str:
-        """The rule in words, for error messages (e.g. ``a number > 0 and <= 300``)."""
+        """Return the rule in words, for error messages (e.g. ``a number > 0 and <= 300``)."""
         noun = "an integer" if self.kind is int else "a finite number"
         parts = []
         if self.low is not None:
@@ -124,8 +124,30 @@ EXPECTED_SUBBANDS_RULE = NumberRule(int, 1, 16)
 
 
 def _default_root() -> Path:
-    """The checkout when running from one (editable install), else the working directory."""
+    """Return the checkout when running from one (editable install), else the working folder."""
     return REPO_ROOT if (REPO_ROOT / "pyproject.toml").is_file() else Path.cwd()
+
+
+#: Which environment variable feeds each :class:`Settings` field, for error messages and the
+#: README table.
+SETTINGS_ENV = {
+    "input_dir": "PIPELINE_INPUT_DIR",
+    "scratch_dir": "PIPELINE_SCRATCH_DIR",
+    "output_dir": "PIPELINE_OUTPUT_DIR",
+    "state_dir": "PIPELINE_STATE_DIR",
+    "db_path": "PIPELINE_DB",
+    "tmpfs_dir": "PIPELINE_TMPFS_DIR",
+    "archive_dir": "PIPELINE_ARCHIVE_DIR",
+    "cluster_tolerance_s": "PIPELINE_CLUSTER_TOLERANCE_S",
+    "settle_s": "PIPELINE_SETTLE_S",
+    "expected_subbands": "PIPELINE_EXPECTED_SUBBANDS",
+}
+#: The rule each numeric :class:`Settings` field is held to, however the object is made.
+SETTINGS_NUMBER_RULES = {
+    "cluster_tolerance_s": CLUSTER_TOLERANCE_RULE,
+    "settle_s": SETTLE_RULE,
+    "expected_subbands": EXPECTED_SUBBANDS_RULE,
+}
 
 
 @dataclass(frozen=True)
@@ -146,25 +168,8 @@ class Settings:
     settle_s: float = 5.0
     expected_subbands: int = 16
 
-    # Which environment variable feeds each field, for error messages and the README table.
-    ENV = {
-        "input_dir": "PIPELINE_INPUT_DIR",
-        "scratch_dir": "PIPELINE_SCRATCH_DIR",
-        "output_dir": "PIPELINE_OUTPUT_DIR",
-        "state_dir": "PIPELINE_STATE_DIR",
-        "db_path": "PIPELINE_DB",
-        "tmpfs_dir": "PIPELINE_TMPFS_DIR",
-        "archive_dir": "PIPELINE_ARCHIVE_DIR",
-        "cluster_tolerance_s": "PIPELINE_CLUSTER_TOLERANCE_S",
-        "settle_s": "PIPELINE_SETTLE_S",
-        "expected_subbands": "PIPELINE_EXPECTED_SUBBANDS",
-    }
-    # The rule each numeric field is held to, from the environment or constructed directly.
-    NUMBER_RULES = {
-        "cluster_tolerance_s": CLUSTER_TOLERANCE_RULE,
-        "settle_s": SETTLE_RULE,
-        "expected_subbands": EXPECTED_SUBBANDS_RULE,
-    }
+    ENV = SETTINGS_ENV
+    NUMBER_RULES = SETTINGS_NUMBER_RULES
 
     @property
     def products_dir(self) -> Path:
@@ -178,14 +183,17 @@ class Settings:
 
     @property
     def catalogs_dir(self) -> Path:
+        """Survey and calibrator catalogs: the one place every stage reads them from."""
         return self.state_dir / "catalogs"
 
     @property
     def logs_dir(self) -> Path:
+        """Log files, on the HDD state tier."""
         return self.state_dir / "logs"
 
     @property
     def run_dir(self) -> Path:
+        """Run-time state of the platform, on the HDD state tier (the storage layout's run/)."""
         return self.state_dir / "run"
 
     @classmethod
@@ -200,36 +208,7 @@ class Settings:
         Folders are not touched here; call :meth:`ensure_dirs` before writing.
         """
         env = os.environ if env is None else env
-        root = _default_root() if root is None else root
-
-        def path(field: str, default: Path) -> Path:
-            raw = env.get(cls.ENV[field], "").strip()
-            value = Path(raw).expanduser() if raw else default
-            return value if value.is_absolute() else (root / value)
-
-        def number(field: str, default: float) -> float:
-            raw = env.get(cls.ENV[field], "").strip()
-            if not raw:
-                return default
-            try:
-                return parse_number(raw, cls.NUMBER_RULES[field])
-            except ValueError as exc:
-                raise SettingsError(f"{cls.ENV[field]}: {exc}") from None
-
-        scratch = path("scratch_dir", root / "data" / "stage")
-        state = path("state_dir", root / "state")
-        return cls(
-            input_dir=path("input_dir", root / "data" / "incoming"),
-            scratch_dir=scratch,
-            output_dir=path("output_dir", scratch / "ms"),
-            state_dir=state,
-            db_path=path("db_path", state / "db" / "pipeline.sqlite3"),
-            tmpfs_dir=path("tmpfs_dir", Path("/dev/shm")),
-            archive_dir=path("archive_dir", root / "data" / "archive"),
-            cluster_tolerance_s=number("cluster_tolerance_s", 60.0),
-            settle_s=number("settle_s", 5.0),
-            expected_subbands=int(number("expected_subbands", 16)),
-        )
+        return cls(**_fields_from_env(env, _default_root() if root is None else root))
 
     def __post_init__(self) -> None:
         """Check the numbers however the object was made (``from_env``, directly, ``replace``).
@@ -248,32 +227,99 @@ class Settings:
     def ensure_dirs(self) -> Settings:
         """Create every folder the platform writes to and prove each is writable.
 
+        Cheap when repeated in one process: a folder already proven writable, and still a
+        folder, is not probed again (see :func:`_ensure_writable`).
+
         Raises
         ------
         SettingsError
             Naming the variable whose folder cannot be created or written.
         """
-        wanted: list[tuple[str, Path]] = [
-            ("input_dir", self.input_dir),
-            ("scratch_dir", self.scratch_dir),
-            ("output_dir", self.output_dir),
-            ("state_dir", self.state_dir),
-            ("db_path", self.db_path.parent),
-            ("tmpfs_dir", self.tmpfs_dir),
-            ("archive_dir", self.archive_dir),
-        ]
-        wanted += [("scratch_dir", self.scratch_dir / sub) for sub in PRODUCT_SUBDIRS]
-        wanted += [("state_dir", self.state_dir / sub) for sub in STATE_SUBDIRS]
-        for field, folder in wanted:
+        for field, folder in _written_folders(self):
             _ensure_writable(self.ENV[field], folder)
         return self
 
     def as_table(self) -> list[tuple[str, str]]:
-        """(variable, value) pairs, for ``dsa110 db info`` and logs."""
+        """Return (variable, value) pairs, for ``dsa110 db info`` and logs."""
         return [(self.ENV[f.name], str(getattr(self, f.name))) for f in fields(self)]
 
 
+def _env_path(env: Mapping[str, str], field: str, default: Path, root: Path) -> Path:
+    """Return the folder ``field``'s variable names (``~`` expanded), relative to ``root``."""
+    raw = env.get(SETTINGS_ENV[field], "").strip()
+    value = Path(raw).expanduser() if raw else default
+    return value if value.is_absolute() else (root / value)
+
+
+def _env_number(env: Mapping[str, str], field: str) -> int | float:
+    """Return ``field``'s variable parsed by its rule, else the field's declared default.
+
+    Raises
+    ------
+    SettingsError
+        Naming the variable, when its text is not a number in range.
+    """
+    raw = env.get(SETTINGS_ENV[field], "").strip()
+    if not raw:
+        return _FIELD_DEFAULTS[field]
+    try:
+        return parse_number(raw, SETTINGS_NUMBER_RULES[field])
+    except ValueError as exc:
+        raise SettingsError(f"{SETTINGS_ENV[field]}: {exc}") from None
+
+
+def _fields_from_env(env: Mapping[str, str], root: Path) -> dict[str, object]:
+    """Return every :class:`Settings` field from ``env``, defaults laid out under ``root``."""
+    scratch = _env_path(env, "scratch_dir", root / "data" / "stage", root)
+    state = _env_path(env, "state_dir", root / "state", root)
+    return {
+        "input_dir": _env_path(env, "input_dir", root / "data" / "incoming", root),
+        "scratch_dir": scratch,
+        "output_dir": _env_path(env, "output_dir", scratch / "ms", root),
+        "state_dir": state,
+        "db_path": _env_path(env, "db_path", state / "db" / "pipeline.sqlite3", root),
+        "tmpfs_dir": _env_path(env, "tmpfs_dir", Path("/dev/shm"), root),
+        "archive_dir": _env_path(env, "archive_dir", root / "data" / "archive", root),
+        **{name: _env_number(env, name) for name in SETTINGS_NUMBER_RULES},
+    }
+
+
+#: The numeric fields' defaults, as the dataclass declares them (one source).
+_FIELD_DEFAULTS = {f.name: f.default for f in fields(Settings) if f.name in SETTINGS_NUMBER_RULES}
+
+
+def _written_folders(settings: Settings) -> list[tuple[str, Path]]:
+    """Return (field, folder) for every folder the platform writes to, tiers and subfolders."""
+    wanted = [
+        ("input_dir", settings.input_dir),
+        ("scratch_dir", settings.scratch_dir),
+        ("output_dir", settings.output_dir),
+        ("state_dir", settings.state_dir),
+        ("db_path", settings.db_path.parent),
+        ("tmpfs_dir", settings.tmpfs_dir),
+        ("archive_dir", settings.archive_dir),
+    ]
+    wanted += [("scratch_dir", settings.scratch_dir / sub) for sub in PRODUCT_SUBDIRS]
+    wanted += [("state_dir", settings.state_dir / sub) for sub in STATE_SUBDIRS]
+    return wanted
+
+
+#: Folders this process has created (or found) and proven writable. A folder in it that is
+#: still a folder is not probed again, so repeated :meth:`Settings.ensure_dirs` calls cost
+#: one ``stat`` per folder; one removed since is created and probed again.
+_PROVEN_WRITABLE: set[Path] = set()
+
+
 def _ensure_writable(variable: str, folder: Path) -> None:
+    """Create ``folder`` if needed and prove it writable with a temporary file.
+
+    Raises
+    ------
+    SettingsError
+        Naming ``variable``, when the folder cannot be created, is a file, or is read-only.
+    """
+    if folder in _PROVEN_WRITABLE and folder.is_dir():
+        return
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -287,3 +333,4 @@ def _ensure_writable(variable: str, folder: Path) -> None:
         raise SettingsError(
             f"{variable}: folder {folder} is not writable: {exc.strerror}"
         ) from None
+    _PROVEN_WRITABLE.add(folder)

@@ -1,0 +1,1 @@
+"""Dagster resources: configuration, the wall clock, WSClean and the tier IO manager."""

@@ -26,6 +26,7 @@ from resources.pipeline import PipelineResource
 
 
 def _tree_bytes(path: Path) -> int:
+    """Return the bytes of a file, or of every file under a folder (a Measurement Set)."""
     if path.is_file():
         return path.stat().st_size
     total = 0
@@ -35,6 +36,7 @@ def _tree_bytes(path: Path) -> int:
 
 
 def _kind_and_suffix(metadata: dict[str, Any] | None, where: str) -> tuple[str, str]:
+    """Return the asset's declared product kind and file suffix; refuse an undeclared kind."""
     metadata = metadata or {}
     kind = metadata.get("dsa110/kind")
     if not kind:
@@ -43,6 +45,7 @@ def _kind_and_suffix(metadata: dict[str, Any] | None, where: str) -> tuple[str, 
 
 
 def _pattern(metadata: dict[str, Any] | None, partition: str) -> str | None:
+    """Return the asset's file-name pattern for ``partition`` (escaped), if it declares one."""
     pattern = (metadata or {}).get("dsa110/pattern")
     return str(pattern).replace("{partition}", glob.escape(partition)) if pattern else None
 
@@ -53,6 +56,17 @@ class TierIOManager(dg.ConfigurableIOManager):
     pipeline: dg.ResourceDependency[PipelineResource]
 
     def handle_output(self, context: dg.OutputContext, obj: Any) -> None:
+        """Check each returned path is where the placement rule puts it; record its metadata.
+
+        Raises
+        ------
+        WrongTierError
+            When a product is on the wrong tier or not at its rule's path.
+        TypeError
+            When the asset returned something other than a path (or a list of paths).
+        FileNotFoundError
+            When the asset returned the right path but wrote nothing there.
+        """
         settings = self.pipeline.settings()
         kind, suffix = _kind_and_suffix(context.definition_metadata, str(context.asset_key))
         if isinstance(obj, SubbandGroup):
@@ -96,6 +110,15 @@ class TierIOManager(dg.ConfigurableIOManager):
         context.add_output_metadata(metadata)
 
     def load_input(self, context: dg.InputContext) -> Any:
+        """Return the upstream product's path (a raw group: its registry description).
+
+        Raises
+        ------
+        FileNotFoundError
+            When the upstream product has not been materialized.
+        FileExistsError
+            When a pattern product matches several files, so the choice would be a guess.
+        """
         settings = self.pipeline.settings()
         upstream = context.upstream_output
         if upstream is None:  # pragma: no cover - assets always have one

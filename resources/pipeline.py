@@ -1,15 +1,21 @@
-"""The pipeline resource: settings and registry access for assets and sensors."""
+"""The pipeline resource: settings and registry access for assets and sensors.
+
+Dagster builds a resource once per run (and once per sensor tick), so the :class:`Settings`
+are read from the environment, and their folders made, once per resource instance rather than
+on every :meth:`PipelineResource.settings` call.
+"""
 
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import dagster as dg
-from pydantic import field_validator
+from pydantic import PrivateAttr, field_validator
 
 from dsa110_assets.processing.calibrate_step import CalibrationPolicy
 from dsa110_assets.registry import Registry
 from dsa110_assets.settings import NumberRule, Settings
+from resources.defaults import default_of
 
 _DAY_S = 86400.0
 #: The kind and range of every number of the resource: a run config or a deployment that sets
@@ -31,6 +37,10 @@ NUMBER_RULES: dict[str, NumberRule] = {
     "min_epochs": NumberRule(int, 2, 100_000),
 }
 
+#: The Settings fields that are folders (every field without a number rule): a resource field
+#: of the same name overrides its ``PIPELINE_*`` variable.
+FOLDER_FIELDS = tuple(name for name in Settings.ENV if name not in Settings.NUMBER_RULES)
+
 
 class PipelineResource(dg.ConfigurableResource):
     """Platform configuration for Dagster code.
@@ -49,13 +59,15 @@ class PipelineResource(dg.ConfigurableResource):
     group_timeout_s: float = 600.0
     min_subbands: int = 12
     max_files_per_tick: int = 4000
-    # Calibration: see dsa110_assets.processing.calibrate_step.CalibrationPolicy.
-    uv_min_klambda: float = 1.0
-    bandpass_validity_h: float = 24.0
-    gain_window_h: float = 12.0  # a calibrator's gains calibrate groups this far either side
-    min_beam_response: float = 0.3
-    field_model_calibration: bool = True  # no calibrator in the window: solve on the field
-    field_min_snr: float = 10.0  # ... and accept that solution at this median gain S/N
+    # Calibration: defaults and meanings are CalibrationPolicy's (calibrate_step): gains reach
+    # gain_window_h either side; with no calibrator there, solve on the field model, accepted
+    # at field_min_snr.
+    uv_min_klambda: float = default_of(CalibrationPolicy, "uv_min_klambda")
+    bandpass_validity_h: float = default_of(CalibrationPolicy, "bandpass_validity_h")
+    gain_window_h: float = default_of(CalibrationPolicy, "gain_window_h")
+    min_beam_response: float = default_of(CalibrationPolicy, "min_beam_response")
+    field_model_calibration: bool = default_of(CalibrationPolicy, "field_model")
+    field_min_snr: float = default_of(CalibrationPolicy, "field_min_snr")
     # Imaging: primary-beam cutoff of the pb-corrected image.
     pb_cutoff: float = 0.2
     # Variability candidates (Mooley et al. 2016): None takes the population's mean + 3 sigma.
@@ -65,10 +77,12 @@ class PipelineResource(dg.ConfigurableResource):
     m_threshold: float = 0.26
     min_epochs: int = 3
 
+    _settings: Settings | None = PrivateAttr(default=None)
+
     @field_validator(*NUMBER_RULES, mode="after")
     @classmethod
     def _number_in_range(cls, value: float | None, info) -> float | None:
-        """Finite and in range (NaN, inf and negative counts are refused, by field name)."""
+        """Refuse a number not finite or out of range (NaN, inf, negative counts), by name."""
         if value is None:
             return None
         try:
@@ -77,6 +91,7 @@ class PipelineResource(dg.ConfigurableResource):
             raise ValueError(f"{info.field_name}: {exc}") from None
 
     def variability_thresholds(self) -> dict[str, float | None]:
+        """Return the variability-candidate thresholds, by the metric functions' names."""
         return {
             "eta_threshold": self.eta_threshold,
             "v_threshold": self.v_threshold,
@@ -85,22 +100,27 @@ class PipelineResource(dg.ConfigurableResource):
         }
 
     def settings(self) -> Settings:
-        overrides = {
-            Settings.ENV[name]: value
-            for name in (
-                "input_dir",
-                "scratch_dir",
-                "output_dir",
-                "state_dir",
-                "db_path",
-                "tmpfs_dir",
-                "archive_dir",
-            )
-            if (value := getattr(self, name)) is not None
-        }
-        return Settings.from_env({**os.environ, **overrides}).ensure_dirs()
+        """Return the platform settings, built once for this resource instance.
+
+        The first call reads the ``PIPELINE_*`` environment under this resource's overrides
+        and makes (and proves writable) every folder; later calls return the same object.
+
+        Raises
+        ------
+        SettingsError
+            Naming the variable whose value or folder is unusable (nothing is cached then).
+        """
+        if self._settings is None:
+            overrides = {
+                Settings.ENV[name]: value
+                for name in FOLDER_FIELDS
+                if (value := getattr(self, name)) is not None
+            }
+            self._settings = Settings.from_env({**os.environ, **overrides}).ensure_dirs()
+        return self._settings
 
     def calibration_policy(self) -> CalibrationPolicy:
+        """Return the calibration policy these fields describe (the rest at its defaults)."""
         return CalibrationPolicy(
             uv_min_klambda=self.uv_min_klambda,
             bandpass_validity_h=self.bandpass_validity_h,
@@ -112,6 +132,7 @@ class PipelineResource(dg.ConfigurableResource):
 
     @contextmanager
     def registry(self) -> Iterator[Registry]:
+        """Open the registry at the settings' ``db_path`` for the ``with`` block; then close it."""
         registry = Registry(self.settings().db_path)
         try:
             yield registry

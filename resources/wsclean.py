@@ -10,27 +10,37 @@ from pathlib import Path
 import dagster as dg
 
 from dsa110_assets.imaging.wsclean import WSCleanParams, choose_image_geometry
+from resources.defaults import default_of, parameter_default
 
 
 class WSCleanResource(dg.ConfigurableResource):
     """How WSClean runs: Briggs 0.5, auto-mask, auto-threshold, mgain 0.8, no model write-back."""
 
     binary: str = "wsclean"
-    threads: int | None = None  # None: WSClean's default (all cores)
-    abs_mem_gb: float | None = None  # None: WSClean's default (the machine's memory)
-    weight: str = "briggs 0.5"
-    niter: int = 2000  # bounded: see dsa110_assets.imaging.wsclean.WSCleanParams
-    mgain: float = 0.8
-    auto_mask: float = 3.0
-    auto_threshold: float = 1.0
-    pixels_per_beam: float = 4.0
-    max_size: int = 4096
-    save_model_to_ms: bool = False
+    # The imaging defaults are WSCleanParams's (dsa110_assets.imaging.wsclean), read from it.
+    threads: int | None = default_of(WSCleanParams, "threads")  # None: all cores
+    abs_mem_gb: float | None = default_of(WSCleanParams, "abs_mem_gb")  # None: all memory
+    weight: str = default_of(WSCleanParams, "weight")
+    niter: int = default_of(WSCleanParams, "niter")  # bounded: see WSCleanParams
+    mgain: float = default_of(WSCleanParams, "mgain")
+    auto_mask: float = default_of(WSCleanParams, "auto_mask")
+    auto_threshold: float = default_of(WSCleanParams, "auto_threshold")
+    pixels_per_beam: float = parameter_default(choose_image_geometry, "pixels_per_beam")
+    max_size: int = parameter_default(choose_image_geometry, "max_size")
+    save_model_to_ms: bool = default_of(WSCleanParams, "save_model_to_ms")
     timeout_s: float | None = 3600.0
     extra_args: list[str] = []  # passed to WSClean as they are, before the MS
 
     def params_for(self, ms_path: Path, data_column: str = "CORRECTED_DATA") -> WSCleanParams:
-        """The WSClean parameters for ``ms_path``: these defaults, geometry from the data."""
+        """Return the WSClean parameters for ``ms_path``: these settings, geometry from the data.
+
+        Parameters
+        ----------
+        ms_path
+            The Measurement Set to image; its longest baseline and band set the geometry.
+        data_column
+            The column imaged (``DATA`` for a quick look without calibration).
+        """
         geometry = choose_image_geometry(
             ms_path, pixels_per_beam=self.pixels_per_beam, max_size=self.max_size
         )

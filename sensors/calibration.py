@@ -28,8 +28,16 @@ RECALIBRATED_ASSETS = (
 )
 
 
-def build_calibration_sensor(target: dg.AssetSelection | dg.JobDefinition | Any):
-    """The sensor, aimed at the job that holds the per-group assets."""
+def build_calibration_sensor(
+    target: dg.AssetSelection | dg.JobDefinition | Any,
+) -> dg.SensorDefinition:
+    """Build the calibration sensor, aimed at the job that holds the per-group assets.
+
+    Parameters
+    ----------
+    target
+        The per-group job (or a selection holding :data:`RECALIBRATED_ASSETS`).
+    """
 
     @dg.sensor(
         name="calibration_sensor",

@@ -24,8 +24,7 @@ GROUP_MAX_RUNTIME_S = 7200
 
 
 def group_run_tags(group_id: str) -> dict[str, str]:
-    """The tags of a per-group run: its group, its queue, its place in the queue and its
-    longest run time.
+    """Return the tags of a per-group run: group, queue, place in the queue, longest run time.
 
     The priority is minus the group's start time in Unix seconds, so the oldest observation
     waiting is always the next to start, whatever order its run was queued in: a requeued
@@ -40,8 +39,16 @@ def group_run_tags(group_id: str) -> dict[str, str]:
     }
 
 
-def build_incoming_sensor(target: dg.AssetSelection | dg.JobDefinition | Any):
-    """The sensor, aimed at the job that processes one group_id partition."""
+def build_incoming_sensor(
+    target: dg.AssetSelection | dg.JobDefinition | Any,
+) -> dg.SensorDefinition:
+    """Build the incoming-files sensor, aimed at the job that processes one group_id partition.
+
+    Parameters
+    ----------
+    target
+        The per-group job; each ready group is one run of it.
+    """
 
     @dg.sensor(
         name="incoming_sensor",

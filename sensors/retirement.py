@@ -53,7 +53,15 @@ def busy_partitions(instance: dg.DagsterInstance, *, now: float, grace_s: float)
 
 
 def build_retirement_sensor(policy: RetentionPolicy | None = None) -> dg.SensorDefinition:
-    """The sensor with ``policy`` (default: ``PIPELINE_PARTITION_RETAIN_DAYS``, 14 days)."""
+    """Build the retirement sensor for ``policy``.
+
+    Parameters
+    ----------
+    policy
+        How long groups keep their partition; default
+        :data:`~dsa110_assets.defs.partitions.RETENTION` (``PIPELINE_PARTITION_RETAIN_DAYS``,
+        14 days).
+    """
     policy = policy or RETENTION
 
     @dg.sensor(

@@ -90,7 +90,7 @@ def _arrive(files: list[Path], input_dir: Path) -> None:
 
 
 def _sensor(defs: dg.Definitions, name: str, instance, pipeline: PipelineResource):
-    sensor = defs.get_sensor_def(name)
+    sensor = defs.resolve_sensor_def(name)
     return sensor(
         dg.build_sensor_context(
             instance=instance, definitions=defs, resources={"pipeline": pipeline}

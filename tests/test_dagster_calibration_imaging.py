@@ -51,7 +51,7 @@ WSCLEAN = WSCleanResource(max_size=2048, threads=2)
 
 
 def _tick(defs: dg.Definitions, instance, pipeline: PipelineResource) -> list[str]:
-    sensor = defs.get_sensor_def("incoming_sensor")
+    sensor = defs.resolve_sensor_def("incoming_sensor")
     result = sensor(
         dg.build_sensor_context(
             instance=instance, definitions=defs, resources={"pipeline": pipeline}
@@ -393,7 +393,7 @@ def test_a_target_without_valid_calibration_is_a_quick_look_then_recalibrated(
     assert (row["cal_status"], row["cal_method"]) == ("uncalibrated", "uncalibrated")
     assert stage.status.value == "skipped" and "quick look" in stage.detail
     assert fits.getheader(row["path"])["CALSTATE"] == "UNCALIBRATED"
-    sensor = defs.get_sensor_def("calibration_sensor")
+    sensor = defs.resolve_sensor_def("calibration_sensor")
 
     def tick():
         return sensor(

@@ -16,7 +16,7 @@ from resources.pipeline import PipelineResource
 
 
 def first_tick(defs: dg.Definitions, instance, pipeline: PipelineResource):
-    sensor = defs.get_sensor_def("incoming_sensor")
+    sensor = defs.resolve_sensor_def("incoming_sensor")
     return sensor(
         dg.build_sensor_context(
             instance=instance, definitions=defs, resources={"pipeline": pipeline}

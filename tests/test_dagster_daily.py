@@ -212,16 +212,22 @@ def test_a_missing_or_corrupt_image_is_skipped_with_its_reason(landed_days) -> N
 def test_the_daily_sensor_requests_complete_days_once(landed_days, tmp_path) -> None:
     pipeline, _ = landed_days
     defs = build_definitions(pipeline)
-    sensor = defs.get_sensor_def("daily_sensor")
+    sensor = defs.resolve_sensor_def("daily_sensor")
     with dg.instance_for_test() as instance:
         context = dg.build_sensor_context(
             instance=instance, definitions=defs, resources={"pipeline": pipeline}
         )
         result = sensor(context)
-    requests = result if isinstance(result, list) else []
-    keys = sorted((r.partition_key, r.run_key) for r in requests)
-    assert [k for k, _ in keys] == list(DAYS)
-    assert all(run_key.startswith(f"{day}:") for day, run_key in keys)
+        requests = result.run_requests
+        keys = sorted((r.partition_key, r.run_key) for r in requests)
+        assert [k for k, _ in keys] == list(DAYS)
+        assert all(run_key.startswith(f"{day}:") for day, run_key in keys)
+
+        # The cursor holds what was requested: the next tick requests nothing new.
+        context.update_cursor(result.cursor)
+        again = sensor(context)
+        assert not again.run_requests and again.skip_reason
+        assert again.cursor == result.cursor
 
     # A day with a group still converting is not complete.
     with Registry(pipeline.settings().db_path) as registry:
@@ -236,7 +242,7 @@ def test_the_daily_sensor_requests_complete_days_once(landed_days, tmp_path) -> 
             instance=instance, definitions=defs, resources={"pipeline": pipeline}
         )
         result = sensor(context)
-    requests = result if isinstance(result, list) else []
+    requests = result.run_requests
     assert sorted(r.partition_key for r in requests) == list(DAYS[:2])
 
 
@@ -292,8 +298,10 @@ def test_cli_lightcurve_export_and_mosaic_on_demand(landed_days, monkeypatch, ca
 
 
 def test_a_day_whose_image_is_made_again_gets_a_new_run_key(landed_days) -> None:
-    """A quick look replaced by its calibrated image (the calibration sensor re-runs the image
-    stage) must request the day's mosaic again: the run key carries the images' version.
+    """Request a re-imaged day again: the run key carries the images' version.
+
+    A quick look replaced by its calibrated image (the calibration sensor re-runs the image
+    stage) must request the day's mosaic again.
     """
     from dsa110_assets.processing.daily_step import day_status
 
@@ -317,3 +325,35 @@ def test_a_day_whose_image_is_made_again_gets_a_new_run_key(landed_days) -> None
             assert after.images == before.images and after.version != before.version
         finally:
             registry.execute(bump, (-1.0, group_id))
+
+
+def test_the_daily_sensor_cursor_requests_a_re_imaged_day_again(landed_days) -> None:
+    """The cursor remembers each day's state: only the re-imaged day is requested again."""
+    pipeline, _ = landed_days
+    defs = build_definitions(pipeline)
+    sensor = defs.resolve_sensor_def("daily_sensor")
+    bump = (
+        "UPDATE stage_status SET updated_at = updated_at + ?"
+        " WHERE group_id = (SELECT MIN(group_id) FROM stage_status"
+        "  WHERE stage = 'image' AND status = 'done' AND group_id >= ?) AND stage = 'image'"
+    )
+    with dg.instance_for_test() as instance:
+        context = dg.build_sensor_context(
+            instance=instance, definitions=defs, resources={"pipeline": pipeline}
+        )
+        first = sensor(context)
+        context.update_cursor(first.cursor)
+        with Registry(pipeline.settings().db_path) as registry:
+            registry.execute(bump, (1.0, DAYS[0]))
+        try:
+            second = sensor(context)
+        finally:
+            with Registry(pipeline.settings().db_path) as registry:
+                registry.execute(bump, (-1.0, DAYS[0]))
+    (request,) = second.run_requests
+    assert request.partition_key == DAYS[0]
+    assert request.run_key not in {r.run_key for r in first.run_requests}
+    assert json.loads(second.cursor)[DAYS[0]] == request.run_key.split(":", 1)[1]
+    assert {d: s for d, s in json.loads(second.cursor).items() if d != DAYS[0]} == {
+        d: s for d, s in json.loads(first.cursor).items() if d != DAYS[0]
+    }

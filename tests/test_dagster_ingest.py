@@ -49,7 +49,7 @@ def write_group(folder: Path, gid: str, subbands, age_s: float = 600.0) -> None:
 
 def tick(defs: dg.Definitions, instance: dg.DagsterInstance, cursor: str | None):
     """One evaluation of the sensor as the daemon would run it, on a real instance."""
-    sensor = defs.get_sensor_def("incoming_sensor")
+    sensor = defs.resolve_sensor_def("incoming_sensor")
     context = dg.build_sensor_context(
         instance=instance,
         cursor=cursor,
@@ -236,4 +236,5 @@ def test_definitions_load_with_groups_kinds_and_owners():
     assert spec.group_name == "ingest"
     assert {"hdf5"} <= set(spec.kinds)
     assert spec.owners == ["team:dsa110-pipeline"]
-    assert defs.get_sensor_def("incoming_sensor").default_status == dg.DefaultSensorStatus.RUNNING
+    sensor = defs.resolve_sensor_def("incoming_sensor")
+    assert sensor.default_status == dg.DefaultSensorStatus.RUNNING

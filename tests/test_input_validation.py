@@ -715,8 +715,10 @@ def _is_write(event: str, args: tuple) -> bool:
 
 
 def _ingest_in_child(catalogs: Path, file: Path, kill_at: int | None, count_fd: int) -> None:
-    """Fork; the child ingests and SIGKILLs itself at its ``kill_at``-th write (a real crash:
-    no finally, no cleanup), or reports how many writes an ingest makes.
+    """Fork a child that ingests, and kills itself at a chosen write or counts the writes.
+
+    The child SIGKILLs itself at its ``kill_at``-th write (a real crash: no finally, no
+    cleanup), or reports how many writes an ingest makes.
     """
     pid = os.fork()
     if pid == 0:  # the child
@@ -796,8 +798,10 @@ def test_concurrent_ingests_and_searches_never_see_a_mix(tmp_path):
 
 
 def test_a_csv_with_a_byte_order_mark_reads_its_first_column(tmp_path):
-    """Spreadsheet exports start with U+FEFF; it used to become part of the first column name
-    ('no ra column ... the file has columns \\ufeffra').
+    r"""Strip the byte order mark that spreadsheet exports start with (U+FEFF).
+
+    It used to become part of the first column name ('no ra column ... the file has columns
+    \ufeffra').
     """
     file = tmp_path / "nvss.csv"
     file.write_bytes("\ufeffra,dec,flux_jy\n10.0,20.0,1.5\n".encode())
@@ -807,8 +811,9 @@ def test_a_csv_with_a_byte_order_mark_reads_its_first_column(tmp_path):
 
 @pytest.mark.parametrize("content", [b"garbage\n", b"SQLite format 3\x00" + b"\x00" * 200])
 def test_a_registry_that_is_not_a_database_is_named_and_left_alone(tmp_path, env, content):
-    """SQLite says only "file is not a database"; every command names the file, exits 1 and
-    changes nothing (no WAL switch, no migration).
+    """Name the file SQLite calls only "file is not a database", exit 1, change nothing.
+
+    Every command does so: no WAL switch, no migration.
     """
     db = Path(env["PIPELINE_STATE_DIR"]) / "db" / "pipeline.sqlite3"
     db.parent.mkdir(parents=True, exist_ok=True)

@@ -123,7 +123,7 @@ def _incoming_tick(defs: dg.Definitions, instance: dg.DagsterInstance):
     context = dg.build_sensor_context(
         instance=instance, definitions=defs, resources={"pipeline": defs.resources["pipeline"]}
     )
-    return defs.get_sensor_def("incoming_sensor")(context)
+    return defs.resolve_sensor_def("incoming_sensor")(context)
 
 
 def _materializations(instance: dg.DagsterInstance, key: str) -> int:

@@ -51,6 +51,7 @@ def ms_shape_problems(ms_path) -> tuple[list[str], dict[str, int]]:
 @dg.asset_check(
     asset=measurement_set,
     partitions_def=group_id_partitions,
+    blocking=True,  # a malformed product must not reach its downstream assets
     description="16 spectral windows ascending in frequency, and one row per window, "
     "integration and baseline.",
 )

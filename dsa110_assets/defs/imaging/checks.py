@@ -36,6 +36,7 @@ def _image_row(pipeline: PipelineResource, group_id: str) -> dict:
 @dg.asset_check(
     asset=image,
     partitions_def=group_id_partitions,
+    blocking=True,  # a malformed product must not reach its downstream assets
     description="The image has no NaN pixel and is not all zeros.",
 )
 def image_is_finite_and_nonzero(
