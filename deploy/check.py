@@ -71,6 +71,7 @@ def check_unit(unit: Path) -> None:
 
 
 def main() -> int:
+    """Check the instance configs and the systemd units; exit non-zero naming the first fault."""
     print(f"dagster.yaml: {check_instance(REPO / 'dagster.yaml')}")
     missing = [v for v in PG_VARS if not os.environ.get(v)]
     if missing:
