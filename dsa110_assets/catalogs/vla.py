@@ -40,7 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dsa110_assets.catalogs.survey import CatalogError
+from dsa110_assets.catalogs.base import CatalogError
 
 REFERENCE_FREQ_HZ = 1.4e9
 DB_FILENAME = "vla_calibrators.sqlite3"
