@@ -1,5 +1,7 @@
-"""Source catalogs: the shipped VLA calibrator list, survey catalogs in declination strips
-(NVSS, FIRST, VLASS) and the search for calibrators drifting through the beam.
+"""Source catalogs: VLA calibrators, survey catalogs in strips, calibrators in the beam.
+
+The shipped VLA calibrator list, survey catalogs in declination strips (NVSS, FIRST, VLASS)
+and the search for calibrators drifting through the beam.
 
 Modules, one idea each: :mod:`.vla` (calibrators and their database), :mod:`.base` (the
 surveys known and the catalog error), :mod:`.survey_files` (reading a survey file),

@@ -76,7 +76,7 @@ def cone_search(
     *,
     min_flux_jy: float = 0.0,
 ) -> list[CatalogSource]:
-    """Sources of ``survey`` within ``radius_deg`` of (RA, Dec), brightest first.
+    """Find the sources of ``survey`` within ``radius_deg`` of (RA, Dec), brightest first.
 
     Only the strips that overlap the cone's declination range are opened (read-only); the
     SQL query selects the bounding box (RA split at 0 h, all RA near a pole) and the exact
@@ -88,38 +88,9 @@ def cone_search(
         The survey was not ingested, a strip is missing or corrupt, or the cone is invalid.
     """
     survey = check_survey(survey)
-    for label, value in (("RA", ra_deg), ("Dec", dec_deg), ("radius", radius_deg)):
-        if not math.isfinite(value):
-            raise CatalogError(f"cone {label} {value} is not a finite number")
-    if not -90.0 <= dec_deg <= 90.0:
-        raise CatalogError(f"cone Dec {dec_deg} is outside -90..90")
-    if not 0.0 < radius_deg <= 180.0:
-        raise CatalogError(f"cone radius {radius_deg} deg must be within (0, 180]")
-    catalogs_dir = Path(catalogs_dir)
-    dec_lo, dec_hi = max(dec_deg - radius_deg, -90.0), min(dec_deg + radius_deg, 90.0)
-    ranges = ra_ranges(ra_deg, dec_deg, radius_deg)
-    ra_sql = " OR ".join("(ra_deg BETWEEN ? AND ?)" for _ in ranges)
-    query = (
-        "SELECT source_id, ra_deg, dec_deg, flux_jy, flux_err_jy, major_arcsec, minor_arcsec,"
-        f" pa_deg FROM sources WHERE dec_deg BETWEEN ? AND ? AND ({ra_sql}) AND flux_jy >= ?"
-    )
-    params = [dec_lo, dec_hi, *(x for pair in ranges for x in pair), min_flux_jy]
-    # A new ingest publishes a new manifest and then deletes the strips of the old one: a
-    # search that read the old manifest just before finds a strip gone, and reads again.
-    manifest = read_manifest(catalogs_dir, survey)
-    for attempt in range(5):
-        try:
-            rows: list[tuple] = []
-            for rel, lo, hi in manifest["strips_parsed"]:
-                if hi < dec_lo or lo > dec_hi:
-                    continue
-                rows.extend(_query_strip(catalogs_dir / rel, query, params))
-            break
-        except _StripMissing as exc:
-            again = read_manifest(catalogs_dir, survey)
-            if attempt == 4 or again.get("folder") == manifest.get("folder"):
-                raise CatalogError(str(exc)) from None
-            manifest = again
+    _check_cone(ra_deg, dec_deg, radius_deg)
+    query, params, dec_lo, dec_hi = _box_query(ra_deg, dec_deg, radius_deg, min_flux_jy)
+    rows = _read_strips(Path(catalogs_dir), survey, query, params, (dec_lo, dec_hi))
     if not rows:
         return []
     ra = np.array([r[1] for r in rows])
@@ -134,11 +105,68 @@ def cone_search(
     return results
 
 
+def _check_cone(ra_deg: float, dec_deg: float, radius_deg: float) -> None:
+    """Refuse a cone that is not finite, has its centre off the sphere or no sensible radius."""
+    for label, value in (("RA", ra_deg), ("Dec", dec_deg), ("radius", radius_deg)):
+        if not math.isfinite(value):
+            raise CatalogError(f"cone {label} {value} is not a finite number")
+    if not -90.0 <= dec_deg <= 90.0:
+        raise CatalogError(f"cone Dec {dec_deg} is outside -90..90")
+    if not 0.0 < radius_deg <= 180.0:
+        raise CatalogError(f"cone radius {radius_deg} deg must be within (0, 180]")
+
+
+def _box_query(
+    ra_deg: float, dec_deg: float, radius_deg: float, min_flux_jy: float
+) -> tuple[str, list[float], float, float]:
+    """Build the SQL of the cone's bounding box; return it, its parameters and the Dec range."""
+    dec_lo, dec_hi = max(dec_deg - radius_deg, -90.0), min(dec_deg + radius_deg, 90.0)
+    ranges = ra_ranges(ra_deg, dec_deg, radius_deg)
+    ra_sql = " OR ".join("(ra_deg BETWEEN ? AND ?)" for _ in ranges)
+    query = (
+        "SELECT source_id, ra_deg, dec_deg, flux_jy, flux_err_jy, major_arcsec, minor_arcsec,"
+        f" pa_deg FROM sources WHERE dec_deg BETWEEN ? AND ? AND ({ra_sql}) AND flux_jy >= ?"
+    )
+    params = [dec_lo, dec_hi, *(x for pair in ranges for x in pair), min_flux_jy]
+    return query, params, dec_lo, dec_hi
+
+
+def _read_strips(
+    catalogs_dir: Path,
+    survey: str,
+    query: str,
+    params: Sequence[float],
+    dec_range: tuple[float, float],
+) -> list[tuple]:
+    """Run ``query`` on every published strip overlapping ``dec_range``.
+
+    A new ingest publishes a new manifest and then deletes the strips of the old one: a
+    search that read the old manifest just before finds a strip gone, and reads again.
+    """
+    dec_lo, dec_hi = dec_range
+    manifest = read_manifest(catalogs_dir, survey)
+    for attempt in range(5):
+        try:
+            rows: list[tuple] = []
+            for rel, lo, hi in manifest["strips_parsed"]:
+                if hi < dec_lo or lo > dec_hi:
+                    continue
+                rows.extend(_query_strip(catalogs_dir / rel, query, params))
+            return rows
+        except _StripMissing as exc:
+            again = read_manifest(catalogs_dir, survey)
+            if attempt == 4 or again.get("folder") == manifest.get("folder"):
+                raise CatalogError(str(exc)) from None
+            manifest = again
+    raise AssertionError("unreachable: the last attempt returns or raises")
+
+
 class _StripMissing(CatalogError):
     """A strip the manifest lists is not there (superseded by a newer ingest, or lost)."""
 
 
 def _query_strip(path: Path, query: str, params: Sequence[float]) -> list[tuple]:
+    """Run ``query`` on one strip, read-only; a missing strip raises :class:`_StripMissing`."""
     if not path.is_file():
         raise _StripMissing(f"{path}: strip listed in the manifest is missing (re-ingest)")
     try:

@@ -30,6 +30,7 @@ BUILD_PREFIX = ".build-"
 
 
 def manifest_path(catalogs_dir: Path, survey: str) -> Path:
+    """Return where the manifest of ``survey`` lives (whether or not it exists)."""
     return Path(catalogs_dir) / f"{survey}_strips.json"
 
 
@@ -45,7 +46,7 @@ def ingest_lock(catalogs_dir: Path, survey: str) -> Iterator[None]:
 
 
 def _published_folder(catalogs_dir: Path, survey: str) -> str | None:
-    """The folder the current manifest names ("" for the flat layout; None: no manifest)."""
+    """Return the folder the current manifest names ("" for the flat layout; None: no manifest)."""
     try:
         return str(read_manifest(catalogs_dir, survey).get("folder", ""))
     except CatalogError:
@@ -53,7 +54,7 @@ def _published_folder(catalogs_dir: Path, survey: str) -> str | None:
 
 
 def previous_strips(catalogs_dir: Path, survey: str) -> list[Path]:
-    """The strip files of the published catalog (none when nothing readable is published)."""
+    """List the strip files of the published catalog (none when nothing readable is published)."""
     try:
         manifest = read_manifest(catalogs_dir, survey)
     except CatalogError:
@@ -83,7 +84,7 @@ def remove_unpublished(catalogs_dir: Path, survey: str) -> None:
 
 
 def _strip_files_on_disk(catalogs_dir: Path, survey: str) -> list[Path]:
-    """Strips of the flat layout (earlier versions) directly in ``catalogs_dir``."""
+    """List the strips of the flat layout (earlier versions) directly in ``catalogs_dir``."""
     return sorted(
         p
         for p in catalogs_dir.glob(f"{survey}_dec*.sqlite3")
@@ -109,7 +110,7 @@ def write_manifest(catalogs_dir: Path, survey: str, payload: dict[str, object]) 
 
 
 def read_manifest(catalogs_dir: Path, survey: str) -> dict:
-    """The manifest of the last ingest of ``survey`` in ``catalogs_dir``.
+    """Read the manifest of the last ingest of ``survey`` in ``catalogs_dir``.
 
     ``strips_parsed`` lists ``(path relative to catalogs_dir, dec_min, dec_max)``.
 

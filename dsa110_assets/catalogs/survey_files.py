@@ -65,6 +65,7 @@ _GENERIC_COLUMNS: dict[str, list[tuple[str, str | None]]] = {
 
 
 def candidates(survey: str, quantity: str) -> list[tuple[str, str | None]]:
+    """List the ``(column name, default unit)`` pairs that may hold ``quantity``, best first."""
     return _SURVEY_COLUMNS[survey].get(quantity, []) + _GENERIC_COLUMNS.get(quantity, [])
 
 
@@ -81,6 +82,13 @@ class RawTable:
 
 
 def read_table(path: Path) -> RawTable:
+    """Read a FITS table or a CSV file (optionally gzipped) into columns.
+
+    Raises
+    ------
+    CatalogError
+        The file cannot be read or is not a table; the message names it.
+    """
     name = path.name.lower()
     try:
         if name.endswith(_FITS_SUFFIXES):
@@ -136,6 +144,7 @@ def _read_csv(path: Path) -> RawTable:
 def find_column(
     raw: RawTable, survey: str, quantity: str
 ) -> tuple[str, str | None] | tuple[None, None]:
+    """Return the file's column for ``quantity`` and its unit (case-insensitive names)."""
     by_lower = {name.lower(): name for name in raw.columns}
     for candidate, default_unit in candidates(survey, quantity):
         actual = by_lower.get(candidate.lower())

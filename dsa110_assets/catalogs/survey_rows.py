@@ -33,7 +33,7 @@ _UNSIGNED_DECIMAL = re.compile(r"(?:[0-9]+\.?[0-9]*|\.[0-9]+)", re.ASCII)
 
 
 def _parse_number_text(text: str) -> float:
-    """A number written as ASCII decimal; empty text is NaN (missing); else ``ValueError``."""
+    """Parse a number written as ASCII decimal; empty text is NaN (missing); else ``ValueError``."""
     text = text.strip()
     if not text:
         return math.nan
@@ -43,8 +43,10 @@ def _parse_number_text(text: str) -> float:
 
 
 def _parse_angle_text(text: str, scale_sexagesimal: float, scale_plain: float, *, hours: bool):
-    """One position from text: ``"13 31 08.29"``/``"-00:12:03"`` (sexagesimal, its sign on the
-    first field even when that is zero) times ``scale_sexagesimal``, or a plain number times
+    """Parse one position from text, sexagesimal or plain.
+
+    ``"13 31 08.29"``/``"-00:12:03"`` (sexagesimal, its sign on the first field even when
+    that is zero) times ``scale_sexagesimal``, or a plain number times
     ``scale_plain``; empty text is NaN. ``ValueError`` for anything else, including fields out
     of range (``hours``: the first field is hours, below 24; else degrees, at most 90).
     """
@@ -112,7 +114,7 @@ def _fast_float(values: np.ndarray) -> np.ndarray | None:
 def _as_float(
     values: np.ndarray, column: str, rejections: _Rejections, text_rows: np.ndarray | None = None
 ) -> np.ndarray:
-    """A numeric column as float64; empty text is NaN, other non-numbers reject their row."""
+    """Convert a column to float64; empty text is NaN, other non-numbers reject their row."""
     if values.dtype.kind in "fiu":
         return values.astype(np.float64)
     fast = _fast_float(values)
@@ -192,7 +194,51 @@ DUPLICATE_REASON = "duplicate source id (first kept)"
 
 
 def validate_rows(survey: str, path: Path, raw: RawTable) -> ValidRows:
-    """Parse and check every row; raise only for problems of the file as a whole."""
+    """Parse and check every row; raise only for problems of the file as a whole.
+
+    The checks run in a fixed order (position, flux, optional values, source id, VLASS
+    flags, duplicates) and a row's first failed check is its reason.
+
+    Raises
+    ------
+    CatalogError
+        A required column is missing, a unit is unknown, or no row is usable.
+    """
+    found = _columns(survey, path, raw)
+    rej = _Rejections(raw.n_rows)
+    ra, dec = _positions(raw, found, rej)
+    flux, optional = _fluxes_and_sizes(raw, found, path, rej)
+    ids = _source_ids(survey, raw, found, path, rej)
+    _reject_duplicates(ids, rej)
+    keep = np.flatnonzero(rej.ok)
+    counts = rej.counts()
+    examples = {reason: rej.examples[reason] for reason in counts}
+    if len(keep) == 0:
+        summary = "; ".join(f"{c} {r} (first: {examples[r]})" for r, c in counts.items())
+        raise CatalogError(
+            f"{path}: no usable rows: the file has no data rows"
+            if raw.n_rows == 0
+            else f"{path}: none of the {raw.n_rows} rows is usable: {summary}"
+        )
+    return ValidRows(
+        n_rows=raw.n_rows,
+        keep=keep,
+        ids=ids,
+        ra=np.where(ra == 360.0, 0.0, ra),
+        dec=dec,
+        flux=flux,
+        rejected=counts,
+        examples=examples,
+        n_duplicates=counts.get(DUPLICATE_REASON, 0),
+        **optional,
+    )
+
+
+_Found = dict[str, tuple[str, str | None] | tuple[None, None]]
+
+
+def _columns(survey: str, path: Path, raw: RawTable) -> _Found:
+    """Find the column of every quantity; a missing required one fails the whole file."""
     found = {q: find_column(raw, survey, q) for q in ("id", *_REQUIRED, "flux_err")}
     found |= {q: find_column(raw, survey, q) for q in ("major", "minor", "pa")}
     missing = [q for q in _REQUIRED if found[q][0] is None]
@@ -204,20 +250,37 @@ def validate_rows(survey: str, path: Path, raw: RawTable) -> ValidRows:
             f"{path}: no {'/'.join(missing)} column for survey {survey} ({wanted}); "
             f"the file has columns {', '.join(raw.columns) or 'none'}"
         )
-    n = raw.n_rows
-    rej = _Rejections(n)
+    return found
 
-    def row_value(label: str, values: np.ndarray) -> Callable[[int], str]:
-        return lambda k: f"row {k + 1}: {label} {values[k]:g}"
 
+def _row_value(label: str, values: np.ndarray) -> Callable[[int], str]:
+    """Describe row ``k`` by one of its values (the example kept for a rejection reason)."""
+    return lambda k: f"row {k + 1}: {label} {values[k]:g}"
+
+
+def _row(k: int) -> str:
+    """Describe row ``k`` by its number alone."""
+    return f"row {k + 1}"
+
+
+def _positions(raw: RawTable, found: _Found, rej: _Rejections) -> tuple[np.ndarray, np.ndarray]:
+    """RA and Dec in degrees; rows without a position in range are rejected."""
     ra_col, ra_unit = found["ra"]
     dec_col, dec_unit = found["dec"]
     ra = _as_angle_deg(raw.columns[ra_col], ra_unit, ra_col, rej, hours=True)
     dec = _as_angle_deg(raw.columns[dec_col], dec_unit, dec_col, rej, hours=False)
-    rej.reject(~np.isfinite(ra) | ~np.isfinite(dec), "no position", lambda k: f"row {k + 1}")
+    rej.reject(~np.isfinite(ra) | ~np.isfinite(dec), "no position", _row)
     with np.errstate(invalid="ignore"):
-        rej.reject((ra < 0.0) | (ra > 360.0), "RA outside 0..360 deg", row_value("RA", ra))
-        rej.reject(np.abs(dec) > 90.0, "Dec outside -90..90 deg", row_value("Dec", dec))
+        rej.reject((ra < 0.0) | (ra > 360.0), "RA outside 0..360 deg", _row_value("RA", ra))
+        rej.reject(np.abs(dec) > 90.0, "Dec outside -90..90 deg", _row_value("Dec", dec))
+    return ra, dec
+
+
+def _fluxes_and_sizes(
+    raw: RawTable, found: _Found, path: Path, rej: _Rejections
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Parse the flux in Jy (positive, finite) and the optional error, sizes and angle."""
+    n = raw.n_rows
 
     def quantity(name: str, units: dict[str, float]) -> np.ndarray:
         column, unit = found[name]
@@ -227,9 +290,9 @@ def validate_rows(survey: str, path: Path, raw: RawTable) -> ValidRows:
         return _as_float(raw.columns[column], column, rej) * factor
 
     flux = quantity("flux", _TO_JY)
-    rej.reject(~np.isfinite(flux), "no flux", lambda k: f"row {k + 1}")
+    rej.reject(~np.isfinite(flux), "no flux", _row)
     with np.errstate(invalid="ignore"):
-        rej.reject(flux <= 0.0, "flux not positive", row_value("flux (Jy)", flux))
+        rej.reject(flux <= 0.0, "flux not positive", _row_value("flux (Jy)", flux))
     optional = {
         "flux_err": quantity("flux_err", _TO_JY),
         "major": quantity("major", _TO_ARCSEC),
@@ -237,24 +300,33 @@ def validate_rows(survey: str, path: Path, raw: RawTable) -> ValidRows:
         "pa": quantity("pa", {"deg": 1.0}),
     }
     for name, values in optional.items():
-        rej.reject(np.isinf(values), f"{name} not finite", row_value(name, values))
+        rej.reject(np.isinf(values), f"{name} not finite", _row_value(name, values))
         if name != "pa":
             with np.errstate(invalid="ignore"):
-                rej.reject(values < 0.0, f"{name} negative", row_value(name, values))
+                rej.reject(values < 0.0, f"{name} negative", _row_value(name, values))
+    return flux, optional
 
+
+def _source_ids(
+    survey: str, raw: RawTable, found: _Found, path: Path, rej: _Rejections
+) -> np.ndarray:
+    """Read the source ids (``{survey}_{row}`` without an id column); VLASS keeps its selection."""
     id_col = found["id"][0]
     if id_col is not None:
         ids = np.array([str(v).strip() for v in raw.columns[id_col]], dtype=object)
-        rej.reject(ids == "", "no source id", lambda k: f"row {k + 1}")
+        rej.reject(ids == "", "no source id", _row)
     else:
-        ids = np.array([f"{survey}_{k + 1}" for k in range(n)], dtype=object)
+        ids = np.array([f"{survey}_{k + 1}" for k in range(raw.n_rows)], dtype=object)
     if survey == "vlass":
         selected = _vlass_selection(raw, path, rej)
-        rej.reject(~selected, "VLASS duplicate or quality flag", lambda k: f"row {k + 1}")
+        rej.reject(~selected, "VLASS duplicate or quality flag", _row)
+    return ids
 
-    # Source ids must be unique (photometry keys on them): the first valid row of a name wins.
+
+def _reject_duplicates(ids: np.ndarray, rej: _Rejections) -> None:
+    """Reject later valid rows repeating a source id (photometry keys on unique ids)."""
     first_row: dict[str, int] = {}
-    duplicate = np.zeros(n, dtype=bool)
+    duplicate = np.zeros(len(ids), dtype=bool)
     for k in np.flatnonzero(rej.ok):
         name = ids[k]
         if name in first_row:
@@ -266,33 +338,10 @@ def validate_rows(survey: str, path: Path, raw: RawTable) -> ValidRows:
         DUPLICATE_REASON,
         lambda k: f"row {k + 1}: {ids[k]!r} (first at row {first_row[ids[k]] + 1})",
     )
-    keep = np.flatnonzero(rej.ok)
-    counts = rej.counts()
-    examples = {reason: rej.examples[reason] for reason in counts}
-    if len(keep) == 0:
-        summary = "; ".join(f"{c} {r} (first: {examples[r]})" for r, c in counts.items())
-        raise CatalogError(
-            f"{path}: no usable rows: the file has no data rows"
-            if n == 0
-            else f"{path}: none of the {n} rows is usable: {summary}"
-        )
-    ra = np.where(ra == 360.0, 0.0, ra)
-    return ValidRows(
-        n_rows=n,
-        keep=keep,
-        ids=ids,
-        ra=ra,
-        dec=dec,
-        flux=flux,
-        rejected=counts,
-        examples=examples,
-        n_duplicates=counts.get(DUPLICATE_REASON, 0),
-        **optional,
-    )
 
 
 def _vlass_selection(raw: RawTable, path: Path, rej: _Rejections) -> np.ndarray:
-    """The VLASS catalog's recommended rows: ``Duplicate_flag < 2`` and quality 0 or 4."""
+    """Select the VLASS catalog's recommended rows: ``Duplicate_flag < 2`` and quality 0 or 4."""
     keep = np.ones(raw.n_rows, dtype=bool)
     by_lower = {name.lower(): name for name in raw.columns}
     if "duplicate_flag" in by_lower:
