@@ -38,8 +38,9 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
+
+from dsa110_assets.timing import Stopwatch
 
 GiB = 1 << 30
 MB = 1e6
@@ -76,7 +77,7 @@ def disk_write_speed(folder: Path, nbytes: int = GiB) -> float:
     """Sequential write speed of ``folder``'s disk in MB/s: 4 MiB writes, then fsync."""
     block = os.urandom(4 << 20)
     path = folder / "dd-test.bin"
-    start = time.perf_counter()
+    start = Stopwatch()
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
         for _ in range(nbytes // len(block)):
@@ -84,7 +85,7 @@ def disk_write_speed(folder: Path, nbytes: int = GiB) -> float:
         os.fsync(fd)
     finally:
         os.close(fd)
-    elapsed = time.perf_counter() - start
+    elapsed = start.elapsed_s
     path.unlink()
     return nbytes / elapsed / MB
 
@@ -97,11 +98,11 @@ def child_ours(spec: dict) -> dict:
 
     files = {int(k): Path(v) for k, v in spec["files"].items()}
     tmpfs = Path(spec["tmpfs"]) if spec["tmpfs"] else None
-    start = time.perf_counter()
+    start = Stopwatch()
     result = convert_group(
         files, Path(spec["ms"]), tmpfs_dir=tmpfs, scratch_dir=Path(spec["scratch"])
     )
-    wall = time.perf_counter() - start
+    wall = start.elapsed_s
     return {
         "wall_s": wall,
         "timings": result.timings,
@@ -123,18 +124,18 @@ def child_baseline(spec: dict) -> dict:
     files = [Path(p) for p in spec["files"]]
     out = Path(spec["ms"])
     out.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
+    start = Stopwatch()
     read_s = write_s = 0.0
     for path in files:
-        t = time.perf_counter()
+        t = Stopwatch()
         uvd = meridian_uvdata(path)
-        read_s += time.perf_counter() - t
-        t = time.perf_counter()
+        read_s += t.elapsed_s
+        t = Stopwatch()
         write_ms(uvd, out / f"{path.stem}.ms")
-        write_s += time.perf_counter() - t
+        write_s += t.elapsed_s
         del uvd
     return {
-        "wall_s": time.perf_counter() - start,
+        "wall_s": start.elapsed_s,
         "timings": {"read_s": read_s, "write_s": write_s, "total_s": read_s + write_s},
         "apparent_bytes": _apparent_bytes(out),
         "allocated_bytes": _allocated_bytes(out),
@@ -144,7 +145,7 @@ def child_baseline(spec: dict) -> dict:
 
 def run_child(kind: str, spec: dict, timeout: float | None = None) -> dict:
     """Run one measurement in a fresh interpreter; returns its JSON report (+ process wall)."""
-    start = time.perf_counter()
+    start = Stopwatch()
     proc = subprocess.run(
         [sys.executable, __file__, "--child", kind, json.dumps(spec)],
         capture_output=True,
@@ -154,7 +155,7 @@ def run_child(kind: str, spec: dict, timeout: float | None = None) -> dict:
     if proc.returncode != 0:
         raise RuntimeError(f"{kind} failed:\n{proc.stderr[-3000:]}")
     report = json.loads(proc.stdout.strip().splitlines()[-1])
-    report["process_wall_s"] = time.perf_counter() - start
+    report["process_wall_s"] = start.elapsed_s
     return report
 
 
@@ -203,13 +204,10 @@ def main() -> int:
     root = Path(tempfile.mkdtemp(prefix="bench-convert-", dir=args.dir))
     tmpfs = Path(tempfile.mkdtemp(prefix="bench-convert-", dir=args.tmpfs))
     try:
-        t = time.perf_counter()
+        t = Stopwatch()
         files = simulate(root, args.seed)
         input_bytes = sum(p.stat().st_size for p in files)
-        print(
-            f"simulated {len(files)} files, {input_bytes / MB:.0f} MB in "
-            f"{time.perf_counter() - t:.1f} s"
-        )
+        print(f"simulated {len(files)} files, {input_bytes / MB:.0f} MB in {t.elapsed_s:.1f} s")
         disk_mb_s = disk_write_speed(root)
         print(f"disk sequential write (1 GiB, fsync) in {root}: {disk_mb_s:.0f} MB/s")
 

@@ -19,20 +19,22 @@ import random
 import shutil
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 from dsa110_assets.ingest import normalize_directory, normalize_subband_on_ingest
 from dsa110_assets.ingest.samples import write_header_only_subband
 from dsa110_assets.naming import epoch_to_group_id, group_id_to_epoch, subband_filename
 from dsa110_assets.registry import Registry
+from dsa110_assets.timing import Stopwatch
 
 GROUP_CADENCE_S = 309  # 24 x 12.884902 s
 
 
 def make_backlog(folder: Path, n_groups: int, seed: int = 1) -> list[str]:
-    """Write header-only subband files (ingest reads each file's ``time_array``) in arrival
-    order; names drift 0-2 s within a group, contents start at the observation's start.
+    """Write header-only subband files in arrival order; return their names.
+
+    Ingest reads each file's ``time_array``; names drift 0-2 s within a group, contents start
+    at the observation's start.
     """
     rng = random.Random(seed)
     t0 = group_id_to_epoch("2025-01-15T00:00:00")
@@ -64,27 +66,27 @@ def main() -> int:
         batch_dir.mkdir()
         base_dir.mkdir()
 
-        t = time.perf_counter()
+        t = Stopwatch()
         n_files = len(make_backlog(batch_dir, args.groups))
-        created = time.perf_counter() - t
+        created = t.elapsed_s
         sample = make_backlog(base_dir, args.sample_groups)
         print(f"backlog: {n_files} files in {args.groups} groups (created in {created:.1f} s)")
 
         # Baseline: the streaming path, one file and one transaction at a time.
         with Registry(root / "baseline.sqlite3") as registry:
             before = registry.round_trips
-            t = time.perf_counter()
+            t = Stopwatch()
             for name in sample:
                 normalize_subband_on_ingest(base_dir / name, registry, input_dir=base_dir)
-            base_s = time.perf_counter() - t
+            base_s = t.elapsed_s
             base_trips = (registry.round_trips - before) / len(sample)
         base_rate = len(sample) / base_s
 
         # Batched: one pass over the whole folder.
         with Registry(root / "batch.sqlite3") as registry:
-            t = time.perf_counter()
+            t = Stopwatch()
             stats = normalize_directory(batch_dir, registry=registry)
-            batch_s = time.perf_counter() - t
+            batch_s = t.elapsed_s
             registered = registry.query("SELECT COUNT(*) FROM subband_files")[0][0]
             pending = registry.query("SELECT COUNT(*) FROM processing_queue WHERE state='pending'")[
                 0
