@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import resource
 import shutil
-import time
 from pathlib import Path
 
 from dsa110_assets.calibration import (
@@ -29,6 +28,7 @@ from dsa110_assets.conversion import convert_group
 from dsa110_assets.naming import parse_subband_filename
 from dsa110_assets.simulation import PRESETS, SimulationConfig, simulate_observations
 from dsa110_assets.simulation.sky import get_calibrator
+from dsa110_assets.timing import Stopwatch
 
 CASA_SECONDS = {"bandpass": 30.0, "gaincal": 11.0, "applycal": 4.0}
 
@@ -38,12 +38,12 @@ def _peak_rss_mb() -> float:
 
 
 def prepare(workdir: Path, seed: int) -> Path:
-    """The full-size MS under ``workdir`` (simulated and converted unless already there)."""
+    """Return the full-size MS under ``workdir`` (simulated and converted unless already there)."""
     ms = workdir / "group.ms"
     if ms.exists():
         print(f"reusing {ms}")
         return ms
-    t = time.perf_counter()
+    t = Stopwatch()
     sim = simulate_observations(
         SimulationConfig(
             output_dir=workdir / "incoming",
@@ -52,11 +52,11 @@ def prepare(workdir: Path, seed: int) -> Path:
             **PRESETS["full"],
         )
     )
-    t_sim = time.perf_counter() - t
+    t_sim = t.elapsed_s
     files = {parse_subband_filename(p.name).subband: p for p in sim.groups[0].files}
-    t = time.perf_counter()
+    t = Stopwatch()
     convert_group(files, ms, tmpfs_dir=None, scratch_dir=workdir / "scratch", durable=False)
-    print(f"simulated in {t_sim:.1f} s, converted in {time.perf_counter() - t:.1f} s")
+    print(f"simulated in {t_sim:.1f} s, converted in {t.elapsed_s:.1f} s")
     shutil.rmtree(workdir / "incoming", ignore_errors=True)  # the MS is all we need
     return ms
 
@@ -71,20 +71,20 @@ def main() -> None:
     rss_before = _peak_rss_mb()
     calibrator = get_calibrator("3C286")
 
-    t = time.perf_counter()
+    t = Stopwatch()
     solution = solve_calibrator(ms, calibrator)
-    t_solve = time.perf_counter() - t
+    t_solve = t.elapsed_s
     rss_solve = _peak_rss_mb()
 
     tables = args.workdir / "caltables"
-    t = time.perf_counter()
+    t = Stopwatch()
     bp = write_bandpass_table(tables / "bench.B", solution, ms, overwrite=True)
     g = write_gain_table(tables / "bench.G", solution, ms, overwrite=True)
-    t_write = time.perf_counter() - t
+    t_write = t.elapsed_s
 
-    t = time.perf_counter()
+    t = Stopwatch()
     result = apply_calibration(ms, bp, g)
-    t_apply = time.perf_counter() - t
+    t_apply = t.elapsed_s
 
     rows = int(solution.stats["n_rows"])
     total = t_solve + t_apply

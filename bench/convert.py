@@ -38,8 +38,9 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
+
+from dsa110_assets.timing import Stopwatch
 
 GiB = 1 << 30
 MB = 1e6
@@ -76,7 +77,7 @@ def disk_write_speed(folder: Path, nbytes: int = GiB) -> float:
     """Sequential write speed of ``folder``'s disk in MB/s: 4 MiB writes, then fsync."""
     block = os.urandom(4 << 20)
     path = folder / "dd-test.bin"
-    start = time.perf_counter()
+    start = Stopwatch()
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
         for _ in range(nbytes // len(block)):
@@ -84,7 +85,7 @@ def disk_write_speed(folder: Path, nbytes: int = GiB) -> float:
         os.fsync(fd)
     finally:
         os.close(fd)
-    elapsed = time.perf_counter() - start
+    elapsed = start.elapsed_s
     path.unlink()
     return nbytes / elapsed / MB
 
@@ -97,11 +98,11 @@ def child_ours(spec: dict) -> dict:
 
     files = {int(k): Path(v) for k, v in spec["files"].items()}
     tmpfs = Path(spec["tmpfs"]) if spec["tmpfs"] else None
-    start = time.perf_counter()
+    start = Stopwatch()
     result = convert_group(
         files, Path(spec["ms"]), tmpfs_dir=tmpfs, scratch_dir=Path(spec["scratch"])
     )
-    wall = time.perf_counter() - start
+    wall = start.elapsed_s
     return {
         "wall_s": wall,
         "timings": result.timings,
@@ -123,18 +124,18 @@ def child_baseline(spec: dict) -> dict:
     files = [Path(p) for p in spec["files"]]
     out = Path(spec["ms"])
     out.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
+    start = Stopwatch()
     read_s = write_s = 0.0
     for path in files:
-        t = time.perf_counter()
+        t = Stopwatch()
         uvd = meridian_uvdata(path)
-        read_s += time.perf_counter() - t
-        t = time.perf_counter()
+        read_s += t.elapsed_s
+        t = Stopwatch()
         write_ms(uvd, out / f"{path.stem}.ms")
-        write_s += time.perf_counter() - t
+        write_s += t.elapsed_s
         del uvd
     return {
-        "wall_s": time.perf_counter() - start,
+        "wall_s": start.elapsed_s,
         "timings": {"read_s": read_s, "write_s": write_s, "total_s": read_s + write_s},
         "apparent_bytes": _apparent_bytes(out),
         "allocated_bytes": _allocated_bytes(out),
@@ -144,7 +145,7 @@ def child_baseline(spec: dict) -> dict:
 
 def run_child(kind: str, spec: dict, timeout: float | None = None) -> dict:
     """Run one measurement in a fresh interpreter; returns its JSON report (+ process wall)."""
-    start = time.perf_counter()
+    start = Stopwatch()
     proc = subprocess.run(
         [sys.executable, __file__, "--child", kind, json.dumps(spec)],
         capture_output=True,
@@ -154,7 +155,7 @@ def run_child(kind: str, spec: dict, timeout: float | None = None) -> dict:
     if proc.returncode != 0:
         raise RuntimeError(f"{kind} failed:\n{proc.stderr[-3000:]}")
     report = json.loads(proc.stdout.strip().splitlines()[-1])
-    report["process_wall_s"] = time.perf_counter() - start
+    report["process_wall_s"] = start.elapsed_s
     return report
 
 
@@ -191,103 +192,116 @@ def main() -> int:
         report = child_ours(spec) if args.child == "ours" else child_baseline(spec)
         print(json.dumps(report))
         return 0
-
-    for folder in (args.dir, args.tmpfs):
-        usage = shutil.disk_usage(folder)
-        print(f"{folder}: {usage.free / GiB:.1f} GiB free of {usage.total / GiB:.1f} GiB")
-    if shutil.disk_usage(args.dir).free < NEEDED_BYTES:
-        print(f"need {NEEDED_BYTES / GiB:.0f} GiB free in {args.dir}", file=sys.stderr)
+    if not _enough_space(args):
         return 1
     print(f"cores: {os.cpu_count()}")
 
     root = Path(tempfile.mkdtemp(prefix="bench-convert-", dir=args.dir))
     tmpfs = Path(tempfile.mkdtemp(prefix="bench-convert-", dir=args.tmpfs))
     try:
-        t = time.perf_counter()
+        t = Stopwatch()
         files = simulate(root, args.seed)
         input_bytes = sum(p.stat().st_size for p in files)
-        print(
-            f"simulated {len(files)} files, {input_bytes / MB:.0f} MB in "
-            f"{time.perf_counter() - t:.1f} s"
-        )
+        print(f"simulated {len(files)} files, {input_bytes / MB:.0f} MB in {t.elapsed_s:.1f} s")
         disk_mb_s = disk_write_speed(root)
         print(f"disk sequential write (1 GiB, fsync) in {root}: {disk_mb_s:.0f} MB/s")
-
-        runs: dict[str, dict] = {}
-        configs = (("SSD staging", None), ("tmpfs staging", tmpfs))
-        for repeat in range(1, args.repeats + 1):
-            for label, staging in configs:
-                if args.cold:
-                    _drop_cache(files)
-                ms = root / "ms" / "group.ms"
-                spec = {
-                    "files": {str(i): str(p) for i, p in enumerate(files)},
-                    "ms": str(ms),
-                    "tmpfs": str(staging) if staging else "",
-                    "scratch": str(root / "scratch"),
-                }
-                runs[f"ours, {label} #{repeat}"] = run_child("ours", spec)
-                shutil.rmtree(ms)
-
-        baseline_ms = root / "baseline.ms"
-        scale, note = 1, "all 16 subbands"
-        try:
-            if args.cold:
-                _drop_cache(files)
-            spec = {"files": [str(p) for p in files], "ms": str(baseline_ms)}
-            baseline = run_child("baseline", spec, timeout=BASELINE_TIMEOUT_S)
-        except (RuntimeError, subprocess.TimeoutExpired) as err:
-            print(f"baseline on 16 subbands failed ({str(err)[:200]}); measuring 4 and scaling")
-            shutil.rmtree(baseline_ms, ignore_errors=True)
-            spec = {"files": [str(p) for p in files[:4]], "ms": str(baseline_ms)}
-            baseline = run_child("baseline", spec, timeout=BASELINE_TIMEOUT_S)
-            scale, note = 4, "4 subbands x 4"
-        shutil.rmtree(baseline_ms, ignore_errors=True)
-        base_s = baseline["process_wall_s"] * scale
-
+        runs = _our_runs(files, root, tmpfs, args)
+        baseline, scale, note = _baseline_run(files, root, args.cold)
         print(f"\ninput: {'cold (dropped from page cache)' if args.cold else 'warm page cache'}")
-        header = (
-            f"{'run':26s} {'total':>7s} {'read':>6s} {'phase':>6s} {'write':>6s} {'wait':>6s} "
-            f"{'publish':>7s} {'process':>8s} {'peak RSS':>9s} {'MS':>8s} {'on disk':>8s} "
-            f"{'MB/s':>6s} {'vs disk':>7s} {'speedup':>7s}"
-        )
-        print(header)
-        for name, r in runs.items():
-            tm = r["timings"]
-            mb_s = r["apparent_bytes"] / tm["total_s"] / MB
-            print(
-                f"{name:26s} {tm['total_s']:6.1f}s {tm['read_s']:5.1f}s {tm['phase_s']:5.1f}s "
-                f"{tm['write_s']:5.1f}s {tm['wait_s']:5.1f}s {tm['publish_s']:6.1f}s "
-                f"{r['process_wall_s']:7.1f}s {r['peak_rss_mb']:7.0f}MB "
-                f"{r['apparent_bytes'] / 1e9:6.2f}GB {r['allocated_bytes'] / 1e9:6.2f}GB "
-                f"{mb_s:6.0f} {mb_s / disk_mb_s:6.2f}x {base_s / r['process_wall_s']:6.2f}x"
-            )
-        bt = baseline["timings"]
-        print(
-            f"{'baseline (pyuvdata)':26s} {bt['total_s'] * scale:6.1f}s "
-            f"{bt['read_s'] * scale:5.1f}s {'':>6s} {bt['write_s'] * scale:5.1f}s {'':>6s} "
-            f"{'':>7s} {base_s:7.1f}s {baseline['peak_rss_mb']:7.0f}MB "
-            f"{baseline['apparent_bytes'] * scale / 1e9:6.2f}GB "
-            f"{baseline['allocated_bytes'] * scale / 1e9:6.2f}GB   ({note})"
-        )
-        print(
-            "\nread/phase/write/wait/publish are per-thread times: reading and mapping run in a "
-            "reader thread that overlaps the writes; 'process' is the subprocess wall time "
-            "(interpreter start and imports included), used for the speedup. MB/s = MS bytes "
-            "(apparent) / total; 'vs disk' compares it with the disk's fsync'd write speed."
-        )
-        best = min(r["process_wall_s"] for r in runs.values())
-        print(
-            f"targets: speedup >= 3x: {base_s / best:.1f}x; < 60 s: {best:.1f} s; "
-            f"peak < 1.5 GB: {max(r['peak_rss_mb'] for r in runs.values()):.0f} MB; "
-            "existing pipeline: 264 s"
-        )
+        _print_table(runs, baseline, scale, note, disk_mb_s)
     finally:
         if not args.keep:
             shutil.rmtree(root, ignore_errors=True)
         shutil.rmtree(tmpfs, ignore_errors=True)
         print(f"\n{'kept' if args.keep else 'removed'} {root}")
     return 0
+
+
+def _enough_space(args: argparse.Namespace) -> bool:
+    for folder in (args.dir, args.tmpfs):
+        usage = shutil.disk_usage(folder)
+        print(f"{folder}: {usage.free / GiB:.1f} GiB free of {usage.total / GiB:.1f} GiB")
+    if shutil.disk_usage(args.dir).free < NEEDED_BYTES:
+        print(f"need {NEEDED_BYTES / GiB:.0f} GiB free in {args.dir}", file=sys.stderr)
+        return False
+    return True
+
+
+def _our_runs(files: list[Path], root: Path, tmpfs: Path, args: argparse.Namespace) -> dict:
+    runs: dict[str, dict] = {}
+    configs = (("SSD staging", None), ("tmpfs staging", tmpfs))
+    for repeat in range(1, args.repeats + 1):
+        for label, staging in configs:
+            if args.cold:
+                _drop_cache(files)
+            ms = root / "ms" / "group.ms"
+            spec = {
+                "files": {str(i): str(p) for i, p in enumerate(files)},
+                "ms": str(ms),
+                "tmpfs": str(staging) if staging else "",
+                "scratch": str(root / "scratch"),
+            }
+            runs[f"ours, {label} #{repeat}"] = run_child("ours", spec)
+            shutil.rmtree(ms)
+    return runs
+
+
+def _baseline_run(files: list[Path], root: Path, cold: bool) -> tuple[dict, int, str]:
+    baseline_ms = root / "baseline.ms"
+    scale, note = 1, "all 16 subbands"
+    try:
+        if cold:
+            _drop_cache(files)
+        spec = {"files": [str(p) for p in files], "ms": str(baseline_ms)}
+        baseline = run_child("baseline", spec, timeout=BASELINE_TIMEOUT_S)
+    except (RuntimeError, subprocess.TimeoutExpired) as err:
+        print(f"baseline on 16 subbands failed ({str(err)[:200]}); measuring 4 and scaling")
+        shutil.rmtree(baseline_ms, ignore_errors=True)
+        spec = {"files": [str(p) for p in files[:4]], "ms": str(baseline_ms)}
+        baseline = run_child("baseline", spec, timeout=BASELINE_TIMEOUT_S)
+        scale, note = 4, "4 subbands x 4"
+    shutil.rmtree(baseline_ms, ignore_errors=True)
+    return baseline, scale, note
+
+
+def _print_table(runs: dict, baseline: dict, scale: int, note: str, disk_mb_s: float) -> None:
+    base_s = baseline["process_wall_s"] * scale
+    header = (
+        f"{'run':26s} {'total':>7s} {'read':>6s} {'phase':>6s} {'write':>6s} {'wait':>6s} "
+        f"{'publish':>7s} {'process':>8s} {'peak RSS':>9s} {'MS':>8s} {'on disk':>8s} "
+        f"{'MB/s':>6s} {'vs disk':>7s} {'speedup':>7s}"
+    )
+    print(header)
+    for name, r in runs.items():
+        tm = r["timings"]
+        mb_s = r["apparent_bytes"] / tm["total_s"] / MB
+        print(
+            f"{name:26s} {tm['total_s']:6.1f}s {tm['read_s']:5.1f}s {tm['phase_s']:5.1f}s "
+            f"{tm['write_s']:5.1f}s {tm['wait_s']:5.1f}s {tm['publish_s']:6.1f}s "
+            f"{r['process_wall_s']:7.1f}s {r['peak_rss_mb']:7.0f}MB "
+            f"{r['apparent_bytes'] / 1e9:6.2f}GB {r['allocated_bytes'] / 1e9:6.2f}GB "
+            f"{mb_s:6.0f} {mb_s / disk_mb_s:6.2f}x {base_s / r['process_wall_s']:6.2f}x"
+        )
+    bt = baseline["timings"]
+    print(
+        f"{'baseline (pyuvdata)':26s} {bt['total_s'] * scale:6.1f}s "
+        f"{bt['read_s'] * scale:5.1f}s {'':>6s} {bt['write_s'] * scale:5.1f}s {'':>6s} "
+        f"{'':>7s} {base_s:7.1f}s {baseline['peak_rss_mb']:7.0f}MB "
+        f"{baseline['apparent_bytes'] * scale / 1e9:6.2f}GB "
+        f"{baseline['allocated_bytes'] * scale / 1e9:6.2f}GB   ({note})"
+    )
+    print(
+        "\nread/phase/write/wait/publish are per-thread times: reading and mapping run in a "
+        "reader thread that overlaps the writes; 'process' is the subprocess wall time "
+        "(interpreter start and imports included), used for the speedup. MB/s = MS bytes "
+        "(apparent) / total; 'vs disk' compares it with the disk's fsync'd write speed."
+    )
+    best = min(r["process_wall_s"] for r in runs.values())
+    print(
+        f"targets: speedup >= 3x: {base_s / best:.1f}x; < 60 s: {best:.1f} s; "
+        f"peak < 1.5 GB: {max(r['peak_rss_mb'] for r in runs.values()):.0f} MB; "
+        "existing pipeline: 264 s"
+    )
 
 
 if __name__ == "__main__":

@@ -22,10 +22,10 @@ Usage: ``python bench/imaging.py [--antennas 64] [--channels 16] [--max-size 409
 from __future__ import annotations
 
 import argparse
-import shutil
 import tempfile
-import time
 from pathlib import Path
+
+from _common import scratch_folder, timed
 
 from dsa110_assets.conversion import convert_group
 from dsa110_assets.imaging import (
@@ -42,12 +42,12 @@ from dsa110_assets.imaging import (
 )
 from dsa110_assets.naming import parse_subband_filename
 from dsa110_assets.simulation import SimulationConfig, simulate_observations
+from dsa110_assets.timing import Stopwatch
 
 
 def _timed(label: str, timings: dict[str, float], func, *args, **kwargs):
-    started = time.perf_counter()
-    value = func(*args, **kwargs)
-    timings[label] = time.perf_counter() - started
+    seconds, value = timed(func, *args, **kwargs)
+    timings[label] = seconds
     return value
 
 
@@ -60,93 +60,101 @@ def main() -> int:
     parser.add_argument("--dir", default=tempfile.gettempdir())
     parser.add_argument("--keep", action="store_true")
     args = parser.parse_args()
-
-    root = Path(tempfile.mkdtemp(prefix="bench-imaging-", dir=args.dir))
-    try:
-        t0 = time.perf_counter()
-        sim = simulate_observations(
-            SimulationConfig(
-                output_dir=root / "incoming",
-                truth_dir=root / "truth",
-                n_groups=1,
-                n_antennas=args.antennas,
-                n_channels=args.channels,
-                seed=7,
-                n_background_sources=40,
-                corruptions=False,
-            )
-        )
-        files = {parse_subband_filename(p.name).subband: p for p in sim.groups[0].files}
-        ms = root / "ms" / "group.ms"
-        conversion = convert_group(files, ms, tmpfs_dir=None, scratch_dir=root / "scratch")
-        print(
-            f"group: {args.antennas} antennas, 16 x {args.channels} channels, "
-            f"{conversion.n_rows} rows, MS {conversion.size_bytes / 1e6:.0f} MB "
-            f"(simulated and converted in {time.perf_counter() - t0:.1f} s)"
-        )
-
-        overhead: dict[str, float] = {}
-        separate: dict[str, float] = {}
-        rephase = _timed("rephase", separate, phase_to_common_centre, ms)
-        geometry = _timed(
-            "choose_image_geometry", overhead, choose_image_geometry, ms, max_size=args.max_size
-        )
-        print(
-            f"image: {geometry.size} px at {geometry.scale_arcsec} arcsec "
-            f"({geometry.fov_deg:.2f} deg{', capped' if geometry.capped else ''})"
-        )
-        params = WSCleanParams(
-            size=geometry.size,
-            scale_arcsec=geometry.scale_arcsec,
-            niter=args.niter,
-            auto_mask=None,
-            data_column="DATA",
-        )
-        images = root / "images"
-        run_started = time.perf_counter()
-        result = run_wsclean(ms, images, f"group-{rephase.field_name}", params)
-        run_total = time.perf_counter() - run_started
-        wsclean_s = result.duration_s
-        overhead["run_wsclean (excluding WSClean)"] = run_total - wsclean_s
-        stats = _timed("image_statistics (image)", overhead, image_statistics, result.image)
-        _timed("image_statistics (residual)", overhead, image_statistics, result.residual)
-        pb = _timed("primary_beam_image", overhead, primary_beam_image, ms, result.image)
-        _timed("write_pb_products", overhead, write_pb_products, result.image, pb)
-        png = _timed("make_thumbnail", overhead, make_thumbnail, result.image, root / "thumb.png")
-        markdown = _timed("thumbnail_markdown", overhead, thumbnail_markdown, png)
-        expected = _timed(
-            "expected_image_noise",
-            separate,
-            expected_image_noise,
-            ms,
-            data_column="DATA",
-            image_size=geometry.size,
-            scale_arcsec=geometry.scale_arcsec,
-        )
-
-        print(f"\n{'step':40s} {'seconds':>9s}")
-        print(f"{'WSClean (subprocess)':40s} {wsclean_s:9.2f}")
-        for label, seconds in overhead.items():
-            print(f"{label:40s} {seconds:9.2f}")
-        total = sum(overhead.values())
-        print(f"{'overhead total':40s} {total:9.2f}")
-        for label, seconds in separate.items():
-            print(f"{label + ' (separate)':40s} {seconds:9.2f}")
-        print(f"\noverhead / WSClean = {100 * total / wsclean_s:.1f}% (target < 5%)")
-        print(
-            f"overhead + rephase / WSClean = {100 * (total + separate['rephase']) / wsclean_s:.1f}%"
-        )
-        print(
-            f"image noise {1e3 * stats.noise_jy:.3f} mJy, radiometer (Briggs 0.5) "
-            f"{1e3 * expected:.3f} mJy, peak {stats.peak_jy:.2f} Jy, "
-            f"thumbnail markdown {len(markdown) / 1e3:.0f} kB"
-        )
-    finally:
-        if args.keep:
-            print(f"\nkept {root}")
-        else:
-            shutil.rmtree(root, ignore_errors=True)
+    with scratch_folder("bench-imaging-", args.dir, keep=args.keep) as root:
+        ms = _simulate_and_convert(root, args)
+        _report(_time_steps(root, ms, args))
     return 0
+
+
+def _simulate_and_convert(root: Path, args: argparse.Namespace) -> Path:
+    watch = Stopwatch()
+    sim = simulate_observations(
+        SimulationConfig(
+            output_dir=root / "incoming",
+            truth_dir=root / "truth",
+            n_groups=1,
+            n_antennas=args.antennas,
+            n_channels=args.channels,
+            seed=7,
+            n_background_sources=40,
+            corruptions=False,
+        )
+    )
+    files = {parse_subband_filename(p.name).subband: p for p in sim.groups[0].files}
+    ms = root / "ms" / "group.ms"
+    conversion = convert_group(files, ms, tmpfs_dir=None, scratch_dir=root / "scratch")
+    print(
+        f"group: {args.antennas} antennas, 16 x {args.channels} channels, "
+        f"{conversion.n_rows} rows, MS {conversion.size_bytes / 1e6:.0f} MB "
+        f"(simulated and converted in {watch.elapsed_s:.1f} s)"
+    )
+    return ms
+
+
+def _time_steps(root: Path, ms: Path, args: argparse.Namespace) -> dict:
+    overhead: dict[str, float] = {}
+    separate: dict[str, float] = {}
+    rephase = _timed("rephase", separate, phase_to_common_centre, ms)
+    geometry = _timed(
+        "choose_image_geometry", overhead, choose_image_geometry, ms, max_size=args.max_size
+    )
+    print(
+        f"image: {geometry.size} px at {geometry.scale_arcsec} arcsec "
+        f"({geometry.fov_deg:.2f} deg{', capped' if geometry.capped else ''})"
+    )
+    params = WSCleanParams(
+        size=geometry.size,
+        scale_arcsec=geometry.scale_arcsec,
+        niter=args.niter,
+        auto_mask=None,
+        data_column="DATA",
+    )
+    run_total, result = timed(run_wsclean, ms, root / "images", f"group-{rephase.field_name}",
+                              params)  # fmt: skip
+    overhead["run_wsclean (excluding WSClean)"] = run_total - result.duration_s
+    stats = _timed("image_statistics (image)", overhead, image_statistics, result.image)
+    _timed("image_statistics (residual)", overhead, image_statistics, result.residual)
+    pb = _timed("primary_beam_image", overhead, primary_beam_image, ms, result.image)
+    _timed("write_pb_products", overhead, write_pb_products, result.image, pb)
+    png = _timed("make_thumbnail", overhead, make_thumbnail, result.image, root / "thumb.png")
+    markdown = _timed("thumbnail_markdown", overhead, thumbnail_markdown, png)
+    expected = _timed(
+        "expected_image_noise",
+        separate,
+        expected_image_noise,
+        ms,
+        data_column="DATA",
+        image_size=geometry.size,
+        scale_arcsec=geometry.scale_arcsec,
+    )
+    return {
+        "wsclean_s": result.duration_s,
+        "overhead": overhead,
+        "separate": separate,
+        "stats": stats,
+        "expected": expected,
+        "markdown": markdown,
+    }
+
+
+def _report(figures: dict) -> None:
+    wsclean_s, overhead, separate = figures["wsclean_s"], figures["overhead"], figures["separate"]
+    print(f"\n{'step':40s} {'seconds':>9s}")
+    print(f"{'WSClean (subprocess)':40s} {wsclean_s:9.2f}")
+    for label, seconds in overhead.items():
+        print(f"{label:40s} {seconds:9.2f}")
+    total = sum(overhead.values())
+    print(f"{'overhead total':40s} {total:9.2f}")
+    for label, seconds in separate.items():
+        print(f"{label + ' (separate)':40s} {seconds:9.2f}")
+    print(f"\noverhead / WSClean = {100 * total / wsclean_s:.1f}% (target < 5%)")
+    print(f"overhead + rephase / WSClean = {100 * (total + separate['rephase']) / wsclean_s:.1f}%")
+    stats, expected = figures["stats"], figures["expected"]
+    print(
+        f"image noise {1e3 * stats.noise_jy:.3f} mJy, radiometer (Briggs 0.5) "
+        f"{1e3 * expected:.3f} mJy, peak {stats.peak_jy:.2f} Jy, "
+        f"thumbnail markdown {len(figures['markdown']) / 1e3:.0f} kB"
+    )
 
 
 if __name__ == "__main__":

@@ -18,16 +18,17 @@ import argparse
 import functools
 import math
 import random
-import shutil
 import statistics
-import tempfile
 import time
 from pathlib import Path
+
+from _common import scratch_folder, timed
 
 from dsa110_assets.analytics import connect_registry, export_parquet, light_curve, variability
 from dsa110_assets.naming import epoch_to_group_id
 from dsa110_assets.registry import Registry
 from dsa110_assets.settings import Settings
+from dsa110_assets.timing import Stopwatch
 
 MJD_UNIX_EPOCH = 40587.0
 GROUP_CADENCE_S = 309  # 24 x 12.884902 s
@@ -109,12 +110,6 @@ def fill_registry(db_path: Path, n_sources: int, n_epochs: int) -> int:
         registry.close()
 
 
-def timed(func, *args, **kwargs):
-    t = time.perf_counter()
-    result = func(*args, **kwargs)
-    return time.perf_counter() - t, result
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sources", type=int, default=10_000)
@@ -123,8 +118,7 @@ def main() -> int:
     parser.add_argument("--dir", type=Path, help="scratch folder (default: a temporary one)")
     args = parser.parse_args()
 
-    root = Path(tempfile.mkdtemp(prefix="bench-lightcurve-", dir=args.dir))
-    try:
+    with scratch_folder("bench-lightcurve-", args.dir) as root:
         settings = Settings.from_env({}, root=root).ensure_dirs()
         elapsed, n_rows = timed(fill_registry, settings.db_path, args.sources, args.epochs)
         size_mb = settings.db_path.stat().st_size / 1e6
@@ -169,7 +163,7 @@ def main() -> int:
         )
         con = connect_registry(settings.db_path)
         glob = str(t.path / "**" / "*.parquet")
-        t0 = time.perf_counter()
+        t0 = Stopwatch()
         n = con.execute(
             f"""
             SELECT COUNT(*) FROM (
@@ -183,11 +177,9 @@ def main() -> int:
                 GROUP BY source_id HAVING COUNT(*) >= 3)
             """
         ).fetchone()[0]
-        dt = time.perf_counter() - t0
+        dt = t0.elapsed_s
         print(f"variability over the Parquet export: {n:,} sources in {dt:.2f} s")
         con.close()
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
     return 0
 
 

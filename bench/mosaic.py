@@ -17,13 +17,11 @@ from __future__ import annotations
 
 import argparse
 import math
-import resource
-import shutil
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
+from _common import peak_rss_mb, scratch_folder
 
 from dsa110_assets.imaging.image_stats import find_peak
 from dsa110_assets.mosaics import (
@@ -34,12 +32,9 @@ from dsa110_assets.mosaics import (
     pb_sibling,
     write_simulated_image,
 )
+from dsa110_assets.timing import Stopwatch
 
 STEP_DEG = 1.25  # RA between consecutive 5-minute groups
-
-
-def _rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def main() -> int:
@@ -54,94 +49,101 @@ def main() -> int:
     parser.add_argument("--keep", action="store_true")
     args = parser.parse_args()
 
-    root = Path(tempfile.mkdtemp(prefix="bench-mosaic-", dir=args.dir))
     rng = np.random.default_rng(11)
     half_width = args.size * args.cell / 3600 / 2
     src_ra = rng.uniform(0, 360, args.sources)
     src_dec = args.dec + rng.uniform(-0.8, 0.8, args.sources) * half_width
     src_flux = rng.uniform(0.1, 1.0, args.sources)
-    try:
-        t0 = time.perf_counter()
-        images, ras = [], []
-        cos_dec = math.cos(math.radians(args.dec))
-        for k in range(args.images):
-            ra = (STEP_DEG * k) % 360.0
-            d_ra = (src_ra - ra + 180.0) % 360.0 - 180.0
-            near = np.abs(d_ra) * cos_dec < 1.5 * half_width
-            path = (
-                root / "images" / f"2026-01-01T{k // 12:02d}:{5 * (k % 12):02d}:00-mer-image.fits"
-            )
-            path.parent.mkdir(exist_ok=True)
-            write_simulated_image(
-                path,
-                ra_deg=ra,
-                dec_deg=args.dec,
-                size=args.size,
-                cell_arcsec=args.cell,
-                sources=list(zip(src_ra[near], src_dec[near], src_flux[near], strict=True)),
-                noise_jy=0.005,
-                beam_arcsec=4 * args.cell,
-                seed=k,
-                pb_path=pb_sibling(path),
-            )
-            images.append(path)
-            ras.append(ra)
-        t_sim = time.perf_counter() - t0
-        print(f"simulated {len(images)} images of {args.size}^2 px in {t_sim:.1f} s")
-
-        t0 = time.perf_counter()
+    sky = (src_ra, src_dec, src_flux)
+    with scratch_folder("bench-mosaic-", args.dir, keep=args.keep) as root:
+        images, ras = _simulate_images(root, args, sky, half_width)
+        watch = Stopwatch()
         try:
             mosaic_grid(images)
             print("one TAN grid for the whole strip: accepted")
         except GridError as err:
             print(f"one TAN grid for the whole strip: refused ({err})")
-        print(f"  (header pass over {len(images)} images: {time.perf_counter() - t0:.2f} s)")
-
-        out = root / "mosaics"
-        out.mkdir()
+        print(f"  (header pass over {len(images)} images: {watch.elapsed_s:.2f} s)")
         tiles = group_by_ra_tile(images, ras, tile_deg=args.tile_deg)
-        stages: dict[str, float] = {}
-        results = []
-        rss_before = _rss_mb()
-        t0 = time.perf_counter()
-        for index, paths in tiles.items():
-            result = build_mosaic(paths, out / f"2026-01-01_dec{args.dec:+.1f}_ra{index:02d}.fits")
-            results.append(result)
-            for key, value in result.timings_s.items():
-                stages[key] = stages.get(key, 0.0) + value
-        t_mosaic = time.perf_counter() - t0
-        n_used = sum(r.n_images for r in results)
-        pixels = sum(r.shape[0] * r.shape[1] for r in results)
-        print(
-            f"mosaicked {n_used} images into {len(results)} tiles ({pixels / 1e6:.1f} Mpx) in "
-            f"{t_mosaic:.1f} s: {n_used / t_mosaic:.1f} images/s"
-        )
-        print("  stages (s): " + ", ".join(f"{k} {v:.2f}" for k, v in stages.items()))
-        print(
-            f"  largest tile {max(r.shape for r in results)}, "
-            f"median EFFNOISE {np.median([r.effective_noise_jy for r in results]) * 1e3:.2f} mJy"
-        )
-        print(f"peak RSS: {_rss_mb():.0f} MB (before mosaicking {rss_before:.0f} MB)")
-
-        ratios = []
-        for result, (index, _) in zip(results, tiles.items(), strict=True):
-            lo, hi = index * args.tile_deg + 1.0, (index + 1) * args.tile_deg - 1.0
-            inside = (src_ra > lo) & (src_ra < hi) & (np.abs(src_dec - args.dec) < 0.4 * half_width)
-            for ra, dec, flux in zip(
-                src_ra[inside], src_dec[inside], src_flux[inside], strict=True
-            ):
-                ratios.append(find_peak(result.path, ra, dec, 8 * args.cell)[2] / flux)
-        r = np.array(ratios)
-        print(
-            f"flux recovered/true for {r.size} sources: median {np.median(r):.4f}, "
-            f"5-95% {np.percentile(r, 5):.3f}..{np.percentile(r, 95):.3f}"
-        )
-    finally:
-        if args.keep:
-            print(f"kept {root}")
-        else:
-            shutil.rmtree(root, ignore_errors=True)
+        results = _mosaic_tiles(root, args, tiles)
+        _check_fluxes(args, sky, half_width, tiles, results)
     return 0
+
+
+def _simulate_images(
+    root: Path, args: argparse.Namespace, sky: tuple, half_width: float
+) -> tuple[list[Path], list[float]]:
+    src_ra, src_dec, src_flux = sky
+    watch = Stopwatch()
+    images, ras = [], []
+    cos_dec = math.cos(math.radians(args.dec))
+    for k in range(args.images):
+        ra = (STEP_DEG * k) % 360.0
+        d_ra = (src_ra - ra + 180.0) % 360.0 - 180.0
+        near = np.abs(d_ra) * cos_dec < 1.5 * half_width
+        path = root / "images" / f"2026-01-01T{k // 12:02d}:{5 * (k % 12):02d}:00-mer-image.fits"
+        path.parent.mkdir(exist_ok=True)
+        write_simulated_image(
+            path,
+            ra_deg=ra,
+            dec_deg=args.dec,
+            size=args.size,
+            cell_arcsec=args.cell,
+            sources=list(zip(src_ra[near], src_dec[near], src_flux[near], strict=True)),
+            noise_jy=0.005,
+            beam_arcsec=4 * args.cell,
+            seed=k,
+            pb_path=pb_sibling(path),
+        )
+        images.append(path)
+        ras.append(ra)
+    print(f"simulated {len(images)} images of {args.size}^2 px in {watch.elapsed_s:.1f} s")
+    return images, ras
+
+
+def _mosaic_tiles(root: Path, args: argparse.Namespace, tiles: dict) -> list:
+    out = root / "mosaics"
+    out.mkdir()
+    stages: dict[str, float] = {}
+    results = []
+    rss_before = peak_rss_mb()
+    watch = Stopwatch()
+    for index, paths in tiles.items():
+        result = build_mosaic(paths, out / f"2026-01-01_dec{args.dec:+.1f}_ra{index:02d}.fits")
+        results.append(result)
+        for key, value in result.timings_s.items():
+            stages[key] = stages.get(key, 0.0) + value
+    t_mosaic = watch.elapsed_s
+    n_used = sum(r.n_images for r in results)
+    pixels = sum(r.shape[0] * r.shape[1] for r in results)
+    print(
+        f"mosaicked {n_used} images into {len(results)} tiles ({pixels / 1e6:.1f} Mpx) in "
+        f"{t_mosaic:.1f} s: {n_used / t_mosaic:.1f} images/s"
+    )
+    print("  stages (s): " + ", ".join(f"{k} {v:.2f}" for k, v in stages.items()))
+    print(
+        f"  largest tile {max(r.shape for r in results)}, "
+        f"median EFFNOISE {np.median([r.effective_noise_jy for r in results]) * 1e3:.2f} mJy"
+    )
+    print(f"peak RSS: {peak_rss_mb():.0f} MB (before mosaicking {rss_before:.0f} MB)")
+    return results
+
+
+def _check_fluxes(
+    args: argparse.Namespace, sky: tuple, half_width: float, tiles: dict, results: list
+) -> None:
+    src_ra, src_dec, src_flux = sky
+    ratios = []
+    for result, (index, _) in zip(results, tiles.items(), strict=True):
+        lo, hi = index * args.tile_deg + 1.0, (index + 1) * args.tile_deg - 1.0
+        inside = (src_ra > lo) & (src_ra < hi) & (np.abs(src_dec - args.dec) < 0.4 * half_width)
+        for ra, dec, flux in zip(src_ra[inside], src_dec[inside], src_flux[inside], strict=True):
+            ratios.append(find_peak(result.path, ra, dec, 8 * args.cell)[2] / flux)
+    r = np.array(ratios)
+    print(
+        f"flux recovered/true for {r.size} sources: median {np.median(r):.4f}, "
+        f"5-95% {np.percentile(r, 5):.3f}..{np.percentile(r, 95):.3f}"
+    )
 
 
 if __name__ == "__main__":

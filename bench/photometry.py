@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import argparse
 import math
-import shutil
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
+from _common import scratch_folder
 from astropy.io import fits
 from astropy.wcs import WCS
 from scipy.signal import fftconvolve
@@ -31,6 +30,7 @@ from dsa110_assets.photometry import (
     record_measurements,
 )
 from dsa110_assets.registry import Registry
+from dsa110_assets.timing import Stopwatch
 
 FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))
 
@@ -98,14 +98,13 @@ def main() -> int:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--dir", default=tempfile.gettempdir())
     args = parser.parse_args()
-    folder = Path(tempfile.mkdtemp(prefix="bench-photometry-", dir=args.dir))
-    try:
+    with scratch_folder("bench-photometry-", args.dir) as folder:
         rng = np.random.default_rng(0)
         image, pb_path, positions, flux = make_image(folder, args.size, args.sources, rng)
         for attempt in range(3):
-            started = time.perf_counter()
+            started = Stopwatch()
             res = forced_photometry(image, positions, pb_fits=pb_path)
-            elapsed = time.perf_counter() - started
+            elapsed = started.elapsed_s
             print(f"forced_photometry run {attempt + 1}: {len(res)} sources on "
                   f"{args.size}x{args.size} in {elapsed:.3f} s")  # fmt: skip
         ok = [m for m in res if m.ok]
@@ -119,10 +118,10 @@ def main() -> int:
               f" neighbours, no joint fit)")  # fmt: skip
 
         registry = Registry(folder / "pipeline.sqlite3")
-        started = time.perf_counter()
+        started = Stopwatch()
         record_measurements(registry, res, image_path=str(image), group_id="g",
                             mjd=60000.0, catalog="nvss")  # fmt: skip
-        print(f"record_measurements: {len(ok)} rows in {time.perf_counter() - started:.3f} s")
+        print(f"record_measurements: {len(ok)} rows in {started.elapsed_s:.3f} s")
 
         n_src = max(1, args.rows // 100)
         epochs = args.rows // n_src
@@ -130,7 +129,7 @@ def main() -> int:
         mjd = np.tile(60000.0 + np.arange(epochs), n_src)
         fl = rng.normal(1.0, 0.01, ids.size)
         er = np.full(ids.size, 0.01)
-        started = time.perf_counter()
+        started = Stopwatch()
         with registry.transaction() as conn:
             conn.executemany(
                 "INSERT INTO photometry (source_id, ra_deg, dec_deg, image_path, mjd, flux_jy,"
@@ -138,21 +137,19 @@ def main() -> int:
                 zip(ids.tolist(), (f"/i/{int(m)}.fits" for m in mjd), mjd.tolist(),
                     fl.tolist(), er.tolist(), strict=True),
             )  # fmt: skip
-        print(f"filled {ids.size} photometry rows in {time.perf_counter() - started:.1f} s")
+        print(f"filled {ids.size} photometry rows in {started.elapsed_s:.1f} s")
         for attempt in range(3):
-            started = time.perf_counter()
+            started = Stopwatch()
             table = metrics_for_all(registry, min_epochs=3)
-            elapsed = time.perf_counter() - started
+            elapsed = started.elapsed_s
             print(f"metrics_for_all run {attempt + 1}: {len(table)} sources from"
                   f" {ids.size + len(ok)} rows in {elapsed:.2f} s")  # fmt: skip
-        started = time.perf_counter()
+        started = Stopwatch()
         selection = flag_candidates(table)
         print(f"flag_candidates: {len(selection.candidates)} of {len(table)} flagged"
               f" (eta > {selection.eta_threshold:.2f}, V > {selection.v_threshold:.4f})"
-              f" in {time.perf_counter() - started:.2f} s")  # fmt: skip
+              f" in {started.elapsed_s:.2f} s")  # fmt: skip
         registry.close()
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
     return 0
 
 

@@ -465,7 +465,7 @@ def test_an_export_leaves_a_live_exports_temporary_folder_alone(settings):
     Registry(settings.db_path).close()
     out = settings.archive_dir / "parquet"
     out.mkdir(parents=True)
-    live_tmp, live_lock, live_fd = analytics._claim_temp(out, "images")
+    live_tmp, live_lock, live_fd = analytics.export._claim_temp(out, "images")
     live_tmp.mkdir()
     (live_tmp / "part.parquet").write_bytes(b"being written")
     dead = out / ".images.tmp-1-deadbeef"  # an export killed long ago: no one holds its lock
@@ -477,7 +477,7 @@ def test_an_export_leaves_a_live_exports_temporary_folder_alone(settings):
         assert not dead.exists() and not (out / ".images.tmp-1-deadbeef.lock").exists()
         assert report.tables[0].path == out / "images"
     finally:
-        analytics._release_temp(live_tmp, live_lock, live_fd)
+        analytics.export._release_temp(live_tmp, live_lock, live_fd)
     assert sorted(p.name for p in out.iterdir()) == ["images"]
 
 

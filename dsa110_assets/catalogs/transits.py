@@ -97,7 +97,7 @@ def separation_from_pointing_deg(
 
 
 def _beam_ceiling(min_separation_deg: np.ndarray, freq_hz: float) -> np.ndarray:
-    """The largest beam power at any angle >= each separation (sidelobes included)."""
+    """Return the largest beam power at any angle >= each separation (sidelobes included)."""
     grid = np.linspace(0.0, 180.0, 18001)
     beam = airy_power_beam(np.radians(grid), freq_hz)
     ceiling = np.maximum.accumulate(beam[::-1])[::-1]
@@ -125,17 +125,7 @@ def calibrators_in_beam(
     ValueError
         The window ends before it starts, or a parameter is out of range.
     """
-    values = (start_mjd, end_mjd, pointing_dec_deg, freq_hz, min_response)
-    if not all(math.isfinite(float(v)) for v in values):
-        raise ValueError(f"window, declination and frequency must be finite, got {values}")
-    if end_mjd < start_mjd:
-        raise ValueError(f"window ends (MJD {end_mjd}) before it starts (MJD {start_mjd})")
-    if not -90.0 <= pointing_dec_deg <= 90.0:
-        raise ValueError(f"pointing declination {pointing_dec_deg} is outside -90..90")
-    if freq_hz <= 0.0:
-        raise ValueError(f"frequency must be positive, got {freq_hz} Hz")
-    if not 0.0 <= min_response <= 1.0:
-        raise ValueError(f"min_response must be within 0..1, got {min_response}")
+    _check_window(start_mjd, end_mjd, pointing_dec_deg, freq_hz, min_response)
     if not calibrators:
         return []
     dec = np.array([c.dec_deg for c in calibrators], dtype=np.float64)
@@ -171,3 +161,26 @@ def calibrators_in_beam(
         )
     found.sort(key=lambda t: (-t.apparent_flux_jy, t.name))
     return found
+
+
+def _check_window(
+    start_mjd: float, end_mjd: float, pointing_dec_deg: float, freq_hz: float, min_response: float
+) -> None:
+    """Refuse a search window or beam setting that has no meaning.
+
+    Raises
+    ------
+    ValueError
+        A value is not finite, the window ends before it starts, or one is out of range.
+    """
+    values = (start_mjd, end_mjd, pointing_dec_deg, freq_hz, min_response)
+    if not all(math.isfinite(float(v)) for v in values):
+        raise ValueError(f"window, declination and frequency must be finite, got {values}")
+    if end_mjd < start_mjd:
+        raise ValueError(f"window ends (MJD {end_mjd}) before it starts (MJD {start_mjd})")
+    if not -90.0 <= pointing_dec_deg <= 90.0:
+        raise ValueError(f"pointing declination {pointing_dec_deg} is outside -90..90")
+    if freq_hz <= 0.0:
+        raise ValueError(f"frequency must be positive, got {freq_hz} Hz")
+    if not 0.0 <= min_response <= 1.0:
+        raise ValueError(f"min_response must be within 0..1, got {min_response}")

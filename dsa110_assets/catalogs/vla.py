@@ -40,7 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dsa110_assets.catalogs.survey import CatalogError
+from dsa110_assets.catalogs.base import CatalogError
 
 REFERENCE_FREQ_HZ = 1.4e9
 DB_FILENAME = "vla_calibrators.sqlite3"
@@ -109,7 +109,7 @@ def parse_calibrator_csv(text: str, origin: str = _PACKAGED_CSV) -> list[Calibra
 
 
 def packaged_calibrators() -> list[Calibrator]:
-    """The calibrators shipped in ``dsa110_assets/data/vla_calibrators.csv``."""
+    """Return the calibrators shipped in ``dsa110_assets/data/vla_calibrators.csv``."""
     return parse_calibrator_csv(_packaged_text())
 
 
@@ -203,7 +203,7 @@ def _stored_digest(path: Path) -> str | None:
 
 
 def ensure_calibrator_db(catalogs_dir: Path) -> Path:
-    """The calibrator database in ``catalogs_dir``, (re)built when missing, unreadable or stale.
+    """Return the calibrator database at ``catalogs_dir``, rebuilt when missing or stale.
 
     Stale means built from a different packaged CSV (its SHA-256 is recorded in ``meta``), so
     a package upgrade with new calibrators reaches the pipeline without a manual step.

@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import math
 import resource
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,6 +66,7 @@ from dsa110_assets.mosaics.grid import (
     read_footprint,
 )
 from dsa110_assets.safe_fs import atomic_output, sweep_dead
+from dsa110_assets.timing import Stopwatch, Timings
 
 METHODS = ("pbweighted",)
 REPROJECT_FUNCTIONS = ("interp", "adaptive")
@@ -103,6 +103,7 @@ class MosaicResult:
 
     @property
     def n_images(self) -> int:
+        """How many images the mosaic combines."""
         return len(self.images)
 
 
@@ -341,13 +342,76 @@ def build_mosaic(
     cell_arcsec, pad_deg, max_pixels
         The output grid (:func:`.grid.mosaic_grid`).
 
+    Returns
+    -------
+    MosaicResult
+        The products written, the images used and skipped, and the step timings.
+
     Raises
     ------
     MosaicError
         Bad arguments, no usable image (the reasons are listed), or no common grid.
     """
-    started = time.perf_counter()
+    total = Stopwatch()
     out_path = Path(out_fits)
+    _check_arguments(out_path, images, pb_cutoff, method, reproject_fn)
+    noise_of = {str(Path(k)): float(v) for k, v in (noise_jy or {}).items()}
+    timings = Timings(dict.fromkeys(("headers", "read", "reproject", "accumulate", "write"), 0.0))
+    skipped: list[tuple[Path, str]] = []
+    with timings.measure("headers"):
+        footprints = _read_footprints(images, skipped)
+    if not footprints:
+        raise MosaicError(_no_usable(out_path, skipped))
+    try:
+        grid = grid_for_footprints(
+            footprints, cell_arcsec=cell_arcsec, pad_deg=pad_deg, max_pixels=max_pixels
+        )
+    except GridError as err:
+        raise MosaicError(f"{out_path}: {err}") from err
+    acc = _Accumulator.on(grid)
+    for fp in footprints:
+        reason = acc.add(
+            fp,
+            timings,
+            pb_cutoff=pb_cutoff,
+            beam_for=beam_for,
+            noise_jy=noise_of.get(str(fp.path)),
+            reproject_fn=reproject_fn,
+        )
+        if reason is not None:
+            skipped.append((fp.path, reason))
+    if not acc.used:
+        raise MosaicError(_no_usable(out_path, skipped))
+    with timings.measure("write"):
+        eff_noise, weights_path = _write_products(acc, out_path, pb_cutoff, method, skipped)
+    timings["total"] = total.elapsed_s
+    return MosaicResult(
+        path=out_path,
+        weights_path=weights_path,
+        images=tuple(acc.used),
+        skipped=tuple(skipped),
+        effective_noise_jy=eff_noise,
+        shape=grid.shape,
+        cell_arcsec=grid.cell_arcsec,
+        centre_ra_deg=grid.centre_ra_deg,
+        centre_dec_deg=grid.centre_dec_deg,
+        covered_fraction=float((acc.sum_w > 0).mean()),
+        method=method,
+        start_mjd=min(acc.mjds) if acc.mjds else None,
+        end_mjd=max(acc.mjds) if acc.mjds else None,
+        timings_s=dict(timings),
+        peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
+    )
+
+
+def _check_arguments(
+    out_path: Path,
+    images: Sequence[str | Path],
+    pb_cutoff: float,
+    method: str,
+    reproject_fn: str | ReprojectFn,
+) -> None:
+    """Refuse a mosaic request that cannot work before any image is read."""
     if out_path.suffix.lower() != ".fits":
         raise MosaicError(f"{out_path}: the mosaic must be a .fits file")
     if not 0.0 < pb_cutoff < 1.0:
@@ -362,122 +426,130 @@ def build_mosaic(
         raise MosaicError(f"{out_path}: no images to mosaic")
     if not out_path.parent.is_dir():
         raise MosaicError(f"{out_path.parent}: the output folder does not exist")
-    noise_of = {str(Path(k)): float(v) for k, v in (noise_jy or {}).items()}
-    timings = dict.fromkeys(("headers", "read", "reproject", "accumulate", "write"), 0.0)
 
-    skipped: list[tuple[Path, str]] = []
+
+def _read_footprints(
+    images: Sequence[str | Path], skipped: list[tuple[Path, str]]
+) -> list[ImageFootprint]:
+    """Footprints of the readable images (from headers only); the others go to ``skipped``."""
     footprints: list[ImageFootprint] = []
-    t = time.perf_counter()
     for image in images:
         try:
             footprints.append(read_footprint(image))
         except ImageError as err:
             skipped.append((Path(image), err.reason))
-    timings["headers"] = time.perf_counter() - t
-    if not footprints:
-        raise MosaicError(_no_usable(out_path, skipped))
-    try:
-        grid = grid_for_footprints(
-            footprints, cell_arcsec=cell_arcsec, pad_deg=pad_deg, max_pixels=max_pixels
+    return footprints
+
+
+@dataclass(slots=True)
+class _Accumulator:
+    """The weighted sums on the output grid, and what the images added so far were."""
+
+    grid: MosaicGrid
+    sum_wi: np.ndarray  # sum of w * I (float32: the products are float32 anyway)
+    sum_w: np.ndarray  # sum of w
+    used: list[Path] = field(default_factory=list)
+    beams: list[tuple[float, float, float]] = field(default_factory=list)
+    freqs: list[float] = field(default_factory=list)
+    mjds: list[float] = field(default_factory=list)
+
+    @classmethod
+    def on(cls, grid: MosaicGrid) -> _Accumulator:
+        """Start empty sums on ``grid`` (float32 halves a large grid's accumulators)."""
+        return cls(
+            grid, np.zeros(grid.shape, dtype=np.float32), np.zeros(grid.shape, dtype=np.float32)
         )
-    except GridError as err:
-        raise MosaicError(f"{out_path}: {err}") from err
 
-    # float32: the products are float32 anyway, and a large grid's accumulators halve
-    sum_wi = np.zeros(grid.shape, dtype=np.float32)
-    sum_w = np.zeros(grid.shape, dtype=np.float32)
-    used: list[Path] = []
-    beams: list[tuple[float, float, float]] = []
-    freqs: list[float] = []
-    mjds: list[float] = []
-    for fp in footprints:
-        t = time.perf_counter()
-        try:
-            inp = _load(
-                fp, pb_cutoff=pb_cutoff, beam_for=beam_for, noise_jy=noise_of.get(str(fp.path))
-            )
-        except ImageError as err:
-            skipped.append((fp.path, err.reason))
-            continue
-        finally:
-            timings["read"] += time.perf_counter() - t
-        t = time.perf_counter()
-        cut = _cutout(grid, inp)
-        if cut is None:
-            skipped.append((fp.path, "outside the mosaic grid"))
-            continue
-        shape = (cut[0].stop - cut[0].start, cut[1].stop - cut[1].start)
-        app, pb, valid = _reproject(inp.planes, inp.wcs, grid.wcs[cut], shape, reproject_fn)
-        timings["reproject"] += time.perf_counter() - t
-        t = time.perf_counter()
-        with np.errstate(invalid="ignore"):
-            ok = (valid > 0.5) & (pb >= pb_cutoff) & np.isfinite(app)
-        if not ok.any():
-            skipped.append((fp.path, "no usable pixel on the mosaic grid"))
-            continue
-        inv_var = 1.0 / inp.noise_jy**2
-        sum_wi[cut] += np.where(ok, pb * app * inv_var, 0.0)  # w * I = pb^2/s^2 * app/pb
-        sum_w[cut] += np.where(ok, pb * pb * inv_var, 0.0)
-        timings["accumulate"] += time.perf_counter() - t
-        used.append(fp.path)
+    def add(
+        self,
+        fp: ImageFootprint,
+        timings: Timings,
+        *,
+        pb_cutoff: float,
+        beam_for: BeamFor | None,
+        noise_jy: float | None,
+        reproject_fn: str | ReprojectFn,
+    ) -> str | None:
+        """Reproject one image onto the grid and add it; return why it was skipped, if it was."""
+        with timings.measure("read"):
+            try:
+                inp = _load(fp, pb_cutoff=pb_cutoff, beam_for=beam_for, noise_jy=noise_jy)
+            except ImageError as err:
+                return err.reason
+        with timings.measure("reproject"):
+            cut = _cutout(self.grid, inp)
+            if cut is None:
+                return "outside the mosaic grid"
+            shape = (cut[0].stop - cut[0].start, cut[1].stop - cut[1].start)
+            app, pb, valid = _reproject(inp.planes, inp.wcs, self.grid.wcs[cut], shape,
+                                        reproject_fn)  # fmt: skip
+        with timings.measure("accumulate"):
+            with np.errstate(invalid="ignore"):
+                ok = (valid > 0.5) & (pb >= pb_cutoff) & np.isfinite(app)
+            if not ok.any():
+                return "no usable pixel on the mosaic grid"
+            inv_var = 1.0 / inp.noise_jy**2
+            self.sum_wi[cut] += np.where(ok, pb * app * inv_var, 0.0)  # w * I = pb^2/s^2 * app/pb
+            self.sum_w[cut] += np.where(ok, pb * pb * inv_var, 0.0)
+        self.used.append(fp.path)
         if inp.beam_deg is not None:
-            beams.append(inp.beam_deg)
+            self.beams.append(inp.beam_deg)
         if inp.freq_hz is not None:
-            freqs.append(inp.freq_hz)
+            self.freqs.append(inp.freq_hz)
         if inp.mjd is not None:
-            mjds.append(inp.mjd)
-    if not used:
-        raise MosaicError(_no_usable(out_path, skipped))
+            self.mjds.append(inp.mjd)
+        return None
 
-    t = time.perf_counter()
-    covered = sum_w > 0
+
+def _write_products(
+    acc: _Accumulator,
+    out_path: Path,
+    pb_cutoff: float,
+    method: str,
+    skipped: list[tuple[Path, str]],
+) -> tuple[float, Path]:
+    """Write the weights, then the mosaic; return the effective noise and the weights path."""
+    covered = acc.sum_w > 0
     with np.errstate(invalid="ignore", divide="ignore"):
-        mosaic = np.where(covered, sum_wi / sum_w, np.nan)
-        eff_noise = float(np.median(1.0 / np.sqrt(sum_w[covered])))
-    freq = float(np.mean(freqs)) if freqs else None
+        mosaic = np.where(covered, acc.sum_wi / acc.sum_w, np.nan)
+        eff_noise = float(np.median(1.0 / np.sqrt(acc.sum_w[covered])))
+    freq = float(np.mean(acc.freqs)) if acc.freqs else None
     weights_path = out_path.with_name(out_path.stem + "-weights.fits")
+    header = _mosaic_header(acc, freq, eff_noise, pb_cutoff, method, skipped)
+    w_header = _header(acc.grid, freq, "1/(JY/BEAM)2")
+    w_header["NIMAGES"] = len(acc.used)
+    w_header.add_history("sum over inputs of pb^2 / rms^2; effective noise = 1/sqrt")
+    _write_atomic(weights_path, acc.sum_w.astype(np.float32)[None, None], w_header)
+    _write_atomic(out_path, mosaic.astype(np.float32)[None, None], header)
+    return eff_noise, weights_path
 
-    header = _header(grid, freq, "JY/BEAM")
-    if beams:
-        bmaj, bmin, bpa = max(beams, key=lambda b: b[0])
+
+def _mosaic_header(
+    acc: _Accumulator,
+    freq: float | None,
+    eff_noise: float,
+    pb_cutoff: float,
+    method: str,
+    skipped: list[tuple[Path, str]],
+) -> fits.Header:
+    """Build the mosaic's header: grid, largest input beam, noise, inputs and skipped images."""
+    header = _header(acc.grid, freq, "JY/BEAM")
+    if acc.beams:
+        bmaj, bmin, bpa = max(acc.beams, key=lambda b: b[0])
         header["BMAJ"], header["BMIN"], header["BPA"] = bmaj, bmin, bpa
     header["EFFNOISE"] = (eff_noise, "[Jy/beam] median 1/sqrt(weights), covered")
-    header["NIMAGES"] = (len(used), "images combined")
+    header["NIMAGES"] = (len(acc.used), "images combined")
     header["PBCUTOFF"] = (pb_cutoff, "input pixels with a lower beam unused")
     header["MOSMETH"] = (method, "weights pb^2/rms^2, pb-corrected inputs")
-    if mjds:
-        header["MJDSTART"] = (min(mjds), "earliest input DATE-OBS")
-        header["MJDEND"] = (max(mjds), "latest input DATE-OBS")
+    if acc.mjds:
+        header["MJDSTART"] = (min(acc.mjds), "earliest input DATE-OBS")
+        header["MJDEND"] = (max(acc.mjds), "latest input DATE-OBS")
     header["ORIGIN"] = "dsa110_assets.mosaics"
-    for path in used:
+    for path in acc.used:
         header.add_history(f"input: {path}")
     for path, reason in skipped:
         header.add_history(f"skipped: {path}: {reason}")
-    w_header = _header(grid, freq, "1/(JY/BEAM)2")
-    w_header["NIMAGES"] = len(used)
-    w_header.add_history("sum over inputs of pb^2 / rms^2; effective noise = 1/sqrt")
-    _write_atomic(weights_path, sum_w.astype(np.float32)[None, None], w_header)
-    _write_atomic(out_path, mosaic.astype(np.float32)[None, None], header)
-    timings["write"] = time.perf_counter() - t
-    timings["total"] = time.perf_counter() - started
-
-    return MosaicResult(
-        path=out_path,
-        weights_path=weights_path,
-        images=tuple(used),
-        skipped=tuple(skipped),
-        effective_noise_jy=eff_noise,
-        shape=grid.shape,
-        cell_arcsec=grid.cell_arcsec,
-        centre_ra_deg=grid.centre_ra_deg,
-        centre_dec_deg=grid.centre_dec_deg,
-        covered_fraction=float(covered.mean()),
-        method=method,
-        start_mjd=min(mjds) if mjds else None,
-        end_mjd=max(mjds) if mjds else None,
-        timings_s=timings,
-        peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
-    )
+    return header
 
 
 def _no_usable(out_path: Path, skipped: list[tuple[Path, str]]) -> str:

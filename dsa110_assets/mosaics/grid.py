@@ -139,7 +139,7 @@ def grid_for_footprints(
     pad_deg: float = 0.5,
     max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> MosaicGrid:
-    """The TAN grid covering ``footprints`` plus ``pad_deg`` (see :func:`mosaic_grid`)."""
+    """Choose the TAN grid covering ``footprints`` plus ``pad_deg`` (see :func:`mosaic_grid`)."""
     if not footprints:
         raise GridError("no images to build a grid for")
     if pad_deg < 0:
@@ -196,7 +196,7 @@ def mosaic_grid(
     pad_deg: float = 0.5,
     max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> MosaicGrid:
-    """Common TAN grid covering every image in ``images`` (one declination strip).
+    """Choose one TAN grid covering every image in ``images`` (one declination strip).
 
     Centre: RA at the circular mean of the image centres, Dec at their mean. Cell: the finest
     input cell unless given. Extent: every image's outline plus ``pad_deg``.

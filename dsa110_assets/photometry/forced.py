@@ -99,6 +99,13 @@ class SourcePositions:
         dec_deg: Sequence[float] | np.ndarray,
         catalog_flux_jy: Sequence[float] | np.ndarray | None = None,
     ) -> SourcePositions:
+        """Check and pack parallel sequences (catalog fluxes NaN when not given).
+
+        Raises
+        ------
+        ValueError
+            The sequences differ in length, or a source id repeats.
+        """
         ids = tuple(str(s) for s in source_ids)
         ra = np.asarray(ra_deg, dtype=np.float64).ravel()
         dec = np.asarray(dec_deg, dtype=np.float64).ravel()
@@ -155,6 +162,7 @@ class Measurement:
 
     @property
     def ok(self) -> bool:
+        """Whether the source was measured (not skipped)."""
         return self.skip_reason is None
 
 
@@ -167,6 +175,7 @@ class PixelBeam:
     major_deg: float
 
     def __call__(self, dx: np.ndarray, dy: np.ndarray) -> np.ndarray:
+        """Return the beam's value (peak 1) at pixel offsets ``(dx, dy)``."""
         q = self.q
         return np.exp(-0.5 * (q[0, 0] * dx * dx + 2.0 * q[0, 1] * dx * dy + q[1, 1] * dy * dy))
 
@@ -177,7 +186,7 @@ class PixelBeam:
 
 
 def pixel_beam(image: SkyImage) -> PixelBeam:
-    """The header's restoring beam expressed in the image's pixel frame (see module docs).
+    """Express the header's restoring beam in the image's pixel frame (see module docs).
 
     Raises
     ------
@@ -193,9 +202,7 @@ def pixel_beam(image: SkyImage) -> PixelBeam:
     if not (bmaj > 0 and bmin > 0 and math.isfinite(bmaj) and math.isfinite(bmin)):
         raise PhotometryError(image.path, f"unusable beam BMAJ={bmaj} BMIN={bmin}")
     bmaj, bmin = max(bmaj, bmin), min(bmaj, bmin)
-    jac = np.asarray(image.wcs.pixel_scale_matrix, dtype=np.float64)  # world(lon, lat) x pix
-    if image.wcs.wcs.lng == 1:  # latitude first: reorder to (lon, lat)
-        jac = jac[::-1]
+    jac = _pixel_scale(image)
     pa = math.radians(bpa)
     e_maj = np.array([math.sin(pa), math.cos(pa)])  # (east, north)
     e_min = np.array([math.cos(pa), -math.sin(pa)])
@@ -206,6 +213,14 @@ def pixel_beam(image: SkyImage) -> PixelBeam:
         raise PhotometryError(image.path, "degenerate pixel scale matrix in the WCS")
     major_px = FWHM_PER_SIGMA / math.sqrt(float(np.linalg.eigvalsh(q)[0]))
     return PixelBeam(q, major_px, bmaj)
+
+
+def _pixel_scale(image: SkyImage) -> np.ndarray:
+    """Return the WCS pixel-scale matrix: rows (lon, lat) in degrees, columns (x, y) pixels."""
+    jac = np.asarray(image.wcs.pixel_scale_matrix, dtype=np.float64)
+    if image.wcs.wcs.lng == 1:  # latitude first: reorder to (lon, lat)
+        jac = jac[::-1]
+    return jac
 
 
 def _bilinear(padded: np.ndarray, x: np.ndarray, y: np.ndarray, pad: int) -> np.ndarray:
@@ -300,6 +315,22 @@ def forced_photometry(
     """
     if not isinstance(positions, SourcePositions):
         positions = SourcePositions.from_arrays(*positions)
+    inner, outer = _checked_settings(image_fits, annulus, pb_cutoff, box_fwhm)
+    image = read_image(image_fits)
+    beam = pixel_beam(image)
+    edge = beam.major_px if edge_px is None else float(edge_px)
+    x, y, reason = _project(image, positions, edge)
+    pb = _pb_response(pb_fits, positions, reason, pb_cutoff)
+    sel = np.flatnonzero([r is None for r in reason])
+    stamps = _Stamps.gather(image, beam, x[sel], y[sel], (inner, outer), box_fwhm)
+    fit = _fit(stamps, beam, pb[sel], fit_background)
+    return _measurements(positions, x, y, pb, reason, sel, fit)
+
+
+def _checked_settings(
+    image_fits: str | Path, annulus: tuple[float, float], pb_cutoff: float, box_fwhm: float
+) -> tuple[float, float]:
+    """Reject unusable settings before the image is read; return the annulus radii."""
     inner, outer = (float(a) for a in annulus)
     if not 0.0 <= inner < outer:
         raise PhotometryError(image_fits, f"annulus must be 0 <= inner < outer, got {annulus}")
@@ -307,168 +338,262 @@ def forced_photometry(
         raise PhotometryError(image_fits, f"pb_cutoff must lie in (0, 1), got {pb_cutoff}")
     if not box_fwhm > 0.0:
         raise PhotometryError(image_fits, f"box_fwhm must be positive, got {box_fwhm}")
-    image = read_image(image_fits)
-    beam = pixel_beam(image)
-    jac = np.asarray(image.wcs.pixel_scale_matrix, dtype=np.float64)
-    if image.wcs.wcs.lng == 1:
-        jac = jac[::-1]
-    edge = beam.major_px if edge_px is None else float(edge_px)
-    n_src = len(positions.source_ids)
-    ra, dec = positions.ra_deg, positions.dec_deg
-    ny, nx = image.data.shape
+    return inner, outer
 
+
+def _project(
+    image: SkyImage, positions: SourcePositions, edge: float
+) -> tuple[np.ndarray, np.ndarray, list[str | None]]:
+    """Pixel positions of the sources; the skip reason of those off the image or near its edge."""
+    ny, nx = image.data.shape
     with np.errstate(invalid="ignore"):
-        x, y = (np.asarray(v, dtype=np.float64) for v in image.wcs.world_to_pixel_values(ra, dec))
-    reason: list[str | None] = [None] * n_src
+        x, y = (
+            np.asarray(v, dtype=np.float64)
+            for v in image.wcs.world_to_pixel_values(positions.ra_deg, positions.dec_deg)
+        )
+    reason: list[str | None] = [None] * len(positions.source_ids)
     finite = np.isfinite(x) & np.isfinite(y)
     inside = finite & (x >= -0.5) & (x <= nx - 0.5) & (y >= -0.5) & (y <= ny - 0.5)
     margin = np.minimum.reduce([x + 0.5, nx - 0.5 - x, y + 0.5, ny - 0.5 - y])
-    near_edge = inside & (margin < edge)
     for i in np.flatnonzero(~inside):
         reason[i] = SKIP_OUTSIDE
-    for i in np.flatnonzero(near_edge):
+    for i in np.flatnonzero(inside & (margin < edge)):
         reason[i] = SKIP_EDGE
-    pb = np.ones(n_src)
-    if pb_fits is not None:
-        pb = np.full(n_src, np.nan)
-        todo = inside & ~near_edge
-        if todo.any():
-            pb[todo] = _read_pb(pb_fits, ra[todo], dec[todo])
-        with np.errstate(invalid="ignore"):
-            low = todo & ~(pb >= pb_cutoff)
-        for i in np.flatnonzero(low):
-            reason[i] = SKIP_BELOW_PB
-    sel = np.flatnonzero([r is None for r in reason])
+    return x, y, reason
 
-    # Fit aperture and noise annulus as integer offsets around the nearest pixel.
-    h = int(math.ceil(box_fwhm * beam.major_px)) + 1
-    box_y, box_x = np.mgrid[-h : h + 1, -h : h + 1]
-    box_y, box_x = box_y.ravel(), box_x.ravel()
-    ann_x, ann_y = _annulus_offsets(beam, jac, inner, outer)
-    pad = int(max(h, np.abs(ann_x).max(initial=0), np.abs(ann_y).max(initial=0))) + 2
-    padded = np.pad(image.data, pad, constant_values=np.nan)
-    width = padded.shape[1]
-    flat = padded.ravel()
 
-    xs, ys = x[sel], y[sel]
-    ix0, iy0 = np.rint(xs).astype(np.int64), np.rint(ys).astype(np.int64)
-    centre = (iy0 + pad) * width + (ix0 + pad)
+def _pb_response(
+    pb_fits: str | Path | None,
+    positions: SourcePositions,
+    reason: list[str | None],
+    pb_cutoff: float,
+) -> np.ndarray:
+    """Primary beam at the sources still measured (1 without a beam file).
 
-    # Local rms: MAD of the annulus.
-    ann = flat[centre[:, None] + (ann_y * width + ann_x)[None, :]]
-    med, n_ann = _row_median(ann)
-    mad, _ = _row_median(np.abs(ann - med[:, None]))
-    rms = MAD_TO_SIGMA * mad
+    Sources where it is below ``pb_cutoff`` (or NaN) get :data:`SKIP_BELOW_PB` in ``reason``
 
-    # Fit pixels.
-    data = flat[centre[:, None] + (box_y * width + box_x)[None, :]]
-    dx = box_x[None, :] + (ix0 - xs)[:, None]
-    dy = box_y[None, :] + (iy0 - ys)[:, None]
-    in_ap = beam.radius2(dx, dy) <= (box_fwhm * FWHM_PER_SIGMA) ** 2
-    valid = in_ap & np.isfinite(data)
-    m = valid.astype(np.float64)
-    g = beam(dx, dy) * m
-    d = np.where(valid, data, 0.0)
-    n_fit = valid.sum(axis=1)
-    peak = _bilinear(padded, xs, ys, pad)
-    nearest = flat[centre]
-    peak = np.where(np.isfinite(peak), peak, nearest)
-    good = (
-        (n_fit >= MIN_FIT_FRACTION * in_ap.sum(axis=1))
-        & np.isfinite(nearest)
-        & (n_ann >= MIN_ANNULUS_PIXELS)
-        & (n_fit > (2 if fit_background else 1))
-    )
+    (updated in place).
+    """
+    n_src = len(reason)
+    if pb_fits is None:
+        return np.ones(n_src)
+    pb = np.full(n_src, np.nan)
+    todo = np.array([r is None for r in reason], dtype=bool)
+    if todo.any():
+        pb[todo] = _read_pb(pb_fits, positions.ra_deg[todo], positions.dec_deg[todo])
+    with np.errstate(invalid="ignore"):
+        low = todo & ~(pb >= pb_cutoff)
+    for i in np.flatnonzero(low):
+        reason[i] = SKIP_BELOW_PB
+    return pb
 
-    # Correlated-noise products P g (and P 1), by FFT convolution with rho = beam.
+
+@dataclass(frozen=True, slots=True)
+class _Stamps:
+    """The pixels of every measured source: its fit aperture, noise and peak.
+
+    Gathered with one fancy index per quantity from a NaN-padded copy of the image, so the
+    fit is vectorised over sources (one row per source).
+    """
+
+    half: int  # the aperture box is (2 half + 1)^2 pixels
+    rms: np.ndarray  # annulus MAD noise
+    n_annulus: np.ndarray  # finite annulus pixels
+    in_aperture: np.ndarray  # box pixels inside the beam-shaped aperture
+    mask: np.ndarray  # 1.0 where a pixel takes part in the fit
+    g: np.ndarray  # the beam at each pixel (0 outside the fit)
+    d: np.ndarray  # the data (0 outside the fit)
+    peak: np.ndarray  # bilinear value at the position, else the nearest pixel
+    nearest: np.ndarray  # the pixel nearest the position
+
+    @classmethod
+    def gather(
+        cls,
+        image: SkyImage,
+        beam: PixelBeam,
+        xs: np.ndarray,
+        ys: np.ndarray,
+        annulus: tuple[float, float],
+        box_fwhm: float,
+    ) -> _Stamps:
+        """Gather aperture and annulus pixels around each 0-based position ``(xs, ys)``."""
+        h = int(math.ceil(box_fwhm * beam.major_px)) + 1
+        box_y, box_x = np.mgrid[-h : h + 1, -h : h + 1]
+        box_y, box_x = box_y.ravel(), box_x.ravel()
+        ann_x, ann_y = _annulus_offsets(beam, _pixel_scale(image), *annulus)
+        pad = int(max(h, np.abs(ann_x).max(initial=0), np.abs(ann_y).max(initial=0))) + 2
+        padded = np.pad(image.data, pad, constant_values=np.nan)
+        width = padded.shape[1]
+        flat = padded.ravel()
+        ix0, iy0 = np.rint(xs).astype(np.int64), np.rint(ys).astype(np.int64)
+        centre = (iy0 + pad) * width + (ix0 + pad)
+
+        ann = flat[centre[:, None] + (ann_y * width + ann_x)[None, :]]
+        med, n_ann = _row_median(ann)
+        mad, _ = _row_median(np.abs(ann - med[:, None]))
+
+        data = flat[centre[:, None] + (box_y * width + box_x)[None, :]]
+        dx = box_x[None, :] + (ix0 - xs)[:, None]
+        dy = box_y[None, :] + (iy0 - ys)[:, None]
+        in_ap = beam.radius2(dx, dy) <= (box_fwhm * FWHM_PER_SIGMA) ** 2
+        valid = in_ap & np.isfinite(data)
+        m = valid.astype(np.float64)
+        peak = _bilinear(padded, xs, ys, pad)
+        nearest = flat[centre]
+        return cls(
+            half=h,
+            rms=MAD_TO_SIGMA * mad,
+            n_annulus=n_ann,
+            in_aperture=in_ap,
+            mask=m,
+            g=beam(dx, dy) * m,
+            d=np.where(valid, data, 0.0),
+            peak=np.where(np.isfinite(peak), peak, nearest),
+            nearest=nearest,
+        )
+
+
+def _correlated_products(
+    stamps: _Stamps, beam: PixelBeam, fit_background: bool
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """``P g`` (and ``P 1`` with a background): the design convolved with ``rho`` = the beam."""
+    h = stamps.half
     side = 2 * h + 1
     ky, kx = np.mgrid[-2 * h : 2 * h + 1, -2 * h : 2 * h + 1]
     rho = beam(kx.astype(np.float64), ky.astype(np.float64))[None]
+    g, m = stamps.g, stamps.mask
     pg = np.empty_like(g)
     pm = np.empty_like(m) if fit_background else None
-    for start in range(0, len(sel), _CHUNK):
+    for start in range(0, len(g), _CHUNK):
         block = slice(start, start + _CHUNK)
         pg[block] = fftconvolve(g[block].reshape(-1, side, side), rho, mode="same", axes=(1, 2)
                                 ).reshape(-1, side * side)  # fmt: skip
         if pm is not None:
             pm[block] = fftconvolve(m[block].reshape(-1, side, side), rho, mode="same",
                                     axes=(1, 2)).reshape(-1, side * side)  # fmt: skip
+    return pg, pm
 
+
+@dataclass(frozen=True, slots=True)
+class _Solution:
+    """The least-squares fit of every source (see the module docs for the error terms)."""
+
+    amp: np.ndarray
+    bkg: np.ndarray  # NaN when not fitted
+    var_factor: np.ndarray  # Var(amp) / sigma^2
+    tr_hp: np.ndarray  # tr(M^-1 X^T P X)
+    model: np.ndarray
+    solvable: np.ndarray  # False where the 2-parameter system is singular
+
+
+def _solve(stamps: _Stamps, pg: np.ndarray, pm: np.ndarray | None) -> _Solution:
+    """Solve for the amplitude (and the background when ``pm`` is given) of every source."""
+    g, m, d = stamps.g, stamps.mask, stamps.d
     sgg = (g * g).sum(axis=1)
     sgd = (g * d).sum(axis=1)
     gpg = (g * pg).sum(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
-        if fit_background:
-            sg, sd, sn = g.sum(axis=1), d.sum(axis=1), n_fit.astype(np.float64)
-            gp1, p11 = (m * pg).sum(axis=1), (m * pm).sum(axis=1)
-            det = sgg * sn - sg * sg
-            # M^-1 = [[sn, -sg], [-sg, sgg]] / det
-            amp = (sn * sgd - sg * sd) / det
-            bkg = (sgg * sd - sg * sgd) / det
-            mi = np.stack([np.stack([sn, -sg]), np.stack([-sg, sgg])]) / det  # (2, 2, S)
-            vm = np.stack([np.stack([gpg, gp1]), np.stack([gp1, p11])])
-            mv = np.einsum("ijs,jks->iks", mi, vm)
-            var_factor = np.einsum("ijs,jks->iks", mv, mi)[0, 0]
-            tr_hp = mv[0, 0] + mv[1, 1]
-            model = amp[:, None] * g + bkg[:, None] * m
-            good &= det > 0
-        else:
+        if pm is None:
             amp = sgd / sgg
-            bkg = np.full(len(sel), np.nan)
-            var_factor = gpg / sgg**2
-            tr_hp = gpg / sgg
-            model = amp[:, None] * g
-        resid2 = (((d - model) * m) ** 2).sum(axis=1)
-        chi2 = resid2 / rms**2 / (n_fit - tr_hp)
-        amp_err = rms * np.sqrt(var_factor)
-        p = pb[sel]
-        flux, flux_err = amp / p, amp_err / p
-        peak_flux, peak_err = peak / p, rms / p
+            return _Solution(amp, np.full(len(g), np.nan), gpg / sgg**2, gpg / sgg,
+                             amp[:, None] * g, np.ones(len(g), dtype=bool))  # fmt: skip
+        sg, sd = g.sum(axis=1), d.sum(axis=1)
+        sn = stamps.mask.sum(axis=1)
+        gp1, p11 = (m * pg).sum(axis=1), (m * pm).sum(axis=1)
+        det = sgg * sn - sg * sg
+        # M^-1 = [[sn, -sg], [-sg, sgg]] / det
+        amp = (sn * sgd - sg * sd) / det
+        bkg = (sgg * sd - sg * sgd) / det
+        mi = np.stack([np.stack([sn, -sg]), np.stack([-sg, sgg])]) / det  # (2, 2, S)
+        vm = np.stack([np.stack([gpg, gp1]), np.stack([gp1, p11])])
+        mv = np.einsum("ijs,jks->iks", mi, vm)
+        var_factor = np.einsum("ijs,jks->iks", mv, mi)[0, 0]
+        model = amp[:, None] * g + bkg[:, None] * m
+        return _Solution(amp, bkg, var_factor, mv[0, 0] + mv[1, 1], model, det > 0)
 
+
+def _fit(
+    stamps: _Stamps, beam: PixelBeam, pb: np.ndarray, fit_background: bool
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Fit every source (rows of ``stamps``); fluxes are divided by the beam ``pb``.
+
+    Returns
+    -------
+    good : numpy.ndarray
+        False where the fit is unusable (the source is skipped as masked).
+    values : dict
+        ``Measurement`` field name -> one value per source.
+    """
+    n_fit = stamps.mask.sum(axis=1).astype(np.int64)
+    good = (
+        (n_fit >= MIN_FIT_FRACTION * stamps.in_aperture.sum(axis=1))
+        & np.isfinite(stamps.nearest)
+        & (stamps.n_annulus >= MIN_ANNULUS_PIXELS)
+        & (n_fit > (2 if fit_background else 1))
+    )
+    sol = _solve(stamps, *_correlated_products(stamps, beam, fit_background))
+    rms = stamps.rms
+    with np.errstate(invalid="ignore", divide="ignore"):
+        resid2 = (((stamps.d - sol.model) * stamps.mask) ** 2).sum(axis=1)
+        chi2 = resid2 / rms**2 / (n_fit - sol.tr_hp)
+        amp_err = rms * np.sqrt(sol.var_factor)
+        return good & sol.solvable, {
+            "flux_jy": sol.amp / pb,
+            "flux_err_jy": amp_err / pb,
+            "peak_flux_jy": stamps.peak / pb,
+            "peak_flux_err_jy": rms / pb,
+            "local_rms_jy": rms,
+            "chi2": chi2,
+            "background_jy": sol.bkg,
+            "n_pixels": n_fit,
+        }
+
+
+_NAN = float("nan")
+_SKIPPED = {
+    "flux_jy": _NAN,
+    "flux_err_jy": _NAN,
+    "peak_flux_jy": _NAN,
+    "peak_flux_err_jy": _NAN,
+    "local_rms_jy": _NAN,
+    "chi2": _NAN,
+    "background_jy": _NAN,
+    "n_pixels": 0,
+}
+
+
+def _measurements(
+    positions: SourcePositions,
+    x: np.ndarray,
+    y: np.ndarray,
+    pb: np.ndarray,
+    reason: list[str | None],
+    sel: np.ndarray,
+    fit: tuple[np.ndarray, dict[str, np.ndarray]],
+) -> list[Measurement]:
+    """One :class:`Measurement` per position, in order; a failed fit is skipped as masked."""
     out: list[Measurement] = []
     index = {int(s): k for k, s in enumerate(sel)}
-    nan = float("nan")
-    for i in range(n_src):
+    good, measured = fit
+    for i in range(len(reason)):
         k = index.get(i)
         if k is not None and not good[k]:
             reason[i] = SKIP_MASKED
-        common = dict(
-            source_id=positions.source_ids[i],
-            ra_deg=float(ra[i]),
-            dec_deg=float(dec[i]),
-            catalog_flux_jy=float(positions.catalog_flux_jy[i]),
-            x_pix=float(x[i]),
-            y_pix=float(y[i]),
-        )
-        if reason[i] is not None:
-            out.append(
-                Measurement(
-                    **common,
-                    flux_jy=nan,
-                    flux_err_jy=nan,
-                    peak_flux_jy=nan,
-                    peak_flux_err_jy=nan,
-                    local_rms_jy=nan,
-                    chi2=nan,
-                    background_jy=nan,
-                    pb_response=float(pb[i]),
-                    n_pixels=0,
-                    skip_reason=reason[i],
-                )  # fmt: skip
-            )
-            continue
+        if reason[i] is None:
+            values = {name: column[k].item() for name, column in measured.items()}
+        else:
+            values = _SKIPPED
         out.append(
             Measurement(
-                **common,
-                flux_jy=float(flux[k]),
-                flux_err_jy=float(flux_err[k]),
-                peak_flux_jy=float(peak_flux[k]),
-                peak_flux_err_jy=float(peak_err[k]),
-                local_rms_jy=float(rms[k]),
-                chi2=float(chi2[k]),
-                background_jy=float(bkg[k]),
+                source_id=positions.source_ids[i],
+                ra_deg=float(positions.ra_deg[i]),
+                dec_deg=float(positions.dec_deg[i]),
+                catalog_flux_jy=float(positions.catalog_flux_jy[i]),
+                x_pix=float(x[i]),
+                y_pix=float(y[i]),
                 pb_response=float(pb[i]),
-                n_pixels=int(n_fit[k]),
+                skip_reason=reason[i],
+                **values,
             )
         )
     return out

@@ -74,6 +74,8 @@ class SourceMetrics:
 
 @dataclass(frozen=True, slots=True)
 class Candidate:
+    """A source flagged as variable, with its metrics and the tests it passed."""
+
     source_id: str
     metrics: Metrics
     reasons: tuple[str, ...]  # "eta_v", "two_epoch"
@@ -91,6 +93,7 @@ class CandidateSelection:
 
     @property
     def source_ids(self) -> list[str]:
+        """The flagged sources' ids, in candidate order."""
         return [c.source_id for c in self.candidates]
 
 
@@ -274,7 +277,7 @@ def flag_candidates(
     m_threshold: float = M_THRESHOLD,
     n_sigma: float = N_SIGMA,
 ) -> CandidateSelection:
-    """Sources passing the eta-V test or the two-epoch test (module docs give the defaults)."""
+    """Flag the sources passing the eta-V test or the two-epoch test (defaults: module docs)."""
     etas = np.array([sm.metrics.eta for sm in metrics_table], dtype=np.float64)
     vs_ = np.array([sm.metrics.v for sm in metrics_table], dtype=np.float64)
 

@@ -38,12 +38,8 @@ from dsa110_assets.calibration.model import (
     read_ms_geometry,
     write_model_column,
 )
-from dsa110_assets.catalogs.survey import (
-    SURVEYS,
-    CatalogError,
-    angular_separation_deg,
-    cone_search,
-)
+from dsa110_assets.catalogs.base import SURVEYS, CatalogError
+from dsa110_assets.catalogs.cone import angular_separation_deg, cone_search
 from dsa110_assets.catalogs.transits import CalibratorTransit, calibrators_in_beam
 from dsa110_assets.catalogs.vla import ensure_calibrator_db, load_calibrators
 from dsa110_assets.instrument import airy_power_beam

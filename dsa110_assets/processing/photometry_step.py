@@ -13,7 +13,8 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dsa110_assets.catalogs.survey import SURVEYS, CatalogError, cone_search
+from dsa110_assets.catalogs.base import SURVEYS, CatalogError
+from dsa110_assets.catalogs.cone import cone_search
 from dsa110_assets.imaging.image_stats import image_statistics
 from dsa110_assets.photometry.forced import Measurement, SourcePositions, forced_photometry
 from dsa110_assets.photometry.register import record_measurements

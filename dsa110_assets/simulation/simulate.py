@@ -43,6 +43,7 @@ from dsa110_assets.instrument import (
     N_SUBBANDS,
     POLARIZATIONS,
     SEFD_JY,
+    Stations,
     array_location,
     band_frequencies,
     channel_width_hz,
@@ -162,7 +163,7 @@ class SimulationConfig:
             get_calibrator(self.calibrator)  # raises ValueError for an unknown name
 
     def to_json(self) -> str:
-        """The configuration as JSON (recorded in the truth file)."""
+        """Serialise the configuration as JSON (recorded in the truth file)."""
         values = asdict(self)
         values["output_dir"] = str(self.output_dir)
         values["truth_dir"] = str(self.truth_dir)
@@ -215,59 +216,112 @@ def simulate_observations(
         A data file to be written already exists; checked for all groups before anything is
         written, and never overwritten.
     """
-    stations = load_stations()
-    antennas = data_antennas(cfg.n_antennas)
-    calibrator = get_calibrator(cfg.calibrator) if cfg.calibrator is not None else None
-    dec_deg = _pointing_dec(cfg, calibrator)
-    frame = MeridianFrame(math.radians(ARRAY_LON_DEG), math.radians(dec_deg))
-    array = _ArrayLayout.build(stations.itrf_m, antennas, frame)
-    start = _start_time(cfg, calibrator)
-    start_time = Time(start)
-    offsets_s = (np.arange(cfg.n_groups * INTEGRATIONS_PER_FILE) + 0.5) * INTEGRATION_S
-    times = start_time + TimeDelta(offsets_s, format="sec")  # all integration centres
-    times_jd = times.jd1 + times.jd2
-    group_starts = [start + timedelta(seconds=k * FILE_DURATION_S) for k in range(cfg.n_groups)]
-
-    sources = _sky_model(cfg, calibrator, dec_deg, start_time)
-    cal_in_beam = _calibrator_in_beam(cfg, calibrator, frame, times)
-    file_plan = _plan_files(cfg, start)
-    existing = [p for paths in file_plan for p in paths if p.exists()]
+    plan = _Plan.build(cfg)
+    existing = [p for paths in plan.file_plan for p in paths if p.exists()]
     if existing:
         raise FileExistsError(
             f"{len(existing)} simulated file(s) already exist in {cfg.output_dir}, "
             f"e.g. {existing[0].name}; refusing to overwrite correlator files"
         )
-
-    freqs_band = band_frequencies(cfg.n_channels)
     corruptions = None
     if cfg.corruptions:
         rng = np.random.default_rng([cfg.seed, _STREAM_CORRUPTIONS])
-        corruptions = draw_corruptions(rng, len(antennas), times_jd, freqs_band)
+        corruptions = draw_corruptions(rng, len(plan.antennas), plan.times_jd, plan.freqs_band)
 
     cfg.truth_dir.mkdir(parents=True, exist_ok=True)
     cfg.output_dir.mkdir(parents=True, exist_ok=True)
-    catalog_path = write_catalog(cfg.truth_dir / CATALOG_FILENAME, sources)
-    nvss_catalog_path = write_nvss_catalog(cfg.truth_dir / NVSS_CATALOG_FILENAME, sources)
+    catalog_path = write_catalog(cfg.truth_dir / CATALOG_FILENAME, plan.sources)
+    nvss_catalog_path = write_nvss_catalog(cfg.truth_dir / NVSS_CATALOG_FILENAME, plan.sources)
     truth_path = _write_truth(
         cfg.truth_dir / TRUTH_FILENAME,
         cfg=cfg,
-        antennas=antennas,
-        names=[stations.names[a] for a in antennas],
-        times_jd=times_jd,
-        freqs_hz=freqs_band,
+        antennas=plan.antennas,
+        names=[plan.stations.names[a] for a in plan.antennas],
+        times_jd=plan.times_jd,
+        freqs_hz=plan.freqs_band,
         corruptions=corruptions,
-        file_plan=file_plan,
-        group_starts=group_starts,
-        cal_in_beam=cal_in_beam,
-        dec_deg=dec_deg,
+        file_plan=plan.file_plan,
+        group_starts=plan.group_starts,
+        cal_in_beam=plan.cal_in_beam,
+        dec_deg=plan.dec_deg,
+    )
+    groups = _write_groups(cfg, plan, corruptions, on_group_written)
+    return SimulationResult(
+        files=[path for group in groups for path in group.files],
+        groups=groups,
+        catalog_path=catalog_path,
+        truth_path=truth_path,
+        start=plan.start,
+        dec_deg=plan.dec_deg,
+        sources=plan.sources,
+        nvss_catalog_path=nvss_catalog_path,
     )
 
+
+@dataclass(frozen=True)
+class _Plan:
+    """Everything fixed before the first file: array, pointing, times, sky and file names."""
+
+    stations: Stations
+    antenna_positions: np.ndarray  # ECEF offsets from the array centre
+    antennas: np.ndarray
+    dec_deg: float
+    frame: MeridianFrame
+    array: _ArrayLayout
+    start: datetime
+    times: Time  # every integration centre of every group
+    times_jd: np.ndarray
+    group_starts: list[datetime]
+    sources: list[PointSource]
+    cal_in_beam: np.ndarray
+    file_plan: list[list[Path]]
+    freqs_band: np.ndarray
+
+    @classmethod
+    def build(cls, cfg: SimulationConfig) -> _Plan:
+        """Work out the observation ``cfg`` describes (no file is touched)."""
+        stations = load_stations()
+        antennas = data_antennas(cfg.n_antennas)
+        calibrator = get_calibrator(cfg.calibrator) if cfg.calibrator is not None else None
+        dec_deg = _pointing_dec(cfg, calibrator)
+        frame = MeridianFrame(math.radians(ARRAY_LON_DEG), math.radians(dec_deg))
+        array = _ArrayLayout.build(stations.itrf_m, antennas, frame)
+        start = _start_time(cfg, calibrator)
+        start_time = Time(start)
+        offsets_s = (np.arange(cfg.n_groups * INTEGRATIONS_PER_FILE) + 0.5) * INTEGRATION_S
+        times = start_time + TimeDelta(offsets_s, format="sec")
+        sources = _sky_model(cfg, calibrator, dec_deg, start_time)
+        return cls(
+            stations=stations,
+            antenna_positions=stations.ecef_offsets_m(),
+            antennas=antennas,
+            dec_deg=dec_deg,
+            frame=frame,
+            array=array,
+            start=start,
+            times=times,
+            times_jd=times.jd1 + times.jd2,
+            group_starts=[
+                start + timedelta(seconds=k * FILE_DURATION_S) for k in range(cfg.n_groups)
+            ],
+            sources=sources,
+            cal_in_beam=_calibrator_in_beam(cfg, calibrator, frame, times),
+            file_plan=_plan_files(cfg, start),
+            freqs_band=band_frequencies(cfg.n_channels),
+        )
+
+
+def _write_groups(
+    cfg: SimulationConfig,
+    plan: _Plan,
+    corruptions: Corruptions | None,
+    on_group_written: GroupCallback | None,
+) -> list[SimulationGroup]:
+    """Compute and write every group's subband files, one file in flight at a time."""
     location = array_location()
-    ra = np.array([src.ra_deg for src in sources])
-    dec = np.array([src.dec_deg for src in sources])
-    antenna_positions = stations.ecef_offsets_m()
+    ra = np.array([src.ra_deg for src in plan.sources])
+    dec = np.array([src.dec_deg for src in plan.sources])
     groups: list[SimulationGroup] = []
-    all_files: list[Path] = []
     with (
         ThreadPoolExecutor(_N_THREADS, thread_name_prefix="sim") as pool,
         ThreadPoolExecutor(1, thread_name_prefix="sim-writer") as writer,
@@ -275,59 +329,58 @@ def simulate_observations(
         pending: Future[Path] | None = None
         for g in range(cfg.n_groups):
             tslice = slice(g * INTEGRATIONS_PER_FILE, (g + 1) * INTEGRATIONS_PER_FILE)
-            directions = itrs_directions(ra, dec, times[tslice], location)
-            keep = visible_sources(frame, directions, freqs_band)
-            group_sky = _GroupSky([sources[k] for k in np.flatnonzero(keep)], directions[keep])
+            directions = itrs_directions(ra, dec, plan.times[tslice], location)
+            keep = visible_sources(plan.frame, directions, plan.freqs_band)
+            group_sky = _GroupSky([plan.sources[k] for k in np.flatnonzero(keep)], directions[keep])
             gain_term = None
             if corruptions is not None:
-                gain_term = baseline_gains(corruptions.gains[tslice], array.ant1, array.ant2)
+                gain_term = baseline_gains(corruptions.gains[tslice], plan.array.ant1,
+                                           plan.array.ant2)  # fmt: skip
             futures: list[Future[Path]] = []
-            for sb, path in zip(cfg.subbands, file_plan[g], strict=True):
+            for sb, path in zip(cfg.subbands, plan.file_plan[g], strict=True):
                 freqs = subband_frequencies(sb, cfg.n_channels)
                 band_term = None
                 if corruptions is not None:
                     fslice = slice(sb * cfg.n_channels, (sb + 1) * cfg.n_channels)
                     band = corruptions.bandpass[:, fslice]
-                    band_term = baseline_bandpass(band, array.ant1, array.ant2)
+                    band_term = baseline_bandpass(band, plan.array.ant1, plan.array.ant2)
                 vis = _subband_visibilities(
-                    cfg, g, sb, freqs, frame, array, group_sky, gain_term, band_term, pool
-                )
-                header = CorrelatorHeader(
-                    latitude_deg=ARRAY_LAT_DEG,
-                    longitude_deg=ARRAY_LON_DEG,
-                    altitude_m=ARRAY_HEIGHT_M,
-                    antenna_positions_m=antenna_positions,
-                    nants_data=len(antennas),
-                    ant_1_array=array.ant_1_array,
-                    ant_2_array=array.ant_2_array,
-                    uvw_m=array.uvw_m,
-                    times_jd=times_jd[tslice],
-                    freqs_hz=freqs,
-                    channel_width_hz=channel_width_hz(cfg.n_channels),
-                    phase_center_dec_rad=math.radians(dec_deg),
-                    applied_delays_ns=np.zeros((N_STATIONS, len(POLARIZATIONS)), dtype=np.int64),
-                    history=_history(cfg, g, sb),
-                )
+                    cfg, g, sb, freqs, plan.frame, plan.array, group_sky, gain_term, band_term,
+                    pool,
+                )  # fmt: skip
+                header = _header(cfg, plan, g, sb, freqs, tslice)
                 if pending is not None:
                     pending.result()  # at most one file in flight: bounded memory
                 pending = writer.submit(write_correlator_file, path, header, vis)
                 futures.append(pending)
                 del vis
             written = [f.result() for f in futures]
-            groups.append(SimulationGroup(g, group_starts[g], written, bool(cal_in_beam[g])))
-            all_files.extend(written)
+            groups.append(SimulationGroup(g, plan.group_starts[g], written,
+                                          bool(plan.cal_in_beam[g])))  # fmt: skip
             if on_group_written is not None:
                 on_group_written(g, list(written))
+    return groups
 
-    return SimulationResult(
-        files=all_files,
-        groups=groups,
-        catalog_path=catalog_path,
-        truth_path=truth_path,
-        start=start,
-        dec_deg=dec_deg,
-        sources=sources,
-        nvss_catalog_path=nvss_catalog_path,
+
+def _header(
+    cfg: SimulationConfig, plan: _Plan, g: int, sb: int, freqs: np.ndarray, tslice: slice
+) -> CorrelatorHeader:
+    """Describe group ``g``, subband ``sb`` in its correlator header."""
+    return CorrelatorHeader(
+        latitude_deg=ARRAY_LAT_DEG,
+        longitude_deg=ARRAY_LON_DEG,
+        altitude_m=ARRAY_HEIGHT_M,
+        antenna_positions_m=plan.antenna_positions,
+        nants_data=len(plan.antennas),
+        ant_1_array=plan.array.ant_1_array,
+        ant_2_array=plan.array.ant_2_array,
+        uvw_m=plan.array.uvw_m,
+        times_jd=plan.times_jd[tslice],
+        freqs_hz=freqs,
+        channel_width_hz=channel_width_hz(cfg.n_channels),
+        phase_center_dec_rad=math.radians(plan.dec_deg),
+        applied_delays_ns=np.zeros((N_STATIONS, len(POLARIZATIONS)), dtype=np.int64),
+        history=_history(cfg, g, sb),
     )
 
 
@@ -449,7 +502,7 @@ def _pointing_dec(cfg: SimulationConfig, calibrator: PointSource | None) -> floa
 
 
 def _start_time(cfg: SimulationConfig, calibrator: PointSource | None) -> datetime:
-    """The first integration's start (UTC): given, or placed on the calibrator's transit."""
+    """Choose the first integration's start (UTC): given, or placed on the calibrator's transit."""
     if cfg.start is not None:
         return _as_utc(cfg.start)
     if calibrator is None:
@@ -462,8 +515,10 @@ def _start_time(cfg: SimulationConfig, calibrator: PointSource | None) -> dateti
 def _sky_model(
     cfg: SimulationConfig, calibrator: PointSource | None, dec_deg: float, start: Time
 ) -> list[PointSource]:
-    """Calibrator (if any), the field pattern around each group's pointing, the extra sources
-    and background sources over the strip the scan drifts through.
+    """Build the sky: calibrator, field pattern, extra and background sources.
+
+    The calibrator (if any), the field pattern around each group's pointing, the extra
+    sources and background sources over the strip the scan drifts through.
     """
     sources = [calibrator] if calibrator is not None else []
     ra_start = _meridian_icrs_deg(start, dec_deg)[0]
@@ -509,7 +564,7 @@ def _calibrator_in_beam(
 
 
 def _plan_files(cfg: SimulationConfig, start: datetime) -> list[list[Path]]:
-    """Final paths per group: group start (whole second) plus a per-subband clock jitter."""
+    """Name the files of each group: group start (whole second) plus a per-subband jitter."""
     plan: list[list[Path]] = []
     for g in range(cfg.n_groups):
         group_start = start + timedelta(seconds=g * FILE_DURATION_S)
@@ -538,7 +593,7 @@ def _write_truth(
     cal_in_beam: np.ndarray,
     dec_deg: float,
 ) -> Path:
-    """The true instrument state, written atomically (tmp + rename) and reproducibly.
+    """Write the true instrument state, atomically (tmp + rename) and reproducibly.
 
     Without corruptions the gains and bandpasses are stored as exactly 1 so consumers need not
     special-case it.

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -71,7 +71,7 @@ class PointSource:
 
 
 def load_vla_calibrators() -> dict[str, PointSource]:
-    """The packaged VLA calibrators, keyed by name (e.g. ``"3C286"``)."""
+    """Read the packaged VLA calibrators, keyed by name (e.g. ``"3C286"``)."""
     text = resources.files("dsa110_assets").joinpath("data", _CALIBRATOR_CSV).read_text("utf-8")
     return {src.name: src for src in _parse_catalog(text)}
 
@@ -169,24 +169,15 @@ def write_catalog(path: Path, sources: Sequence[PointSource]) -> Path:
 
     Written to a temporary name and moved into place so a reader never sees half a file.
     """
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(CATALOG_COLUMNS)
-    for src in sources:
-        writer.writerow(
-            [
-                src.name,
-                f"{src.ra_deg:.{_DECIMALS['ra_deg']}f}",
-                f"{src.dec_deg:.{_DECIMALS['dec_deg']}f}",
-                f"{src.flux_1400_jy:.{_DECIMALS['flux_1400_jy']}f}",
-                f"{src.spectral_index:.{_DECIMALS['spectral_index']}f}",
-            ]
-        )
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(buffer.getvalue(), encoding="utf-8")
-    tmp.replace(path)
-    return path
+    rows = (
+        [
+            *_name_and_position(src),
+            f"{src.flux_1400_jy:.{_DECIMALS['flux_1400_jy']}f}",
+            f"{src.spectral_index:.{_DECIMALS['spectral_index']}f}",
+        ]
+        for src in sources
+    )
+    return _write_csv(path, CATALOG_COLUMNS, rows)
 
 
 def write_nvss_catalog(path: Path, sources: Sequence[PointSource]) -> Path:
@@ -197,22 +188,35 @@ def write_nvss_catalog(path: Path, sources: Sequence[PointSource]) -> Path:
     the catalog's exact decimals (mJy with 3 decimals is exactly the Jy value with 6).
     Written to a temporary name and moved into place.
     """
+    rows = (
+        [
+            *_name_and_position(src),
+            f"{src.flux_1400_jy * 1e3:.{_DECIMALS['flux_1400_jy'] - 3}f}",
+            "",
+            "",
+            "",
+            "",
+        ]
+        for src in sources
+    )
+    return _write_csv(path, NVSS_COLUMNS, rows)
+
+
+def _name_and_position(src: PointSource) -> list[str]:
+    """Return the name, RA and Dec cells of a source, with the catalog's decimals."""
+    return [
+        src.name,
+        f"{src.ra_deg:.{_DECIMALS['ra_deg']}f}",
+        f"{src.dec_deg:.{_DECIMALS['dec_deg']}f}",
+    ]
+
+
+def _write_csv(path: Path, header: Sequence[str], rows: Iterable[list[str]]) -> Path:
+    """Write a CSV under a temporary name and move it into place (never half a file)."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(NVSS_COLUMNS)
-    for src in sources:
-        writer.writerow(
-            [
-                src.name,
-                f"{src.ra_deg:.{_DECIMALS['ra_deg']}f}",
-                f"{src.dec_deg:.{_DECIMALS['dec_deg']}f}",
-                f"{src.flux_1400_jy * 1e3:.{_DECIMALS['flux_1400_jy'] - 3}f}",
-                "",
-                "",
-                "",
-                "",
-            ]
-        )
+    writer.writerow(header)
+    writer.writerows(rows)
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(buffer.getvalue(), encoding="utf-8")

@@ -55,11 +55,12 @@ class CorrelatorHeader:
 
     @property
     def nants_telescope(self) -> int:
+        """Antennas of the telescope (every station, with data or not)."""
         return int(self.antenna_positions_m.shape[0])
 
 
 def incomplete_path(final_path: Path) -> Path:
-    """The name the correlator writes under before renaming (``..._sbXX_incomplete.hdf5``)."""
+    """Return the name the correlator writes to before renaming (``..._sbXX_incomplete.hdf5``)."""
     return final_path.with_name(final_path.name.removesuffix(".hdf5") + INCOMPLETE_SUFFIX)
 
 
@@ -96,8 +97,10 @@ def _scalar(group: h5py.Group, name: str, value: object) -> None:
 
 
 def _appendable(group: h5py.Group, name: str, data: np.ndarray, dtype: np.dtype) -> None:
-    """A dataset created empty with an unlimited first axis and then extended, as the
-    correlator's per-integration appends leave it (same auto-chunk shape).
+    """Write ``data`` as a dataset shaped the way the correlator's appends leave it.
+
+    Created empty with an unlimited first axis and then extended, as the correlator's
+    per-integration appends leave it (same auto-chunk shape).
     """
     data = np.asarray(data)
     dset = group.create_dataset(
@@ -167,8 +170,9 @@ def _write_data(data: h5py.Group, visdata: np.ndarray) -> None:
 
 @lru_cache(maxsize=4)
 def _constant(shape: tuple[int, ...], value: bool | float) -> np.ndarray:
-    """Read-only all-``value`` array, shared by every file of one shape (saves 30 MB of
-    allocation per full-size file).
+    """Return a read-only all-``value`` array, shared by every file of one shape.
+
+    Sharing saves 30 MB of allocation per full-size file.
     """
     dtype = bool if isinstance(value, bool) else np.float32
     arr = np.full(shape, value, dtype=dtype)

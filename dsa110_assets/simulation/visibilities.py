@@ -84,7 +84,7 @@ class MeridianFrame:
 def itrs_directions(
     ra_deg: np.ndarray, dec_deg: np.ndarray, times: Time, location: EarthLocation
 ) -> np.ndarray:
-    """Unit vectors toward ICRS positions, in ITRS axes, as seen from the array at each time.
+    """Return unit vectors toward ICRS positions, in ITRS axes, as seen from the array at each time.
 
     Returns shape (Nsources, Ntimes, 3). One vectorised astropy transform covers all sources
     and times; it includes precession, nutation, annual aberration and polar motion (from the
@@ -112,7 +112,7 @@ def source_beam(frame: MeridianFrame, directions: np.ndarray, freqs_hz: np.ndarr
 def visible_sources(
     frame: MeridianFrame, directions: np.ndarray, freqs_hz: np.ndarray, cutoff: float = BEAM_CUTOFF
 ) -> np.ndarray:
-    """Per source: does its beam response exceed ``cutoff`` at any time and frequency?
+    """Decide per source whether its beam response exceeds ``cutoff`` at any time or frequency.
 
     Decided once per group over the whole band, so a source is either in every file of a
     group or in none (no discontinuity between subbands or integrations).
@@ -214,6 +214,6 @@ def _unit_phasor(phase: np.ndarray) -> np.ndarray:
 def sources_in_beam(
     frame: MeridianFrame, directions: np.ndarray, freq_hz: float, level: float = 0.5
 ) -> np.ndarray:
-    """Per source: is it inside the ``level`` (half-power) beam at any of the times?"""
+    """Decide per source whether it is inside the ``level`` (half-power) beam at some time."""
     beam = airy_power_beam(frame.separation_rad(directions), freq_hz)  # (Ns, Nt)
     return (beam >= level).any(axis=1)
