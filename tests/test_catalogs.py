@@ -173,7 +173,7 @@ def test_calibrator_db_errors_and_ensure(tmp_path: Path) -> None:
 
 
 def _sexagesimal_nvss(path: Path, n: int, seed: int = 7) -> tuple[np.ndarray, ...]:
-    """An NVSS-like VizieR CSV with sexagesimal positions; returns the positions astropy reads.
+    """Write an NVSS-like VizieR CSV with sexagesimal positions; return what astropy reads.
 
     Sources are spread over the whole sky plus clusters at RA 0/360, near both poles and on
     strip boundaries, where strip and wrap-around bugs live.

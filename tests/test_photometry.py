@@ -44,7 +44,7 @@ CENTRE = (150.0, 55.0)
 
 def make_header(n: int, cell_arcsec: float, beam: tuple[float, float, float], *,
                 rotation_deg: float = 0.0, flip_x: bool = False) -> fits.Header:  # fmt: skip
-    """A WSClean-like 4-axis SIN header; ``beam`` = (BMAJ, BMIN arcsec, BPA deg)."""
+    """Return a WSClean-like 4-axis SIN header; ``beam`` = (BMAJ, BMIN arcsec, BPA deg)."""
     h = fits.Header()
     c = cell_arcsec / 3600.0
     rot = math.radians(rotation_deg)
@@ -126,7 +126,7 @@ class Sky:
 
 
 def positions_grid(sky: Sky, spacing: int, margin: int, rng: np.random.Generator):
-    """Sources on a jittered grid (sub-pixel positions), as pixel and world coordinates."""
+    """Place sources on a jittered grid (sub-pixel); return pixel and world coordinates."""
     g = np.arange(margin, sky.n - margin + 1, spacing, dtype=float)
     x, y = np.meshgrid(g, g)
     x = x.ravel() + rng.uniform(-0.5, 0.5, x.size)

@@ -39,7 +39,7 @@ C = 299_792_458.0
 
 
 def _config(root: Path, **overrides: object) -> SimulationConfig:
-    """A small configuration (8 antennas, 4 channels, 2 subbands) under ``root``."""
+    """Return a small configuration (8 antennas, 4 channels, 2 subbands) under ``root``."""
     values: dict[str, object] = dict(
         output_dir=root / "incoming",
         truth_dir=root / "truth",
@@ -84,8 +84,9 @@ def base_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[SimulationResult
 
 @pytest.fixture(scope="module")
 def clean_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[SimulationResult, ...]:
-    """One calibrator alone (the analytic single-source test), no noise: with and without
-    corruptions (same seed).
+    """Simulate one calibrator alone, without noise, with and without corruptions.
+
+    The analytic single-source test; both runs use the same seed.
     """
     common = dict(n_background_sources=0, field_sources=False, noise=False, calibrator="3C286")
     clean = simulate_observations(
@@ -382,7 +383,9 @@ def test_catalog_has_calibrator_and_background(base_run) -> None:
 
 
 def test_the_default_sky_has_sources_in_every_quadrant_at_distinct_radii(base_run) -> None:
-    """Around each group's pointing (the meridian at mid-group): two sources per quadrant, no
+    """Check the default sky cannot be mapped onto itself by a mirror.
+
+    Around each group's pointing (the meridian at mid-group): two sources per quadrant, no
     two at the same radius, one bright one near the half-power radius, so neither a point
     reflection nor an east-west or north-south mirror maps the sky onto itself.
     """

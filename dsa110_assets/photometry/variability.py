@@ -216,9 +216,7 @@ def metrics_for_all(
     (forced fit, the default) or ``peak_flux_jy``. ``until_mjd`` keeps only epochs before it
     (exclusive: an end-of-day bound), so a day's metrics can be recomputed later unchanged.
     """
-    rows = flux_series(
-        registry, flux_column, until_mjd=until_mjd, per_group_only=per_group_only
-    )
+    rows = flux_series(registry, flux_column, until_mjd=until_mjd, per_group_only=per_group_only)
     if not rows:
         return []
     ids = [r[0] for r in rows]
