@@ -4,21 +4,17 @@ from pathlib import Path
 
 import dagster as dg
 
+from dsa110_assets.defs.asset_shapes import group_asset
 from dsa110_assets.defs.failures import reported_failures
-from dsa110_assets.defs.ingest.assets import OWNERS
-from dsa110_assets.defs.partitions import group_id_partitions
 from dsa110_assets.processing.apply_step import CalStatus, apply_and_register
 from dsa110_assets.processing.calibrate_step import solve_and_register
 from dsa110_assets.registry.products import ms_record
 from resources.pipeline import PipelineResource
 
 
-@dg.asset(
-    partitions_def=group_id_partitions,
+@group_asset(
     group_name="calibration",
     kinds={"casa", "numpy"},
-    owners=OWNERS,
-    io_manager_key="tier_io_manager",
     metadata={"dsa110/kind": "caltables", "dsa110/pattern": "{partition}_*cal"},
     description="Which VLA calibrators transit the primary beam during the observation "
     "(has_calibrator / calibrators in processing_queue) and, on a calibrator group, the "
@@ -61,12 +57,9 @@ def calibration_tables(
     return outcome.tables
 
 
-@dg.asset(
-    partitions_def=group_id_partitions,
+@group_asset(
     group_name="calibration",
     kinds={"casa", "numpy"},
-    owners=OWNERS,
-    io_manager_key="tier_io_manager",
     deps=[calibration_tables],
     metadata={"dsa110/kind": "ms", "dsa110/suffix": ".ms"},
     description="The group's Measurement Set with the best calibration available now applied "

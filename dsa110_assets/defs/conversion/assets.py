@@ -4,21 +4,17 @@ from pathlib import Path
 
 import dagster as dg
 
+from dsa110_assets.defs.asset_shapes import group_asset
 from dsa110_assets.defs.failures import reported_failures
-from dsa110_assets.defs.ingest.assets import OWNERS
-from dsa110_assets.defs.partitions import group_id_partitions
 from dsa110_assets.ingest.groups import SubbandGroup
 from dsa110_assets.processing.convert_step import convert_and_register
 from dsa110_assets.storage.products import ms_path_for
 from resources.pipeline import PipelineResource
 
 
-@dg.asset(
-    partitions_def=group_id_partitions,
+@group_asset(
     group_name="conversion",
     kinds={"casa", "python"},
-    owners=OWNERS,
-    io_manager_key="tier_io_manager",
     metadata={"dsa110/kind": "ms", "dsa110/suffix": ".ms"},
     retry_policy=dg.RetryPolicy(max_retries=2, delay=5),
     description="The 16 subbands as one CASA Measurement Set on the SSD products tier: 16 "

@@ -11,10 +11,9 @@ from pathlib import Path
 
 import dagster as dg
 
+from dsa110_assets.defs.asset_shapes import daily_asset
 from dsa110_assets.defs.failures import reported_failures
 from dsa110_assets.defs.imaging.assets import image
-from dsa110_assets.defs.ingest.assets import OWNERS
-from dsa110_assets.defs.partitions import daily_partitions
 from dsa110_assets.imaging.thumbnail import thumbnail_markdown
 from dsa110_assets.processing.daily_step import (
     build_daily_mosaic,
@@ -26,16 +25,9 @@ from dsa110_assets.processing.photometry_step import concatenate_csv, measure_an
 from dsa110_assets.storage import product_path
 from resources.pipeline import PipelineResource
 
-ONE_DAY_PER_RUN = dg.BackfillPolicy.multi_run(max_partitions_per_run=1)
 
-
-@dg.asset(
-    partitions_def=daily_partitions,
-    group_name="daily",
+@daily_asset(
     kinds={"fits", "python"},
-    owners=OWNERS,
-    io_manager_key="tier_io_manager",
-    backfill_policy=ONE_DAY_PER_RUN,
     deps=[dg.AssetDep(image, partition_mapping=dg.AllPartitionMapping())],
     metadata={"dsa110/kind": "mosaics", "dsa110/pattern": "{partition}*.fits"},
     description="The day's images reprojected (reproject) onto a common TAN grid for the "
@@ -81,13 +73,8 @@ def daily_mosaic(context: dg.AssetExecutionContext, pipeline: PipelineResource) 
     return [p for o in outcomes for p in (o.result.path, o.result.weights_path)]
 
 
-@dg.asset(
-    partitions_def=daily_partitions,
-    group_name="daily",
+@daily_asset(
     kinds={"python", "csv"},
-    owners=OWNERS,
-    io_manager_key="tier_io_manager",
-    backfill_policy=ONE_DAY_PER_RUN,
     deps=[daily_mosaic],
     metadata={"dsa110/kind": "photometry", "dsa110/suffix": "-mosaic.csv"},
     description="Forced photometry of the survey catalog on the day's mosaics (already primary-"
@@ -131,13 +118,8 @@ def mosaic_photometry(context: dg.AssetExecutionContext, pipeline: PipelineResou
     return csv_path
 
 
-@dg.asset(
-    partitions_def=daily_partitions,
-    group_name="daily",
+@daily_asset(
     kinds={"python", "csv"},
-    owners=OWNERS,
-    io_manager_key="tier_io_manager",
-    backfill_policy=ONE_DAY_PER_RUN,
     deps=[mosaic_photometry],
     metadata={"dsa110/kind": "lightcurves", "dsa110/suffix": ".csv"},
     description="Every source's light curve (per-group forced photometry up to the end of the "

@@ -4,9 +4,8 @@ from pathlib import Path
 
 import dagster as dg
 
+from dsa110_assets.defs.asset_shapes import group_asset
 from dsa110_assets.defs.failures import reported_failures
-from dsa110_assets.defs.ingest.assets import OWNERS
-from dsa110_assets.defs.partitions import group_id_partitions
 from dsa110_assets.imaging.thumbnail import thumbnail_markdown
 from dsa110_assets.processing.image_step import image_and_register, thumbnail_and_register
 from dsa110_assets.registry.products import ms_record
@@ -14,13 +13,10 @@ from resources.pipeline import PipelineResource
 from resources.wsclean import WSCleanResource
 
 
-@dg.asset(
-    partitions_def=group_id_partitions,
+@group_asset(
     group_name="imaging",
     pool="wsclean",
     kinds={"wsclean", "fits"},
-    owners=OWNERS,
-    io_manager_key="tier_io_manager",
     metadata={"dsa110/kind": "images", "dsa110/pattern": "{partition}-*-image.fits"},
     description="WSClean image of the whole group (every integration phased to the central "
     "field): {group_id}-{field}-image/residual/model/psf.fits plus our Airy primary beam "
@@ -76,12 +72,9 @@ def image(
     return outcome.image
 
 
-@dg.asset(
-    partitions_def=group_id_partitions,
+@group_asset(
     group_name="imaging",
     kinds={"png"},
-    owners=OWNERS,
-    io_manager_key="tier_io_manager",
     metadata={"dsa110/kind": "thumbnails", "dsa110/suffix": ".png"},
     description="PNG preview (asinh stretch, 512 px, north up) of the group's image in "
     "{products}/thumbnails, shown inline here; regenerable from the FITS.",

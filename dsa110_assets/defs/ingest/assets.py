@@ -2,20 +2,15 @@
 
 import dagster as dg
 
+from dsa110_assets.defs.asset_shapes import group_asset
 from dsa110_assets.defs.failures import reported_failures
-from dsa110_assets.defs.partitions import group_id_partitions
 from dsa110_assets.ingest.groups import SubbandGroup, describe_group
 from resources.pipeline import PipelineResource
 
-OWNERS = ["team:dsa110-pipeline"]
 
-
-@dg.asset(
-    partitions_def=group_id_partitions,
+@group_asset(
     group_name="ingest",
     kinds={"hdf5", "sqlite"},
-    owners=OWNERS,
-    io_manager_key="tier_io_manager",
     metadata={"dsa110/kind": "raw"},
     description="The 16 UVH5 subband files of one ~5-minute observation, renamed to the "
     "canonical group_id on the HDD input tier: paths, sizes, subbands present and missing.",

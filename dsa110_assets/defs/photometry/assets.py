@@ -4,9 +4,8 @@ from pathlib import Path
 
 import dagster as dg
 
+from dsa110_assets.defs.asset_shapes import group_asset
 from dsa110_assets.defs.failures import reported_failures
-from dsa110_assets.defs.ingest.assets import OWNERS
-from dsa110_assets.defs.partitions import group_id_partitions
 from dsa110_assets.processing.photometry_step import measure_and_register
 from dsa110_assets.registry.products import cal_state, ms_record
 from dsa110_assets.storage import product_path
@@ -14,12 +13,9 @@ from dsa110_assets.storage.products import image_product
 from resources.pipeline import PipelineResource
 
 
-@dg.asset(
-    partitions_def=group_id_partitions,
+@group_asset(
     group_name="photometry",
     kinds={"python", "csv"},
-    owners=OWNERS,
-    io_manager_key="tier_io_manager",
     metadata={"dsa110/kind": "photometry", "dsa110/suffix": ".csv"},
     description="Forced photometry (restoring-beam fit at fixed position, Condon 1997) of the "
     "ingested survey catalog's sources in the group's image, divided by the primary beam: rows "
