@@ -11,7 +11,6 @@ on how long something took.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import shutil
@@ -20,7 +19,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,6 +29,7 @@ import dagster as dg
 import psycopg2
 import pytest
 import yaml
+from daemon_process import stop_process_group, wait_for
 from dagster._core.storage.dagster_run import DagsterRunStatus, RunsFilter
 from helpers import land_observations, tier_env
 from postgres_server import PostgresServer
@@ -41,24 +41,6 @@ from sensors.incoming import PRIORITY_TAG, QUEUE_TAG, QUEUE_VALUE, group_run_tag
 REPO = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
 BIN = Path(sys.executable).parent
-#: Generous bound for every condition waited for (a slow or busy machine is not a failure).
-WAIT_S = 600.0
-
-
-def wait_for(condition: Callable[[], Any], what: str, *, timeout: float = WAIT_S) -> Any:
-    """Poll ``condition`` until it returns something truthy.
-
-    Poll ``condition`` until it returns something truthy; fail naming ``what`` after
-    ``timeout`` seconds (a bound for a hung deployment, not a performance assertion).
-    """
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.1)
 
 
 # --------------------------------------------------------------------------------------------
@@ -386,18 +368,7 @@ def deployment(tmp_path_factory, postgres: PostgresServer) -> Iterator[Deploymen
             yield Deployment(root, home, daemon, instance, log)
         finally:
             instance.dispose()
-            try:
-                os.killpg(daemon.pid, signal.SIGTERM)
-                daemon.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                os.killpg(daemon.pid, signal.SIGKILL)
-                daemon.wait(timeout=30)
-            except ProcessLookupError:
-                pass
-            finally:
-                # Run workers that outlived the daemon are still in its process group.
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(daemon.pid, signal.SIGKILL)
+            stop_process_group(daemon)
 
 
 def overlap_peak(intervals: list[tuple[float, float]]) -> int:
