@@ -83,3 +83,19 @@ def hang_mid_write(marker: Path, *, window: int = 5, hold_s: float = 600.0) -> N
         return result
 
     MeasurementSetWriter.write_spw = write_then_hang
+
+
+def simulate_into(root: Path, **config):
+    """Simulate observations into ``root/incoming`` with their truth in ``root/truth``."""
+    from dsa110_assets.simulation import SimulationConfig, simulate_observations
+
+    return simulate_observations(
+        SimulationConfig(output_dir=root / "incoming", truth_dir=root / "truth", **config)
+    )
+
+
+def first_group_files(sim) -> dict[int, Path]:
+    """Return the first simulated group's files by subband index."""
+    from dsa110_assets.naming import parse_subband_filename
+
+    return {parse_subband_filename(p.name).subband: p for p in sim.groups[0].files}

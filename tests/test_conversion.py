@@ -25,6 +25,7 @@ from astropy.io import fits
 from astropy.time import Time
 from astropy.wcs import WCS
 from casacore import tables as pt
+from helpers import first_group_files, simulate_into
 
 from dsa110_assets import safe_fs
 from dsa110_assets.conversion import (
@@ -71,14 +72,12 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def sim(root: Path):
-    return simulate_observations(
-        SimulationConfig(output_dir=root / "incoming", truth_dir=root / "truth", **SIM)
-    )
+    return simulate_into(root, **SIM)
 
 
 @pytest.fixture(scope="module")
 def files(sim) -> dict[int, Path]:
-    return {parse_subband_filename(p.name).subband: p for p in sim.groups[0].files}
+    return first_group_files(sim)
 
 
 def _dirs(root: Path, tag: str) -> dict[str, Path]:

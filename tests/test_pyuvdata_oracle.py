@@ -32,11 +32,10 @@ from astropy.coordinates import SkyCoord
 from astropy.io import fits
 from astropy.wcs import WCS
 from casacore import tables as pt
+from helpers import first_group_files, simulate_into
 
 from dsa110_assets.conversion import ConversionResult, convert_group
 from dsa110_assets.imaging.rephase import phase_to_common_centre
-from dsa110_assets.naming import parse_subband_filename
-from dsa110_assets.simulation import SimulationConfig, simulate_observations
 from dsa110_assets.verification import direct_fourier_fluxes
 from dsa110_assets.verification.pyuvdata_reference import meridian_uvdata, write_ms
 
@@ -67,14 +66,12 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def sim(root: Path):
-    return simulate_observations(
-        SimulationConfig(output_dir=root / "incoming", truth_dir=root / "truth", **SIM)
-    )
+    return simulate_into(root, **SIM)
 
 
 @pytest.fixture(scope="module")
 def files(sim) -> dict[int, Path]:
-    return {parse_subband_filename(p.name).subband: p for p in sim.groups[0].files}
+    return first_group_files(sim)
 
 
 @pytest.fixture(scope="module")
