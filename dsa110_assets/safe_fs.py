@@ -324,7 +324,7 @@ def publish_tree(
             if not copied:
                 fsync_tree(partial)
             fsync_dir(final.parent)
-        _rename_into_place(partial, final, replace=replace)
+        rename_into_place(partial, final, replace=replace)
     except BaseException:
         if os.path.lexists(partial):
             remove_path(partial)
@@ -337,8 +337,19 @@ def _unique_token() -> str:
     return f"{os.getpid()}-{secrets.token_hex(4)}"
 
 
-def _rename_into_place(src: Path, final: Path, *, replace: bool) -> None:
-    """Rename ``src`` to ``final``; with ``replace``, over an existing one set aside first."""
+def rename_into_place(src: Path, final: Path, *, replace: bool) -> None:
+    """Rename ``src`` (same folder as ``final``) to ``final``, never leaving neither in place.
+
+    A folder cannot replace another in one rename, so with ``replace`` an existing ``final``
+    is first renamed aside (``.{name}.old-{pid}-{hex}``, atomic), removed once ``src`` is in
+    place, and renamed back if that fails; a process killed in between leaves the aside copy
+    for :func:`sweep_dead` to restore.
+
+    Raises
+    ------
+    FileExistsError
+        ``final`` exists and ``replace`` is False.
+    """
     try:
         rename_no_replace(src, final)
         return

@@ -47,7 +47,7 @@ from casacore import tables as pt
 
 from dsa110_assets.calibration.solve import CalibrationSolution
 from dsa110_assets.errors import PipelineError
-from dsa110_assets.safe_fs import rename_no_replace
+from dsa110_assets.safe_fs import rename_into_place
 
 CASA_VERSION = "6.6 (NewCalTable layout, written by dsa110_assets.calibration)"
 BANDPASS = "B Jones"
@@ -242,28 +242,11 @@ def _build(
             _write_history(tmp / "HISTORY", message)
             for name in SUBTABLES:
                 t.putkeyword(name, f"Table: {tmp / name}")
-        _publish(tmp, path, overwrite)
+        rename_into_place(tmp, path, replace=overwrite)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return path
-
-
-def _publish(tmp: Path, path: Path, overwrite: bool) -> None:
-    try:
-        rename_no_replace(tmp, path)
-        return
-    except FileExistsError:
-        if not overwrite:
-            raise FileExistsError(f"{path} appeared while it was being written") from None
-    aside = path.parent / f".{path.name}.old-{os.getpid()}-{secrets.token_hex(4)}"
-    os.rename(path, aside)
-    try:
-        rename_no_replace(tmp, path)
-    except BaseException:
-        os.rename(aside, path)
-        raise
-    shutil.rmtree(aside, ignore_errors=True)
 
 
 def _rows(

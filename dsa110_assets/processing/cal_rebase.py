@@ -32,7 +32,7 @@ from casacore import tables as pt
 
 from dsa110_assets.calibration import CalTableError, read_caltable
 from dsa110_assets.calibration.caltable import BANDPASS, GAIN, CalTable
-from dsa110_assets.safe_fs import copy_tree, rename_no_replace
+from dsa110_assets.safe_fs import copy_tree, rename_into_place
 
 
 def table_problem(path: Path) -> str | None:
@@ -131,32 +131,13 @@ def _is_current(dest: Path, inputs: tuple[Path, ...]) -> bool:
     return dest.stat().st_mtime_ns >= max(Path(p).stat().st_mtime_ns for p in inputs)
 
 
-def _publish(tmp: Path, dest: Path) -> None:
-    """Rename the finished table ``tmp`` to ``dest``, replacing an older ``dest``.
-
-    A directory cannot be replaced in one rename, so the old table is first renamed aside
-    (same folder, atomic) and removed only once the new one is in place; if the new one
-    cannot be renamed in, the old one is renamed back.
-    """
-    old = dest.with_name(f".{dest.name}.{os.getpid()}.{secrets.token_hex(4)}.old")
-    if dest.exists():
-        rename_no_replace(dest, old)
-    try:
-        rename_no_replace(tmp, dest)
-    except BaseException:
-        if old.exists():
-            rename_no_replace(old, dest)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
-
-
 @contextmanager
 def _rebuilt_table(source: Path, dest: Path) -> Iterator[pt.table]:
     """Yield a writable copy of the CASA table ``source``, published as ``dest`` on success.
 
     The copy is made under a hidden temporary name beside ``dest`` (same filesystem) and
-    renamed into place (:func:`_publish`); on any error it is removed and ``dest`` is as it
-    was.
+    renamed into place (:func:`dsa110_assets.safe_fs.rename_into_place`); on any error it is
+    removed and ``dest`` is as it was.
     """
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(f".{dest.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
@@ -164,7 +145,7 @@ def _rebuilt_table(source: Path, dest: Path) -> Iterator[pt.table]:
         copy_tree(source, tmp, durable=False)
         with pt.table(str(tmp), readonly=False, ack=False) as table:
             yield table
-        _publish(tmp, dest)
+        rename_into_place(tmp, dest, replace=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
