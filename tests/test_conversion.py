@@ -25,7 +25,6 @@ from astropy.io import fits
 from astropy.time import Time
 from astropy.wcs import WCS
 from casacore import tables as pt
-from helpers import first_group_files, simulate_into
 
 from dsa110_assets import safe_fs
 from dsa110_assets.conversion import (
@@ -65,19 +64,7 @@ SIM = dict(
 # -- fixtures ------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("conversion")
-
-
-@pytest.fixture(scope="module")
-def sim(root: Path):
-    return simulate_into(root, **SIM)
-
-
-@pytest.fixture(scope="module")
-def files(sim) -> dict[int, Path]:
-    return first_group_files(sim)
+# ``root``, ``sim`` and ``files`` (this module's SIM observed once) come from conftest.py.
 
 
 def _dirs(root: Path, tag: str) -> dict[str, Path]:

@@ -32,7 +32,6 @@ from astropy.coordinates import SkyCoord
 from astropy.io import fits
 from astropy.wcs import WCS
 from casacore import tables as pt
-from helpers import first_group_files, simulate_into
 
 from dsa110_assets.conversion import ConversionResult, convert_group
 from dsa110_assets.imaging.rephase import phase_to_common_centre
@@ -59,19 +58,7 @@ PIXEL_ARCSEC = 25.0
 IMAGE_PIXELS = 400
 
 
-@pytest.fixture(scope="module")
-def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("oracle")
-
-
-@pytest.fixture(scope="module")
-def sim(root: Path):
-    return simulate_into(root, **SIM)
-
-
-@pytest.fixture(scope="module")
-def files(sim) -> dict[int, Path]:
-    return first_group_files(sim)
+# ``root``, ``sim`` and ``files`` (this module's SIM observed once) come from conftest.py.
 
 
 @pytest.fixture(scope="module")
