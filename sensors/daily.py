@@ -17,7 +17,8 @@ from typing import Any
 import dagster as dg
 
 from dsa110_assets.defs.partitions import DAILY_START
-from dsa110_assets.processing.daily_step import day_status, observed_days
+from dsa110_assets.processing.daily_step import day_status
+from dsa110_assets.registry.days import observed_days
 from resources.pipeline import PipelineResource
 
 

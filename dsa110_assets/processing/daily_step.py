@@ -23,7 +23,7 @@ import numpy as np
 from dsa110_assets.imaging.thumbnail import make_thumbnail
 from dsa110_assets.mosaics.combine import MosaicError, MosaicResult, build_mosaic
 from dsa110_assets.photometry.variability import flag_candidates, metrics_for_all
-from dsa110_assets.registry import Registry
+from dsa110_assets.registry import Registry, days
 from dsa110_assets.registry.products import register_mosaic
 from dsa110_assets.safe_fs import atomic_output
 from dsa110_assets.settings import Settings
@@ -83,21 +83,12 @@ def day_status(
 ) -> DayStatus:
     """How far the day's groups are (see the module docstring for 'complete')."""
     now = time.time() if now is None else now
-    row = registry.execute(
-        "SELECT COUNT(*),"
-        " SUM(CASE WHEN q.state IN ('collecting', 'pending', 'in_progress') THEN 1"
-        "          WHEN q.state = 'completed' AND (s.status IS NULL OR s.status IN"
-        "               ('running', 'waiting')) THEN 1 ELSE 0 END)"
-        " FROM processing_queue q LEFT JOIN stage_status s"
-        "   ON s.group_id = q.group_id AND s.stage = 'image'"
-        " WHERE q.group_id >= ? AND q.group_id < ?",
-        (day, _next_day(day)),
-    ).fetchone()
+    groups, unsettled = days.group_counts(registry, day, _next_day(day))
     _, end = day_bounds(day)
     return DayStatus(
         day=day,
-        groups=int(row[0] or 0),
-        unsettled=int(row[1] or 0),
+        groups=groups,
+        unsettled=unsettled,
         images=len(day_images(registry, day)),
         over=now >= (end + timedelta(hours=margin_h)).timestamp(),
         version=_images_version(registry, day),
@@ -106,21 +97,9 @@ def day_status(
 
 def _images_version(registry: Registry, day: str) -> str:
     """Return a short digest of when each of the day's images was last made."""
-    rows = registry.query(
-        "SELECT group_id, updated_at FROM stage_status WHERE stage = 'image'"
-        " AND status = 'done' AND group_id >= ? AND group_id < ? ORDER BY group_id",
-        (day, _next_day(day)),
-    )
+    rows = days.image_stage_times(registry, day, _next_day(day))
     text = ";".join(f"{r[0]}@{r[1]!r}" for r in rows)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
-
-
-def observed_days(registry: Registry) -> list[str]:
-    """Every UTC date with at least one registered group."""
-    rows = registry.query(
-        "SELECT DISTINCT substr(group_id, 1, 10) FROM processing_queue ORDER BY 1"
-    )
-    return [r[0] for r in rows]
 
 
 TILE_DEG = 15.0  # hourly RA tiles: one TAN grid cannot hold 24 h of a strip
@@ -160,13 +139,7 @@ class DailyMosaicOutcome:
 
 def images_between(registry: Registry, start: str, end: str) -> list[DayImage]:
     """Return the 'image' products of groups whose group_id (UTC start) is in [start, end)."""
-    rows = registry.query(
-        "SELECT i.path, i.group_id, m.mid_mjd, i.noise_jy, i.center_ra_deg FROM images i"
-        " LEFT JOIN ms_index m ON m.path = i.ms_path"
-        " WHERE i.image_type = 'image' AND i.group_id >= ? AND i.group_id < ?"
-        " ORDER BY i.group_id",
-        (start, end),
-    )
+    rows = days.image_rows(registry, start, end)
     return [DayImage(Path(r[0]), r[1], r[2], r[3], r[4]) for r in rows]
 
 
@@ -192,9 +165,7 @@ def build_daily_mosaic(
 
 def day_mosaics(registry: Registry, day: str) -> list[tuple[Path, float | None]]:
     """Return the registered mosaics of ``day``: (path, mid MJD)."""
-    rows = registry.query(
-        "SELECT path, start_mjd, end_mjd FROM mosaics WHERE date = ? ORDER BY path", (day,)
-    )
+    rows = days.mosaic_rows(registry, day)
     return [
         (Path(r[0]), (r[1] + r[2]) / 2 if r[1] is not None and r[2] is not None else None)
         for r in rows
