@@ -77,127 +77,141 @@ def fill(registry: Registry, seed: int = 11) -> dict:
 
     conn = registry.conn
     with registry.transaction():
-        for gid, state in GROUPS:
+        _fill_queue_and_products(conn, count)
+        _fill_stage_status(conn)
+        expect["photometry_rows"] = _fill_photometry(conn, rng, seed, count, expect["sources"])
+    return expect
+
+
+def _fill_queue_and_products(conn, count) -> None:
+    """Insert the groups, their MSs, images, calibration tables and mosaics, counting each."""
+    for gid, state in GROUPS:
+        conn.execute(
+            "INSERT INTO processing_queue(group_id, state, received_at, last_update,"
+            " expected_subbands) VALUES (?, ?, ?, ?, 16)",
+            (gid, state, unix(gid) + 290, unix(gid) + 900),
+        )
+        count(gid[:10], "groups")
+    for gid in DONE:
+        ms = f"/stage/ms/{gid}.ms"
+        # mid_mjd of the 23:58 group falls on the next day; the group date wins.
+        conn.execute(
+            "INSERT INTO ms_index(path, group_id, start_mjd, end_mjd, mid_mjd, status,"
+            " created_at) VALUES (?, ?, ?, ?, ?, 'converted', ?)",
+            (ms, gid, to_mjd(gid), to_mjd(gid, 309), to_mjd(gid, 154.5), unix(gid) + 1200),
+        )
+        count(gid[:10], "ms")
+        for kind in ("image", "pbcor"):
             conn.execute(
-                "INSERT INTO processing_queue(group_id, state, received_at, last_update,"
-                " expected_subbands) VALUES (?, ?, ?, ?, 16)",
-                (gid, state, unix(gid) + 290, unix(gid) + 900),
+                "INSERT INTO images(path, ms_path, group_id, image_type, noise_jy,"
+                " created_at) VALUES (?, ?, ?, ?, ?, ?)",
+                (f"/stage/images/{gid}-{kind}.fits", ms, gid, kind, 1e-3, unix(gid) + 2000),
             )
-            count(gid[:10], "groups")
-        for gid in DONE:
-            ms = f"/stage/ms/{gid}.ms"
-            # mid_mjd of the 23:58 group falls on the next day; the group date wins.
-            conn.execute(
-                "INSERT INTO ms_index(path, group_id, start_mjd, end_mjd, mid_mjd, status,"
-                " created_at) VALUES (?, ?, ?, ?, ?, 'converted', ?)",
-                (ms, gid, to_mjd(gid), to_mjd(gid, 309), to_mjd(gid, 154.5), unix(gid) + 1200),
-            )
-            count(gid[:10], "ms")
-            for kind in ("image", "pbcor"):
-                conn.execute(
-                    "INSERT INTO images(path, ms_path, group_id, image_type, noise_jy,"
-                    " created_at) VALUES (?, ?, ?, ?, ?, ?)",
-                    (f"/stage/images/{gid}-{kind}.fits", ms, gid, kind, 1e-3, unix(gid) + 2000),
-                )
-                count(gid[:10], "images")
-        caltables = [  # (path, group_id, type, valid_start_mjd)
-            ("/stage/cal/a.b", DONE[0], "bandpass", to_mjd(DONE[0])),
-            ("/stage/cal/a.g", DONE[0], "gain", to_mjd(DONE[0])),
-            ("/stage/cal/c.g", DONE[5], "gain", to_mjd(DONE[5])),
-            ("/stage/cal/manual.g", None, "gain", to_mjd("2025-01-18T05:00:00")),
-        ]
-        for path, gid, kind, start in caltables:
-            conn.execute(
-                "INSERT INTO calibration_tables(path, group_id, table_type, valid_start_mjd,"
-                " valid_end_mjd, created_at) VALUES (?, ?, ?, ?, ?, ?)",
-                (path, gid, kind, start, start + 0.5, 1.76e9),
-            )
-            count(gid[:10] if gid else mjd_date(start), "calibration_tables")
-        for day in ("2025-01-15", "2025-01-16", "2025-01-17"):
-            conn.execute(
-                "INSERT INTO mosaics(path, date, start_mjd, end_mjd, n_images, created_at)"
-                " VALUES (?, ?, ?, ?, 3, ?)",
-                (f"/stage/mosaics/{day}.fits", day, 0.0, 0.0, 1.76e9),
-            )
-            count(day, "mosaics")
-        undated = to_mjd("2025-01-18T00:00:00", 3600)
+            count(gid[:10], "images")
+    caltables = [  # (path, group_id, type, valid_start_mjd)
+        ("/stage/cal/a.b", DONE[0], "bandpass", to_mjd(DONE[0])),
+        ("/stage/cal/a.g", DONE[0], "gain", to_mjd(DONE[0])),
+        ("/stage/cal/c.g", DONE[5], "gain", to_mjd(DONE[5])),
+        ("/stage/cal/manual.g", None, "gain", to_mjd("2025-01-18T05:00:00")),
+    ]
+    for path, gid, kind, start in caltables:
+        conn.execute(
+            "INSERT INTO calibration_tables(path, group_id, table_type, valid_start_mjd,"
+            " valid_end_mjd, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+            (path, gid, kind, start, start + 0.5, 1.76e9),
+        )
+        count(gid[:10] if gid else mjd_date(start), "calibration_tables")
+    for day in ("2025-01-15", "2025-01-16", "2025-01-17"):
         conn.execute(
             "INSERT INTO mosaics(path, date, start_mjd, end_mjd, n_images, created_at)"
-            " VALUES ('/stage/mosaics/x.fits', NULL, ?, ?, 2, 1.76e9)",
-            (undated, undated + 0.1),
+            " VALUES (?, ?, ?, ?, 3, ?)",
+            (f"/stage/mosaics/{day}.fits", day, 0.0, 0.0, 1.76e9),
         )
-        count("2025-01-18", "mosaics")
-        for gid in DONE[:-1]:
-            conn.execute(
-                "INSERT INTO stage_status(group_id, stage, status, updated_at)"
-                " VALUES (?, 'calibrate', 'done', ?)",
-                (gid, unix(gid) + 3000),
-            )
-            status = "failed" if gid == DONE[3] else "done"
-            conn.execute(
-                "INSERT INTO stage_status(group_id, stage, status, updated_at)"
-                " VALUES (?, 'image', ?, ?)",
-                (gid, status, unix(gid) + 3100),
-            )
+        count(day, "mosaics")
+    undated = to_mjd("2025-01-18T00:00:00", 3600)
+    conn.execute(
+        "INSERT INTO mosaics(path, date, start_mjd, end_mjd, n_images, created_at)"
+        " VALUES ('/stage/mosaics/x.fits', NULL, ?, ?, 2, 1.76e9)",
+        (undated, undated + 0.1),
+    )
+    count("2025-01-18", "mosaics")
+
+
+def _fill_stage_status(conn) -> None:
+    """Insert the calibrate and image stage rows (one image failed, one calibrate waiting)."""
+    for gid in DONE[:-1]:
         conn.execute(
             "INSERT INTO stage_status(group_id, stage, status, updated_at)"
-            " VALUES (?, 'calibrate', 'waiting', ?)",
-            (DONE[-1], unix(DONE[-1]) + 3000),
+            " VALUES (?, 'calibrate', 'done', ?)",
+            (gid, unix(gid) + 3000),
         )
-
-        rows = []
-        for s in range(N_SOURCES):
-            name = f"NVSS J{s:04d}+3300"
-            s0 = float(rng.uniform(0.01, 1.0))
-            fluxes, errs, mjds = [], [], []
-            for k, gid in enumerate(DONE):
-                err = math.hypot(1.5e-3, 0.03 * s0)
-                truth = s0 * (3.0 if s == 7 and k % 2 else 1.0)  # source 7 flares
-                flux = truth + float(rng.normal(0.0, err))
-                mjd = to_mjd(gid, 200.0 + s)  # the 23:58 group's rows land on the next day
-                rows.append(
-                    (
-                        name,
-                        "nvss",
-                        float(s),
-                        33.0,
-                        f"/stage/images/{gid}-pbcor.fits",
-                        gid,
-                        mjd,
-                        flux * 1.01,
-                        err,
-                        flux,
-                        err,
-                        1.5e-3,
-                        s0,
-                        1.0,
-                        0.8,
-                        1.76e9,
-                    )
-                )
-                count(mjd_date(mjd), "photometry")
-                fluxes.append(flux)
-                errs.append(err)
-                mjds.append(mjd)
-            expect["sources"][name] = (np.array(mjds), np.array(fluxes), np.array(errs))
-        random.Random(seed).shuffle(rows)  # insertion order must not matter
-        conn.executemany(
-            "INSERT INTO photometry(source_id, catalog, ra_deg, dec_deg, image_path, group_id,"
-            " mjd, peak_flux_jy, peak_flux_err_jy, flux_jy, flux_err_jy, local_rms_jy,"
-            " catalog_flux_jy, chi2, pb_response, created_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            rows,
-        )
-        # A measurement with no epoch: dated by its group, listed last in its light curve.
+        status = "failed" if gid == DONE[3] else "done"
         conn.execute(
-            "INSERT INTO photometry(source_id, ra_deg, dec_deg, image_path, group_id, mjd,"
-            " flux_jy, created_at) VALUES ('NVSS J0000+3300', 0, 33, '/stage/m.fits', ?, NULL,"
-            " 0.5, 1.76e9)",
-            (DONE[4],),
+            "INSERT INTO stage_status(group_id, stage, status, updated_at)"
+            " VALUES (?, 'image', ?, ?)",
+            (gid, status, unix(gid) + 3100),
         )
-        count(DONE[4][:10], "photometry")
-    expect["photometry_rows"] = len(rows) + 1
-    return expect
+    conn.execute(
+        "INSERT INTO stage_status(group_id, stage, status, updated_at)"
+        " VALUES (?, 'calibrate', 'waiting', ?)",
+        (DONE[-1], unix(DONE[-1]) + 3000),
+    )
+
+
+def _fill_photometry(conn, rng, seed: int, count, sources: dict) -> int:
+    """Insert the light curves (source 7 flares) in shuffled order; return the row count."""
+    rows = []
+    for s in range(N_SOURCES):
+        name = f"NVSS J{s:04d}+3300"
+        s0 = float(rng.uniform(0.01, 1.0))
+        fluxes, errs, mjds = [], [], []
+        for k, gid in enumerate(DONE):
+            err = math.hypot(1.5e-3, 0.03 * s0)
+            truth = s0 * (3.0 if s == 7 and k % 2 else 1.0)  # source 7 flares
+            flux = truth + float(rng.normal(0.0, err))
+            mjd = to_mjd(gid, 200.0 + s)  # the 23:58 group's rows land on the next day
+            rows.append(
+                (
+                    name,
+                    "nvss",
+                    float(s),
+                    33.0,
+                    f"/stage/images/{gid}-pbcor.fits",
+                    gid,
+                    mjd,
+                    flux * 1.01,
+                    err,
+                    flux,
+                    err,
+                    1.5e-3,
+                    s0,
+                    1.0,
+                    0.8,
+                    1.76e9,
+                )
+            )
+            count(mjd_date(mjd), "photometry")
+            fluxes.append(flux)
+            errs.append(err)
+            mjds.append(mjd)
+        sources[name] = (np.array(mjds), np.array(fluxes), np.array(errs))
+    random.Random(seed).shuffle(rows)  # insertion order must not matter
+    conn.executemany(
+        "INSERT INTO photometry(source_id, catalog, ra_deg, dec_deg, image_path, group_id,"
+        " mjd, peak_flux_jy, peak_flux_err_jy, flux_jy, flux_err_jy, local_rms_jy,"
+        " catalog_flux_jy, chi2, pb_response, created_at)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        rows,
+    )
+    # A measurement with no epoch: dated by its group, listed last in its light curve.
+    conn.execute(
+        "INSERT INTO photometry(source_id, ra_deg, dec_deg, image_path, group_id, mjd,"
+        " flux_jy, created_at) VALUES ('NVSS J0000+3300', 0, 33, '/stage/m.fits', ?, NULL,"
+        " 0.5, 1.76e9)",
+        (DONE[4],),
+    )
+    count(DONE[4][:10], "photometry")
+    return len(rows) + 1
 
 
 @pytest.fixture
