@@ -28,7 +28,7 @@ from dsa110_assets.safe_fs import (
 @pytest.fixture
 def live_pid() -> Iterator[int]:
     """Yield the pid of a real process that stays alive for the test."""
-    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(3600)"])
     try:
         yield child.pid
     finally:

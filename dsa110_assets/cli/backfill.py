@@ -1,7 +1,7 @@
 """``dsa110 backfill``: a Dagster partition backfill of the daily products over a date range.
 
 Why a real backfill (not one ``execute_in_process`` per day): the daily assets declare their
-``BackfillPolicy`` (one day per run, see :mod:`dsa110_assets.defs.daily.assets`), and only
+``BackfillPolicy`` (one day per run, see :mod:`dsa110_assets.defs.asset_shapes`), and only
 the daemon's backfill machinery honours it. The backfill is submitted to the instance at
 ``DAGSTER_HOME`` the way the UI's "Materialize..." dialog submits one (GraphQL
 ``launchPartitionBackfill`` for an asset selection: :meth:`PartitionBackfill
