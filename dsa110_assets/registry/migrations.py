@@ -13,7 +13,9 @@ solved at (so the apply step can take the bandpass from the best-placed calibrat
 of older databases are filled from ``processing_queue.calibrators``) and the FIELD named after
 the calibrator in a calibrator group's MS, 6 each group's observation start (ingest groups
 files by their content time) and ``ingest_rejects`` (files ingest refused: unreadable, content
-of another observation than the name, or a per-file error), one row per path.
+of another observation than the name, or a per-file error), one row per path, 7 how each
+group was calibrated over a day, 8 the flagging summary of each group's flagging steps and
+the self-calibration rounds of its image.
 """
 
 from __future__ import annotations
@@ -278,6 +280,49 @@ MIGRATIONS: tuple[Migration, ...] = (
             " NOT NULL DEFAULT 'calibrator'",
             "UPDATE ms_index SET cal_method = CASE WHEN cal_applied = 1 THEN 'calibrator'"
             " ELSE 'uncalibrated' END WHERE cal_status IS NOT NULL AND cal_method IS NULL",
+        ),
+    ),
+    Migration(
+        8,
+        "flagging and self-calibration: what each flagging step flagged, each self-cal round",
+        (
+            # fraction of visibility samples flagged after the group's flagging asset
+            "ALTER TABLE ms_index ADD COLUMN flagged_fraction REAL",
+            """
+            CREATE TABLE flag_summary (
+                group_id TEXT NOT NULL REFERENCES processing_queue(group_id),
+                step TEXT NOT NULL,               -- quality/aoflagger/calibration/...
+                version_before TEXT,              -- flag version saved before the step
+                fraction_before REAL NOT NULL,    -- of all visibility samples
+                fraction_after REAL NOT NULL,
+                per_spw TEXT,                     -- JSON: fraction flagged per window
+                per_antenna TEXT,                 -- JSON: {antenna name: fraction}
+                per_integration TEXT,             -- JSON: fraction per integration
+                detail TEXT,                      -- JSON: what the step found
+                duration_s REAL,
+                created_at REAL NOT NULL,
+                PRIMARY KEY (group_id, step)
+            )
+            """,
+            # 1 when the image registered for the group is the self-calibrated one
+            "ALTER TABLE images ADD COLUMN selfcal_applied INTEGER DEFAULT 0",
+            """
+            CREATE TABLE selfcal_rounds (
+                group_id TEXT NOT NULL REFERENCES processing_queue(group_id),
+                round INTEGER NOT NULL,           -- 1, 2, ...
+                mode TEXT NOT NULL CHECK (mode IN ('phase', 'amplitude+phase')),
+                solint_s REAL NOT NULL,           -- solution interval
+                noise_before_jy REAL,             -- residual robust rms before the round
+                noise_after_jy REAL,
+                dynamic_range_before REAL,
+                dynamic_range_after REAL,
+                accepted INTEGER NOT NULL,        -- 1: the round's image was kept
+                reason TEXT,                      -- why accepted, rejected or stopped
+                solutions TEXT,                   -- JSON: per-antenna phase/amplitude summary
+                created_at REAL NOT NULL,
+                PRIMARY KEY (group_id, round)
+            )
+            """,
         ),
     ),
 )

@@ -1,0 +1,1 @@
+"""RFI and data-quality flagging of a group's Measurement Set, and its flag versions."""
