@@ -14,6 +14,12 @@ import numpy as np
 import pytest
 from casacore import tables as pt
 
+from dsa110_assets.calibration import (
+    apply_calibration,
+    solve_calibrator,
+    write_bandpass_table,
+    write_gain_table,
+)
 from dsa110_assets.conversion.convert import convert_group
 from dsa110_assets.flagging.aoflag import BaselineFlagger
 from dsa110_assets.flagging.baseline_blocks import or_flags, read_all_flags, read_baselines
@@ -22,6 +28,7 @@ from dsa110_assets.flagging.ms_layout import FlagLayout, MSLayoutError
 from dsa110_assets.flagging.policy import DEFAULT_STRATEGY, FlaggingPolicy, FlaggingPolicyError
 from dsa110_assets.flagging.quality import band_edge_channels, judge_antennas
 from dsa110_assets.flagging.summary import flag_fractions, flag_waterfall_png
+from dsa110_assets.simulation.sky import get_calibrator, read_catalog
 
 SIM = dict(n_antennas=16, n_channels=16, n_groups=1, seed=7)
 
@@ -197,3 +204,33 @@ def test_clean_data_is_barely_flagged_and_written(ms_copy: Path) -> None:
 def test_policy_refuses_bad_settings(kwargs: dict) -> None:
     with pytest.raises(FlaggingPolicyError):
         FlaggingPolicy(**kwargs)
+
+
+def test_antenna_flagged_on_the_calibrator_is_flagged_where_its_solution_is_applied(
+    ms: Path, sim, tmp_path: Path
+) -> None:
+    """A dead antenna in the calibrator group: flagged, no solution, flagged in the target."""
+    calibrator_ms, target_ms = tmp_path / "cal.ms", tmp_path / "target.ms"
+    shutil.copytree(ms, calibrator_ms)
+    shutil.copytree(ms, target_ms)
+    layout = FlagLayout.from_ms(calibrator_ms)
+    dead = int(layout.antenna2[3])
+    with pt.table(str(calibrator_ms), readonly=False, ack=False) as main:
+        data = main.getcol("DATA")
+        rows = (main.getcol("ANTENNA1") == dead) | (main.getcol("ANTENNA2") == dead)
+        data[rows] = 0.0
+        main.putcol("DATA", data)
+    findings = find_flags(calibrator_ms, FlaggingPolicy(workers=1))
+    assert dead in findings.antennas.dead
+    for step in ("quality", "aoflagger"):
+        write_step_flags(calibrator_ms, findings, step)
+    field = [s for s in read_catalog(sim.catalog_path) if s.name != "3C286"]
+    solution = solve_calibrator(calibrator_ms, get_calibrator("3C286"), field_sources=field)
+    bandpass = write_bandpass_table(tmp_path / "cal.B", solution, calibrator_ms)
+    gain = write_gain_table(tmp_path / "cal.G", solution, calibrator_ms)
+    apply_calibration(target_ms, bandpass, gain)
+    with pt.table(str(target_ms), ack=False) as main:
+        flag = main.getcol("FLAG")
+        mine = (main.getcol("ANTENNA1") == dead) | (main.getcol("ANTENNA2") == dead)
+    assert flag[mine].all()
+    assert flag[~mine].mean() < 0.05
