@@ -9,6 +9,8 @@ from dsa110_assets.defs.calibration.assets import calibrated_ms, calibration_tab
 from dsa110_assets.defs.conversion.assets import measurement_set
 from dsa110_assets.defs.conversion.checks import ms_rows_and_windows
 from dsa110_assets.defs.daily.assets import daily_mosaic, light_curves, mosaic_photometry
+from dsa110_assets.defs.flagging.assets import flagged_ms
+from dsa110_assets.defs.flagging.checks import flagged_fraction_acceptable
 from dsa110_assets.defs.imaging.assets import image, thumbnail
 from dsa110_assets.defs.imaging.checks import (
     calibrator_recovered,
@@ -18,6 +20,7 @@ from dsa110_assets.defs.imaging.checks import (
 from dsa110_assets.defs.ingest.assets import subband_group
 from dsa110_assets.defs.photometry.assets import group_photometry
 from resources.clock import Clock, system_clock
+from resources.flagging import FlaggingResource
 from resources.io_managers import TierIOManager
 from resources.pipeline import PipelineResource
 from resources.wsclean import WSCleanResource
@@ -30,6 +33,7 @@ from sensors.retirement import build_retirement_sensor
 PER_GROUP_ASSETS = (
     subband_group,
     measurement_set,
+    flagged_ms,
     calibration_tables,
     calibrated_ms,
     image,
@@ -40,7 +44,7 @@ PER_GROUP_ASSETS = (
 DAILY_ASSETS = (daily_mosaic, mosaic_photometry, light_curves)
 
 #: Everything that runs per observation, in one run per group_id partition.
-PER_GROUP_GROUPS = ("ingest", "conversion", "calibration", "imaging", "photometry")
+PER_GROUP_GROUPS = ("ingest", "conversion", "flagging", "calibration", "imaging", "photometry")
 
 process_group_job = dg.define_asset_job(
     "process_group",
@@ -59,6 +63,7 @@ def build_definitions(
     pipeline: PipelineResource | None = None,
     wsclean: WSCleanResource | None = None,
     clock: Clock = system_clock,
+    flagging: FlaggingResource | None = None,
 ) -> dg.Definitions:
     """Build the Definitions wired to the given resources.
 
@@ -70,12 +75,15 @@ def build_definitions(
         How WSClean runs; default: :class:`~resources.wsclean.WSCleanResource`'s defaults.
     clock
         The wall clock the time-dependent sensors read; tests pass a scripted one.
+    flagging
+        How groups are flagged; default: :class:`~resources.flagging.FlaggingResource`'s.
     """
     pipeline = pipeline or PipelineResource()
     return dg.Definitions(
         assets=[*PER_GROUP_ASSETS, *DAILY_ASSETS],
         asset_checks=[
             ms_rows_and_windows,
+            flagged_fraction_acceptable,
             image_is_finite_and_nonzero,
             noise_near_radiometer,
             calibrator_recovered,
@@ -91,6 +99,7 @@ def build_definitions(
             "pipeline": pipeline,
             "tier_io_manager": TierIOManager(pipeline=pipeline),
             "wsclean": wsclean or WSCleanResource(),
+            "flagging": flagging or FlaggingResource(),
             "clock": dg.ResourceDefinition.hardcoded_resource(clock, "the wall clock"),
         },
     )

@@ -20,12 +20,13 @@ from casacore.tables import table
 from helpers import land_observations, tier_folders
 
 from dsa110_assets.definitions import PER_GROUP_ASSETS, build_definitions
-from dsa110_assets.defs.calibration.assets import calibration_tables
 from dsa110_assets.defs.conversion.checks import ms_rows_and_windows
+from dsa110_assets.defs.flagging.assets import flagged_ms
 from dsa110_assets.defs.imaging.assets import thumbnail
 from dsa110_assets.defs.imaging.checks import image_is_finite_and_nonzero
 from dsa110_assets.mosaics.simulated_images import write_simulated_image
 from dsa110_assets.registry import Registry
+from resources.flagging import FlaggingResource
 from resources.io_managers import TierIOManager
 from resources.pipeline import PipelineResource
 from resources.wsclean import WSCleanResource
@@ -58,6 +59,7 @@ def _materialize_check_and_downstream(pipeline, check, downstream, group_id=GROU
                 "pipeline": pipeline,
                 "tier_io_manager": TierIOManager(pipeline=pipeline),
                 "wsclean": WSCleanResource(),  # declared by the image asset; never run here
+                "flagging": FlaggingResource(),  # declared by flagged_ms; never run here
             },
             raise_on_error=False,
         )
@@ -150,20 +152,20 @@ def converted(tmp_path_factory):
         yield pipeline, group_id, instance
 
 
-def test_a_truncated_measurement_set_stops_its_calibration(converted):
+def test_a_truncated_measurement_set_stops_its_flagging(converted):
     pipeline, group_id, instance = converted
     result = _materialize_check_and_downstream(
-        pipeline, ms_rows_and_windows, calibration_tables, group_id, instance
+        pipeline, ms_rows_and_windows, flagged_ms, group_id, instance
     )
     assert _evaluation(result, "ms_rows_and_windows").passed
-    assert "calibration_tables" in _started_steps(result)  # a good MS lets it run
+    assert "flagged_ms" in _started_steps(result)  # a good MS lets it run
 
     ms = pipeline.settings().output_dir / f"{group_id}.ms"
     _drop_last_rows(ms, 3)
     result = _materialize_check_and_downstream(
-        pipeline, ms_rows_and_windows, calibration_tables, group_id, instance
+        pipeline, ms_rows_and_windows, flagged_ms, group_id, instance
     )
     evaluation = _evaluation(result, "ms_rows_and_windows")
     assert evaluation.blocking and not evaluation.passed and not result.success
     assert "rows, expected" in evaluation.metadata["problems"].value
-    assert "calibration_tables" not in _started_steps(result)
+    assert "flagged_ms" not in _started_steps(result)

@@ -8,6 +8,7 @@ from dsa110_assets.cli.arguments import Parser, add_actions
 from dsa110_assets.cli.backfill import add_backfill_parser
 from dsa110_assets.cli.catalog import add_catalog_parser
 from dsa110_assets.cli.db import add_db_export_parser, add_db_parser
+from dsa110_assets.cli.flags import add_flags_parser
 from dsa110_assets.cli.mosaic import add_mosaic_parser
 from dsa110_assets.cli.normalize import add_normalize_parser
 from dsa110_assets.cli.query import add_query_parser
@@ -32,4 +33,5 @@ def build_parser() -> argparse.ArgumentParser:
     add_reprocess_parser(sub)
     add_mosaic_parser(sub)
     add_catalog_parser(sub)
+    add_flags_parser(sub)
     return parser

@@ -10,6 +10,8 @@ uncalibrated data (``CORRECTED_DATA = DATA``, ``uncalibrated``): a quick look, w
 calibration sensor re-calibrates when a calibrator solution covering it appears
 (:mod:`dsa110_assets.processing.recalibration`). The choice (method, tables, solves, ages in
 hours) is recorded in ``ms_index.cal_method``, ``cal_age_h`` and ``cal_choice`` (JSON).
+Every apply starts from the flagging step's flags (flag version ``flagged``), so the flags of
+a solution replaced by a better one do not stay.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from pathlib import Path
 from casacore import tables as pt
 
 from dsa110_assets.calibration import apply_calibration
+from dsa110_assets.flagging.versions import list_flag_versions, restore_flag_version
 from dsa110_assets.processing.cal_choice import (
     CalMethod,
     CalPair,
@@ -36,6 +39,7 @@ from dsa110_assets.processing.calibrate_step import (
     FieldSolveOutcome,
     solve_field_model,
 )
+from dsa110_assets.processing.flag_step import FLAGGED
 from dsa110_assets.registry import Registry
 from dsa110_assets.registry.products import MSRecord, record_calibration
 from dsa110_assets.registry.stage_run import StageRun, stage_run
@@ -218,6 +222,17 @@ def _apply(
     return outcome
 
 
+def _start_from_flagging_result(ms_path: Path) -> None:
+    """Restore the flags the flagging step left (``flagged``), when it saved them.
+
+    Applying ORs the flags of missing solutions into FLAG; re-calibrating a group with a
+    better solution must not keep the flags of the one it replaces, so every apply starts
+    from the flagging step's result.
+    """
+    if any(v.name == FLAGGED for v in list_flag_versions(ms_path)):
+        restore_flag_version(ms_path, FLAGGED)
+
+
 def apply_and_register(
     registry: Registry,
     record: MSRecord,
@@ -233,6 +248,7 @@ def apply_and_register(
     """
     watch = Stopwatch()
     with stage_run(registry, record.group_id, STAGE, "choosing a calibration") as run:
+        _start_from_flagging_result(record.path)
         pair, rejected = find_calibration(
             registry, record.mid_mjd, window_h=policy.gain_window_h, group_id=record.group_id
         )

@@ -12,7 +12,8 @@ attempt's staging (tagged with its token, on every staging tier) and converts fr
 group held by a live owner is refused, never converted twice at once.
 
 Inputs are the files that were registered: each path is opened without following symlinks and
-must still have the size recorded in ``subband_files.size_bytes`` at registration.
+must still have the size recorded in ``subband_files.size_bytes`` at registration. A new
+Measurement Set drops the flag versions of the one it replaces (they describe its rows).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from dsa110_assets.registry.products import register_ms
 from dsa110_assets.registry.queue import Owner, claim
 from dsa110_assets.registry.stage_run import attempt_run
 from dsa110_assets.registry.subbands import registered_inputs
+from dsa110_assets.safe_fs import remove_path
 from dsa110_assets.settings import Settings
 from dsa110_assets.storage.products import ms_path_for
 
@@ -74,6 +76,8 @@ def convert_and_register(
             attempt_token=owner.token,
             dead_tokens=dead_tokens,
         )
+        # Flag versions of a Measurement Set this one replaced describe other rows.
+        remove_path(result.ms_path.with_name(result.ms_path.name + ".flagversions"))
         register_ms(
             registry,
             {

@@ -8,7 +8,8 @@ Usage (from ``tests/test_casa.py``, with ``CASASITECONFIG`` pointing at ``casasi
 ``casatasks.NAME(**args)`` runs in order. Why ``creates``: CASA tasks often log a SEVERE error
 and return normally (``gaincal`` on a zero MODEL_DATA writes no table and raises nothing), so a
 step whose promised outputs do not exist afterwards fails the run, with the tail of the CASA
-log on stderr. ``result.json`` gets the CASA version, each step's wall time and return value.
+log on stderr. ``result.json`` gets the CASA version, each step's wall time and its return
+value (as JSON).
 ``--noconfig`` is read by casaconfig itself (the user's ``~/.casa/config.py`` is not loaded).
 
 This file runs under the CASA environment's Python, not the project's: it imports nothing from
@@ -31,6 +32,19 @@ def _log_tail(n: int = 40) -> str:
     except OSError:
         return "(no CASA log)"
     return "\n".join(text.splitlines()[-n:])
+
+
+def _plain(value: object) -> object:
+    """Return ``value`` as JSON can hold it (dict keys as strings, arrays as lists)."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return repr(value)
 
 
 def main(argv: list[str]) -> int:
@@ -60,7 +74,14 @@ def main(argv: list[str]) -> int:
             print(f"{name} did not create {missing}\n{_log_tail()}", file=sys.stderr)
             return 1
         seconds = round(time.perf_counter() - started, 3)
-        report["steps"].append({"task": name, "seconds": seconds, "returned": value is not None})
+        report["steps"].append(
+            {
+                "task": name,
+                "seconds": seconds,
+                "returned": value is not None,
+                "value": _plain(value),
+            }
+        )
     Path(paths[1]).write_text(json.dumps(report, indent=1))
     return 0
 

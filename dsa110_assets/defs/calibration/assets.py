@@ -22,7 +22,7 @@ from resources.pipeline import PipelineResource
     "{products}/caltables, registered with their validity windows. Empty on other groups.",
 )
 def calibration_tables(
-    context: dg.AssetExecutionContext, pipeline: PipelineResource, measurement_set: Path
+    context: dg.AssetExecutionContext, pipeline: PipelineResource, flagged_ms: Path
 ) -> list[Path]:
     """Detect the calibrators in the beam and, on a calibrator group, solve and register B and G."""
     settings = pipeline.settings()
@@ -70,7 +70,7 @@ def calibration_tables(
     "solution covering it appears. cal_method / cal_choice in ms_index say which.",
 )
 def calibrated_ms(
-    context: dg.AssetExecutionContext, pipeline: PipelineResource, measurement_set: Path
+    context: dg.AssetExecutionContext, pipeline: PipelineResource, flagged_ms: Path
 ) -> Path:
     """Apply the best calibration available now (or none: a quick look) to the group's MS."""
     policy = pipeline.calibration_policy()

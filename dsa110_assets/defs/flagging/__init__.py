@@ -1,0 +1,1 @@
+"""Flagging assets: RFI and data-quality flags of each group before calibration."""
