@@ -102,6 +102,7 @@ def test_every_stage_and_check_succeeds(pipeline_run) -> None:
         assert materialized == {
             "subband_group",
             "measurement_set",
+            "flagged_ms",
             "calibration_tables",
             "calibrated_ms",
             "image",
@@ -116,6 +117,7 @@ def test_every_stage_and_check_succeeds(pipeline_run) -> None:
         checks = _checks(run)
         assert set(checks) == {
             "ms_rows_and_windows",
+            "flagged_fraction_acceptable",
             "image_is_finite_and_nonzero",
             "noise_near_radiometer",
             "calibrator_recovered",

@@ -107,7 +107,7 @@ def flag_and_register(registry: Registry, record: MSRecord, policy: FlaggingPoli
             write_step_flags(record.path, findings, step)
             current |= findings.step_mask(step)
             after = flag_fractions(layout, current)
-            timings[f"{step}_write_s"] = clock.elapsed_s()
+            timings[f"{step}_write_s"] = clock.elapsed_s
             rows.append(
                 FlagStepRow(
                     group_id=record.group_id,
