@@ -64,12 +64,12 @@ demo: setup
 	@$(BIN)/dsa110 db init
 	@mkdir -p $(DAGSTER_HOME_DEMO)
 	@cp dagster.yaml $(DAGSTER_HOME_DEMO)/dagster.yaml
-	@echo "demo: simulating 3 observations (the first on a 3C286 transit), one every 40 s"
+	@echo "demo: simulating 3 observations with interference (the first on a 3C286 transit), one every 40 s"
 	@echo "demo: Dagster UI at http://127.0.0.1:3000 -- watch incoming_sensor and the runs;"
 	@echo "demo: press Ctrl-C to stop (the data stay in data/ and state/ for the next run)"
 	@$(BIN)/dsa110 catalog calibrators --build > /dev/null
 	@rm -f state/catalogs/simulation/sky_catalog_nvss.csv
-	@$(BIN)/dsa110 simulate --groups 3 --antennas 32 --channels 8 --continue --interval 40 \
+	@$(BIN)/dsa110 simulate --groups 3 --antennas 32 --channels 8 --rfi --continue --interval 40 \
 	  > state/logs/demo-simulate.log 2>&1 &
 	@# The simulated sky is the demo's survey catalog: load it as NVSS as soon as it is written.
 	@(for i in $$(seq 120); do [ -f state/catalogs/simulation/sky_catalog_nvss.csv ] && break; \

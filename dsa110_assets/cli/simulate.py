@@ -108,6 +108,18 @@ def _add_sky(sim: argparse.ArgumentParser) -> None:
     )
     sim.add_argument("--no-noise", action="store_true", help="no thermal noise")
     sim.add_argument("--no-corruptions", action="store_true", help="no gain/bandpass errors")
+    sim.add_argument(
+        "--rfi",
+        action="store_true",
+        help="add interference: narrowband transmitters, broadband bursts, a bad channel and "
+        "a broken antenna (recorded in the truth file, so flagging can be scored)",
+    )
+    sim.add_argument(
+        "--broken-antenna",
+        choices=("noisy", "zero", "none"),
+        default="noisy",
+        help="with --rfi, the broken receiver's symptom (default noisy: 10x the noise)",
+    )
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
@@ -140,6 +152,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 def _simulation_config(args: argparse.Namespace, settings: Settings) -> Any:
     """Return the :class:`SimulationConfig` the options describe."""
     from dsa110_assets.simulation import PRESETS, SimulationConfig
+    from dsa110_assets.simulation.rfi import RFIConfig
 
     output_dir = Path(args.output) if args.output else settings.input_dir
     start = args.start
@@ -170,6 +183,7 @@ def _simulation_config(args: argparse.Namespace, settings: Settings) -> Any:
         field_sources=not args.no_field_sources,
         noise=not args.no_noise,
         corruptions=not args.no_corruptions,
+        rfi=RFIConfig(broken_antenna=args.broken_antenna) if args.rfi else None,
         **size,
     )
 

@@ -11,9 +11,13 @@
    instead of four halves the cost per baseline; the pipeline applies the flags to both
    correlations.
  - The time axis is short (24 samples), so the smooth background is fitted mostly along
-   frequency: the Gaussian low-pass kernel is narrow in time and wide in frequency, on data
-   averaged by 3 in frequency first. Sources and bandpass ripple vary slowly across 0.24 MHz
-   channels; transmitters occupy one to a few channels.
+   frequency: the Gaussian low-pass kernel is narrow in time and about 1.6 MHz wide (sigma)
+   in frequency, on data averaged to about 0.73 MHz channels first. Sources and bandpass
+   ripple vary slowly across 0.24 MHz channels; transmitters occupy one to a few channels.
+ - The widths are in MHz, not channels: the pipeline defines the global channel_width_mhz
+   before this file (the native 0.244 MHz when it does not), so a coarsely averaged MS is
+   smoothed over the same bandwidth, never across the bandpass ripple (which would then
+   stand out of the background and be flagged).
  - Three passes of SumThreshold on the residual with a threshold that halves each pass (the
    approach of AOFlagger's generic strategy), then the scale-invariant rank operator to grow
    flags into the edges of what was found, and a time-step RMS test for broadband bursts.
@@ -27,7 +31,12 @@ function execute(input)
   local base_threshold = 1.0 -- lower flags more
   local passes = 3 -- SumThreshold passes; the threshold halves on each
   local threshold_step = 2.0
-  local frequency_averaging = 3 -- channels averaged before the background fit
+  local width_mhz = channel_width_mhz or 0.244 -- set by the pipeline before this file
+  local averaged_mhz = 0.73 -- channels are averaged to about this before the background fit
+  local sigma_mhz = 1.6 -- Gaussian sigma of the background in frequency
+  local frequency_averaging = math.max(1, math.floor(averaged_mhz / width_mhz + 0.5))
+  local sigma = math.max(0.5, sigma_mhz / (width_mhz * frequency_averaging))
+  local kernel_height = 2 * math.ceil(4.5 * sigma) + 1
   local sir_eta = 0.2 -- scale-invariant rank operator, time and frequency
 
   local with_input_flags = input:copy()
@@ -49,7 +58,7 @@ function execute(input)
     residual:set_visibilities(original)
     residual:join_mask(original)
     local coarse = aoflagger.downsample(residual, 1, frequency_averaging, true)
-    aoflagger.low_pass_filter(coarse, 5, 21, 2.5, 5.0)
+    aoflagger.low_pass_filter(coarse, 5, kernel_height, 2.5, sigma * sigma)
     aoflagger.upsample(coarse, residual, 1, frequency_averaging)
     local difference = original - residual
     difference:set_mask(residual)

@@ -95,3 +95,32 @@ def read_all_flags(ms_path: str, layout: FlagLayout) -> np.ndarray:
                 layout.n_times, layout.n_baselines, nc
             )
     return out
+
+
+def read_auto_power(main: pt.table, layout: FlagLayout) -> np.ndarray:
+    """Return each antenna's autocorrelation power over time and band, for normalising.
+
+    Returns
+    -------
+    numpy.ndarray
+        (n_antennas, n_times, n_band_chan) float32, indexed by MS antenna number: the mean
+        over correlations of the real part; NaN for an antenna without an autocorrelation.
+        A cross-correlation divided by ``sqrt(P_i P_j)`` has the antennas' bandpass
+        amplitude removed, what a correlator's normalisation does.
+    """
+    autos = np.flatnonzero(layout.is_auto)
+    n_ant = int(max(layout.antenna1.max(), layout.antenna2.max())) + 1
+    out = np.full((n_ant, layout.n_times, layout.n_band_chan), np.nan, dtype=np.float32)
+    if autos.size == 0:
+        return out
+    nc = layout.n_chan
+    offsets = (np.arange(layout.n_times)[:, None] * layout.n_baselines + autos[None, :]).ravel()
+    for position, block in enumerate(layout.band_order):
+        rows = int(block) * layout.rows_per_block + offsets
+        with main.selectrows(rows.tolist()) as part:
+            data = part.getcol("DATA")  # (n_times * n_autos, nc, n_corr), time-major
+        power = data.real.mean(axis=2).reshape(layout.n_times, autos.size, nc)
+        out[layout.antenna1[autos], :, position * nc : (position + 1) * nc] = power.transpose(
+            1, 0, 2
+        )
+    return out

@@ -24,6 +24,7 @@ from dsa110_assets.flagging.quality import (
     bad_samples,
     band_edge_channels,
     channel_noise,
+    mean_amplitude,
     stokes_i,
 )
 
@@ -61,19 +62,36 @@ class ChunkFlags:
     auto: np.ndarray
 
 
-_FLAGGERS: dict[tuple[str, int, int], BaselineFlagger] = {}
+_FLAGGERS: dict[tuple[str, int, int, float], BaselineFlagger] = {}
 
 
-def _flagger(strategy: Path, n_times: int, n_chan: int) -> BaselineFlagger:
-    """Return this process's flagger for the strategy and image shape (loaded once)."""
-    key = (str(strategy), n_times, n_chan)
+def _flagger(strategy: Path, layout: FlagLayout) -> BaselineFlagger:
+    """Return this process's flagger for the strategy and the MS's shape (loaded once)."""
+    width = channel_width_hz(layout)
+    key = (str(strategy), layout.n_times, layout.n_band_chan, width)
     if key not in _FLAGGERS:
-        _FLAGGERS[key] = BaselineFlagger(strategy, n_times, n_chan)
+        _FLAGGERS[key] = BaselineFlagger(strategy, layout.n_times, layout.n_band_chan, width)
     return _FLAGGERS[key]
 
 
-def flag_chunk(job: ChunkJob, layout: FlagLayout) -> ChunkFlags:
-    """Read the chunk's baselines and return their flags and statistics."""
+def channel_width_hz(layout: FlagLayout) -> float:
+    """Return the median spacing of the band's channels (what the strategy scales by)."""
+    freqs = np.sort(layout.band_freqs_hz)
+    if freqs.size < 2:
+        return 244_140.625  # one channel: DSA-110's native width
+    return float(np.median(np.diff(freqs)))
+
+
+def flag_chunk(job: ChunkJob, layout: FlagLayout, auto_power: np.ndarray) -> ChunkFlags:
+    """Read the chunk's baselines and return their flags and statistics.
+
+    AOFlagger sees each cross-correlation's mean amplitude divided by ``sqrt(P_i P_j)``, the
+    antennas' autocorrelation power (:func:`~.baseline_blocks.read_auto_power`): that takes
+    out the bandpass, whose ripple is constant in time and, on coarse channels, too narrow
+    in frequency for the strategy's smooth background, so it would otherwise be flagged
+    where the sky is bright. A transmitter also raises the autocorrelations, but far less
+    than it dominates the cross-correlations.
+    """
     with pt.table(str(job.ms_path), ack=False) as main:
         data, flags = read_baselines(main, layout, job.b0, job.b1)
     existing = any_correlation(flags)
@@ -81,6 +99,7 @@ def flag_chunk(job: ChunkJob, layout: FlagLayout) -> ChunkFlags:
     quality[..., band_edge_channels(layout.band_freqs_hz, job.band_edge_mhz)] = True
     quality &= ~existing
     vis = stokes_i(data)
+    amplitude = mean_amplitude(data)
     del data, flags
     given = existing | quality
     rfi = np.zeros_like(given)
@@ -90,15 +109,27 @@ def flag_chunk(job: ChunkJob, layout: FlagLayout) -> ChunkFlags:
     is_auto = layout.is_auto[job.b0 : job.b1]
     flagger = None
     if job.strategy is not None:
-        flagger = _flagger(job.strategy, layout.n_times, layout.n_band_chan)
+        flagger = _flagger(job.strategy, layout)
     for k in range(nb):
         if is_auto[k]:
             auto[k] = auto_level(vis[k], given[k])
             continue
         noise[k] = channel_noise(vis[k], given[k])
         if flagger is not None and not given[k].all():
-            rfi[k] = flagger.flag(np.abs(vis[k]), given[k]) & ~given[k]
+            a1, a2 = layout.antenna1[job.b0 + k], layout.antenna2[job.b0 + k]
+            normalised, unknown = _normalise(amplitude[k], auto_power[a1], auto_power[a2])
+            rfi[k] = flagger.flag(normalised, given[k] | unknown) & ~given[k] & ~unknown
     bits = existing.astype(np.uint8) * EXISTING
     bits |= quality.astype(np.uint8) * QUALITY
     bits |= rfi.astype(np.uint8) * RFI
     return ChunkFlags(job.b0, job.b1, bits, noise, auto)
+
+
+def _normalise(
+    amplitude: np.ndarray, power1: np.ndarray, power2: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Return ``amplitude / sqrt(power1 power2)`` and where that is unknown (no power)."""
+    product = power1 * power2
+    unknown = ~(np.isfinite(product) & (product > 0))
+    scale = np.sqrt(np.where(unknown, 1.0, product), dtype=np.float32)
+    return np.where(unknown, 0.0, amplitude / scale).astype(np.float32), unknown

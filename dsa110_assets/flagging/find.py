@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from casacore import tables as pt
 
-from dsa110_assets.flagging.baseline_blocks import or_flags
+from dsa110_assets.flagging.baseline_blocks import or_flags, read_auto_power
 from dsa110_assets.flagging.chunks import EXISTING, QUALITY, RFI, ChunkFlags, ChunkJob, flag_chunk
 from dsa110_assets.flagging.ms_layout import FlagLayout
 from dsa110_assets.flagging.policy import FlaggingPolicy
@@ -84,33 +84,35 @@ def _chunks(n_baselines: int, size: int) -> Iterator[tuple[int, int]]:
         yield b0, min(b0 + size, n_baselines)
 
 
-_LAYOUT: FlagLayout | None = None
+_SHARED: tuple[FlagLayout, np.ndarray] | None = None
 
 
-def _init_worker(layout: FlagLayout) -> None:
-    """Keep the layout in the worker (sent once, not with every chunk)."""
-    global _LAYOUT
-    _LAYOUT = layout
+def _init_worker(layout: FlagLayout, auto_power: np.ndarray) -> None:
+    """Keep the layout and autocorrelations in the worker (sent once, not per chunk)."""
+    global _SHARED
+    _SHARED = (layout, auto_power)
 
 
 def _run_job(job: ChunkJob) -> ChunkFlags:
-    """Flag one chunk in a worker with the layout :func:`_init_worker` kept."""
-    assert _LAYOUT is not None
-    return flag_chunk(job, _LAYOUT)
+    """Flag one chunk in a worker with what :func:`_init_worker` kept."""
+    assert _SHARED is not None
+    return flag_chunk(job, *_SHARED)
 
 
-def _run_all(jobs: list[ChunkJob], layout: FlagLayout, workers: int) -> Iterator[ChunkFlags]:
+def _run_all(
+    jobs: list[ChunkJob], layout: FlagLayout, auto_power: np.ndarray, workers: int
+) -> Iterator[ChunkFlags]:
     """Run the jobs here (one worker) or in spawned processes, yielding results in order."""
     if workers <= 1 or len(jobs) <= 1:
         for job in jobs:
-            yield flag_chunk(job, layout)
+            yield flag_chunk(job, layout, auto_power)
         return
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(
         max_workers=min(workers, len(jobs)),
         mp_context=context,
         initializer=_init_worker,
-        initargs=(layout,),
+        initargs=(layout, auto_power),
     ) as pool:
         yield from pool.map(_run_job, jobs)
 
@@ -129,6 +131,8 @@ def find_flags(ms_path: Path, policy: FlaggingPolicy) -> FlagFindings:
     with timings.measure("find_s"):
         layout = FlagLayout.from_ms(ms_path)
         strategy = policy.strategy if policy.aoflagger else None
+        with pt.table(str(ms_path), ack=False) as main:
+            auto_power = read_auto_power(main, layout)
         jobs = [
             ChunkJob(Path(ms_path), b0, b1, strategy, policy.band_edge_mhz)
             for b0, b1 in _chunks(layout.n_baselines, policy.baselines_per_chunk)
@@ -136,7 +140,7 @@ def find_flags(ms_path: Path, policy: FlaggingPolicy) -> FlagFindings:
         bits = np.empty((layout.n_times, layout.n_baselines, layout.n_band_chan), np.uint8)
         noise = np.full(layout.n_baselines, np.nan)
         auto = np.full(layout.n_baselines, np.nan)
-        for chunk in _run_all(jobs, layout, policy.n_workers):
+        for chunk in _run_all(jobs, layout, auto_power, policy.n_workers):
             bits[:, chunk.b0 : chunk.b1] = chunk.bits.transpose(1, 0, 2)
             noise[chunk.b0 : chunk.b1] = chunk.noise
             auto[chunk.b0 : chunk.b1] = chunk.auto

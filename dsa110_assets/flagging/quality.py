@@ -55,6 +55,20 @@ def stokes_i(data: np.ndarray) -> np.ndarray:
     return data.mean(axis=-1)
 
 
+def mean_amplitude(data: np.ndarray) -> np.ndarray:
+    """Return ``(|XX| + |YY|) / 2`` (the mean amplitude over correlations); (..., n) -> (...).
+
+    What AOFlagger looks at. Not ``|XX + YY| / 2``: before calibration the two feeds have
+    different delays, so their sum beats across the band and its amplitude has a ripple
+    (constant in time, narrow in frequency on coarse channels) that looks like a transmitter.
+    """
+    out = np.abs(data[..., 0])
+    for c in range(1, data.shape[-1]):
+        out += np.abs(data[..., c])
+    out *= np.float32(1.0 / data.shape[-1])
+    return out
+
+
 def channel_noise(vis: np.ndarray, flags: np.ndarray) -> float:
     """Robust noise per real part of one baseline's (n_times, n_chan) complex visibilities.
 

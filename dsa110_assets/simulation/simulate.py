@@ -59,7 +59,15 @@ from dsa110_assets.simulation.corruptions import (
     apply_corruptions,
     baseline_bandpass,
     baseline_gains,
+    cross_noise_sigma,
     draw_corruptions,
+)
+from dsa110_assets.simulation.rfi import (
+    RFIConfig,
+    RFIInjector,
+    RFIRecord,
+    draw_rfi,
+    write_rfi_record,
 )
 from dsa110_assets.simulation.sky import (
     BACKGROUND_MARGIN_DEG,
@@ -127,6 +135,7 @@ class SimulationConfig:
     noise: bool = True
     corruptions: bool = True
     jitter_s: int = 2
+    rfi: RFIConfig | None = None  # interference (simulation.rfi); None: a clean spectrum
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "output_dir", Path(self.output_dir))
@@ -223,6 +232,11 @@ def simulate_observations(
             f"{len(existing)} simulated file(s) already exist in {cfg.output_dir}, "
             f"e.g. {existing[0].name}; refusing to overwrite correlator files"
         )
+    names = [plan.stations.names[a] for a in plan.antennas]
+    rfi = None
+    if cfg.rfi is not None:
+        times = plan.times_jd.reshape(cfg.n_groups, INTEGRATIONS_PER_FILE)
+        rfi = draw_rfi(cfg.rfi, cfg.seed, names, times, plan.freqs_band)
     corruptions = None
     if cfg.corruptions:
         rng = np.random.default_rng([cfg.seed, _STREAM_CORRUPTIONS])
@@ -236,7 +250,7 @@ def simulate_observations(
         cfg.truth_dir / TRUTH_FILENAME,
         cfg=cfg,
         antennas=plan.antennas,
-        names=[plan.stations.names[a] for a in plan.antennas],
+        names=names,
         times_jd=plan.times_jd,
         freqs_hz=plan.freqs_band,
         corruptions=corruptions,
@@ -244,8 +258,15 @@ def simulate_observations(
         group_starts=plan.group_starts,
         cal_in_beam=plan.cal_in_beam,
         dec_deg=plan.dec_deg,
+        rfi=rfi,
     )
-    groups = _write_groups(cfg, plan, corruptions, on_group_written)
+    injector = None
+    if cfg.rfi is not None and rfi is not None:
+        sigma = cross_noise_sigma(SEFD_JY, channel_width_hz(cfg.n_channels), INTEGRATION_S)
+        injector = RFIInjector(
+            cfg.rfi, rfi, cfg.seed, plan.array.ant1, plan.array.ant2, cfg.n_channels, sigma
+        )
+    groups = _write_groups(cfg, plan, corruptions, injector, on_group_written)
     return SimulationResult(
         files=[path for group in groups for path in group.files],
         groups=groups,
@@ -315,6 +336,7 @@ def _write_groups(
     cfg: SimulationConfig,
     plan: _Plan,
     corruptions: Corruptions | None,
+    injector: RFIInjector | None,
     on_group_written: GroupCallback | None,
 ) -> list[SimulationGroup]:
     """Compute and write every group's subband files, one file in flight at a time."""
@@ -346,7 +368,7 @@ def _write_groups(
                     band_term = baseline_bandpass(band, plan.array.ant1, plan.array.ant2)
                 vis = _subband_visibilities(
                     cfg, g, sb, freqs, plan.frame, plan.array, group_sky, gain_term, band_term,
-                    pool,
+                    injector, pool,
                 )  # fmt: skip
                 header = _header(cfg, plan, g, sb, freqs, tslice)
                 if pending is not None:
@@ -429,6 +451,7 @@ def _subband_visibilities(
     sky: _GroupSky,
     gain_term: np.ndarray | None,
     band_term: np.ndarray | None,
+    injector: RFIInjector | None,
     pool: ThreadPoolExecutor,
 ) -> np.ndarray:
     """One file's visibilities (Ntimes, Nbls, Nfreqs, 2), one integration per task.
@@ -453,6 +476,8 @@ def _subband_visibilities(
         if cfg.noise:
             rng = np.random.default_rng([cfg.seed, _STREAM_NOISE, group, subband, t])
             add_thermal_noise(block, rng, array.is_auto, SEFD_JY, chan_width, INTEGRATION_S)
+        if injector is not None:
+            injector.apply(block, group, subband, t)
 
     for future in [pool.submit(integration, t) for t in range(n_t)]:
         future.result()
@@ -464,6 +489,8 @@ def _history(cfg: SimulationConfig, group: int, subband: int) -> str:
     parts = ["point-source sky"]
     parts.append("gains and bandpasses" if cfg.corruptions else "no corruptions")
     parts.append("thermal noise" if cfg.noise else "no noise")
+    if cfg.rfi is not None:
+        parts.append("interference")
     return (
         f"written by dsa110_assets simulator seed={cfg.seed} group={group} "
         f"subband={subband:02d}: {', '.join(parts)}"
@@ -592,6 +619,7 @@ def _write_truth(
     group_starts: list[datetime],
     cal_in_beam: np.ndarray,
     dec_deg: float,
+    rfi: RFIRecord | None = None,
 ) -> Path:
     """Write the true instrument state, atomically (tmp + rename) and reproducibly.
 
@@ -616,6 +644,8 @@ def _write_truth(
         f.attrs["pointing_dec_deg"] = dec_deg
         f.attrs["polarizations"] = np.array(POLARIZATIONS)
         f.attrs["calibrator"] = cfg.calibrator or ""
+        if rfi is not None:
+            write_rfi_record(f, rfi)
 
         def put(name: str, data: np.ndarray, **kwargs: object) -> None:
             f.create_dataset(name, data=data, track_times=False, **kwargs)
