@@ -23,6 +23,7 @@ from resources.clock import Clock, system_clock
 from resources.flagging import FlaggingResource
 from resources.io_managers import TierIOManager
 from resources.pipeline import PipelineResource
+from resources.selfcal import SelfcalResource
 from resources.wsclean import WSCleanResource
 from sensors.calibration import build_calibration_sensor
 from sensors.daily import build_daily_sensor
@@ -64,6 +65,7 @@ def build_definitions(
     wsclean: WSCleanResource | None = None,
     clock: Clock = system_clock,
     flagging: FlaggingResource | None = None,
+    selfcal: SelfcalResource | None = None,
 ) -> dg.Definitions:
     """Build the Definitions wired to the given resources.
 
@@ -77,6 +79,9 @@ def build_definitions(
         The wall clock the time-dependent sensors read; tests pass a scripted one.
     flagging
         How groups are flagged; default: :class:`~resources.flagging.FlaggingResource`'s.
+    selfcal
+        How calibrated groups self-calibrate; default:
+        :class:`~resources.selfcal.SelfcalResource`'s.
     """
     pipeline = pipeline or PipelineResource()
     return dg.Definitions(
@@ -100,6 +105,7 @@ def build_definitions(
             "tier_io_manager": TierIOManager(pipeline=pipeline),
             "wsclean": wsclean or WSCleanResource(),
             "flagging": flagging or FlaggingResource(),
+            "selfcal": selfcal or SelfcalResource(),
             "clock": dg.ResourceDefinition.hardcoded_resource(clock, "the wall clock"),
         },
     )

@@ -7,6 +7,11 @@ WSClean run images the whole ~5 minutes. Products are ``{group_id}-{field}-{type
 ``image-pb``, the primary-beam-corrected image, blank below the cutoff). Each gets an ``images``
 row (upserted: a re-run updates, never duplicates) with beam, noise, dynamic range, geometry,
 calibration state and the radiometer-equation noise of the data imaged.
+
+With a self-calibration policy, a calibrated group's first image writes its clean model to
+``MODEL_DATA`` and :mod:`.selfcal_step` runs its rounds; the image kept (``-selfcal{k}`` in
+its name when a round was kept) is the one registered, with ``selfcal_applied`` set, and every
+round goes to ``selfcal_rounds``.
 """
 
 from __future__ import annotations
@@ -14,17 +19,25 @@ from __future__ import annotations
 import os
 import secrets
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from astropy.io import fits
 
+from dsa110_assets.calibration.selfcal_policy import SelfcalPolicy
 from dsa110_assets.imaging.image_stats import ImageStats, image_statistics
 from dsa110_assets.imaging.primary_beam import primary_beam_image, write_pb_products
 from dsa110_assets.imaging.radiometer import expected_image_noise
 from dsa110_assets.imaging.rephase import phase_to_common_centre
 from dsa110_assets.imaging.thumbnail import make_thumbnail
 from dsa110_assets.imaging.wsclean import WSCleanParams, WSCleanResult, run_wsclean
+from dsa110_assets.processing.selfcal_step import (
+    RoundImage,
+    SelfcalRound,
+    measure,
+    model_column_set_aside,
+    self_calibrate,
+)
 from dsa110_assets.registry import Registry, StageOutcome, record_stage
 from dsa110_assets.registry.products import (
     CalState,
@@ -34,6 +47,7 @@ from dsa110_assets.registry.products import (
     record_thumbnail,
     register_images,
 )
+from dsa110_assets.registry.selfcal import record_selfcal_rounds
 from dsa110_assets.registry.stage_run import stage_run
 from dsa110_assets.settings import Settings
 from dsa110_assets.storage.products import images_folder, thumbnail_path
@@ -59,6 +73,8 @@ class ImagingOutcome:
     cal_age_h: float | None = None
     timings: dict[str, float] = field(default_factory=dict)
     command: list[str] = field(default_factory=list)
+    selfcal_rounds: list[SelfcalRound] = field(default_factory=list)
+    selfcal_applied: bool = False
 
     @property
     def image(self) -> Path:
@@ -158,8 +174,12 @@ def image_and_register(
     wsclean_bin: str = "wsclean",
     timeout_s: float | None = None,
     pb_cutoff: float = 0.2,
+    selfcal: SelfcalPolicy | None = None,
 ) -> ImagingOutcome:
-    """Phase, image, primary-beam-correct and register ``record``'s MS.
+    """Phase, image (and self-calibrate), primary-beam-correct and register ``record``'s MS.
+
+    Self-calibration runs when ``selfcal`` is enabled and the group is calibrated (an
+    uncalibrated quick look has no flux scale to keep).
 
     Raises :class:`dsa110_assets.imaging.wsclean.WSCleanError` (with WSClean's output tail)
     after recording the stage as failed.
@@ -172,13 +192,25 @@ def image_and_register(
         name = f"{record.group_id}-{field_label}"
         folder = images_folder(settings)
         folder.mkdir(parents=True, exist_ok=True)
-        result = run_wsclean(
-            record.path, folder, name, params, wsclean_bin=wsclean_bin, timeout_s=timeout_s
-        )
-        timings["wsclean_s"] = result.duration_s
+        state = cal_state(registry, record.path)
+
+        def wsclean(run_params: WSCleanParams, run_name: str) -> WSCleanResult:
+            return run_wsclean(
+                record.path, folder, run_name, run_params, wsclean_bin=wsclean_bin,
+                timeout_s=timeout_s,
+            )  # fmt: skip
+
+        rounds: list[SelfcalRound] = []
+        if selfcal is not None and selfcal.enabled and state.applied:
+            with model_column_set_aside(record.path):
+                result, rounds, applied = _image_self_calibrated(
+                    record.path, params, name, wsclean, selfcal, timings
+                )
+        else:
+            result, applied = wsclean(params, name), False
+            timings["wsclean_s"] = result.duration_s
         with timings.measure("primary_beam_s"):
             products = _products(result, record.path, pb_cutoff)
-        state = cal_state(registry, record.path)
         _stamp_all(products, state, record.group_id)
         with timings.measure("statistics_s"):
             stats = image_statistics(products["image"])
@@ -192,7 +224,7 @@ def image_and_register(
             )
         outcome = ImagingOutcome(
             field=field_label,
-            name=name,
+            name=products["image"].name.removesuffix("-image.fits"),
             products=products,
             stats=stats,
             residual_noise_jy=residual.noise_jy,
@@ -203,10 +235,42 @@ def image_and_register(
             cal_age_h=state.age_h,
             timings=dict(timings),
             command=list(result.command),
+            selfcal_rounds=rounds,
+            selfcal_applied=applied,
         )
         _register_images(registry, record, outcome)
         run.done(_imaged_detail(outcome))
     return outcome
+
+
+def _image_self_calibrated(
+    ms_path: Path,
+    params: WSCleanParams,
+    name: str,
+    wsclean,  # noqa: ANN001  (image_and_register's closure)
+    policy: SelfcalPolicy,
+    timings: Timings,
+) -> tuple[WSCleanResult, list[SelfcalRound], bool]:
+    """Image with the model written back, run the self-cal rounds, return what was kept."""
+    with_model = replace(params, save_model_to_ms=True)
+    first_result = wsclean(with_model, name)
+    timings["wsclean_s"] = first_result.duration_s
+    first = measure(first_result, params.data_column)
+
+    def image(column: str, suffix: str) -> RoundImage:
+        return measure(wsclean(replace(with_model, data_column=column), f"{name}-{suffix}"), column)
+
+    with timings.measure("selfcal_s"):
+        outcome = self_calibrate(ms_path, first, image, policy, discard=_discard)
+    if outcome.applied:
+        _discard(first_result)
+    return outcome.final.result, outcome.rounds, outcome.applied
+
+
+def _discard(result: WSCleanResult) -> None:
+    """Remove the products of an image that is not kept (the registry keeps its numbers)."""
+    for path in result.products:
+        Path(path).unlink(missing_ok=True)
 
 
 def _image_row(
@@ -234,6 +298,7 @@ def _image_row(
         "image_size": s.nx,
         "cell_arcsec": s.cell_arcsec,
         "cal_applied": int(outcome.cal_applied),
+        "selfcal_applied": int(outcome.selfcal_applied),
         "expected_noise_jy": outcome.expected_noise_jy if main else None,
         "created_at": now,
     }
@@ -247,6 +312,7 @@ def _register_images(registry: Registry, record: MSRecord, outcome: ImagingOutco
         for image_type, path in outcome.products.items()
     ]
     register_images(registry, record.path, outcome.field, rows)
+    record_selfcal_rounds(registry, record.group_id, outcome.selfcal_rounds)
 
 
 def thumbnail_and_register(

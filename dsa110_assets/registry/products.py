@@ -128,8 +128,17 @@ def group_calibrator(registry: Registry, group_id: str) -> str | None:
 def register_images(
     registry: Registry, ms_path: Path, phased_field: str, rows: list[dict[str, object]]
 ) -> None:
-    """Upsert the ``images`` rows of one imaging run and mark its MS imaged, in one transaction."""
+    """Upsert the ``images`` rows of one imaging run and mark its MS imaged, in one transaction.
+
+    Rows of the MS's earlier runs that this run did not make again are removed: a re-run may
+    keep a different self-calibration round, whose files replace the old ones.
+    """
+    paths = [str(r["path"]) for r in rows]
     with registry.transaction():
+        registry.execute(
+            f"DELETE FROM images WHERE ms_path = ? AND path NOT IN ({','.join('?' * len(paths))})",
+            (str(ms_path), *paths),
+        )
         upsert(registry, "images", rows)
         registry.execute(
             "UPDATE ms_index SET phased_field = ?, stage = 'imaged' WHERE path = ?",

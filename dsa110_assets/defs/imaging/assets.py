@@ -8,8 +8,10 @@ from dsa110_assets.defs.asset_shapes import group_asset
 from dsa110_assets.defs.failures import reported_failures
 from dsa110_assets.imaging.thumbnail import thumbnail_markdown
 from dsa110_assets.processing.image_step import image_and_register, thumbnail_and_register
+from dsa110_assets.processing.selfcal_step import selfcal_table
 from dsa110_assets.registry.products import ms_record
 from resources.pipeline import PipelineResource
+from resources.selfcal import SelfcalResource
 from resources.wsclean import WSCleanResource
 
 
@@ -21,15 +23,19 @@ from resources.wsclean import WSCleanResource
     description="WSClean image of the whole group (every integration phased to the central "
     "field): {group_id}-{field}-image/residual/model/psf.fits plus our Airy primary beam "
     "(-pb.fits) and the primary-beam-corrected image (-image-pb.fits), on the SSD products "
-    "tier, each registered in `images` with beam, noise and dynamic range.",
+    "tier, each registered in `images` with beam, noise and dynamic range. A calibrated "
+    "group is then self-calibrated (phase rounds, then amplitude+phase above an S/N "
+    "threshold), each round kept only if the residual noise falls and the dynamic range "
+    "rises; the rounds are in `selfcal_rounds` and this asset's metadata.",
 )
 def image(
     context: dg.AssetExecutionContext,
     pipeline: PipelineResource,
     wsclean: WSCleanResource,
+    selfcal: SelfcalResource,
     calibrated_ms: Path,
 ) -> Path:
-    """Image the group's calibrated MS with WSClean and register every product."""
+    """Image the group's calibrated MS with WSClean, self-calibrate, register every product."""
     settings = pipeline.settings()
     params = wsclean.params_for(calibrated_ms, data_column="CORRECTED_DATA")
     with reported_failures(), pipeline.registry() as registry:
@@ -42,6 +48,7 @@ def image(
             wsclean_bin=wsclean.binary,
             timeout_s=wsclean.timeout_s,
             pb_cutoff=pipeline.pb_cutoff,
+            selfcal=selfcal.policy(),
         )
     s = outcome.stats
     wsclean_s = outcome.timings.get("wsclean_s", 0.0)
@@ -65,6 +72,8 @@ def image(
             "cell_arcsec": round(s.cell_arcsec, 3),
             "products": dg.MetadataValue.json({k: str(v) for k, v in outcome.products.items()}),
             "wsclean_command": " ".join(outcome.command),
+            "selfcal_applied": outcome.selfcal_applied,
+            "selfcal_rounds": dg.MetadataValue.md(selfcal_table(outcome.selfcal_rounds)),
             **{k: round(v, 2) for k, v in outcome.timings.items()},
             "overhead_vs_wsclean": round(overhead / wsclean_s, 4) if wsclean_s else 0.0,
         }
