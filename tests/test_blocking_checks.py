@@ -27,6 +27,7 @@ from dsa110_assets.defs.imaging.checks import image_is_finite_and_nonzero
 from dsa110_assets.mosaics.simulated_images import write_simulated_image
 from dsa110_assets.registry import Registry
 from resources.flagging import FlaggingResource
+from resources.selfcal import SelfcalResource
 from resources.io_managers import TierIOManager
 from resources.pipeline import PipelineResource
 from resources.wsclean import WSCleanResource
@@ -60,6 +61,7 @@ def _materialize_check_and_downstream(pipeline, check, downstream, group_id=GROU
                 "tier_io_manager": TierIOManager(pipeline=pipeline),
                 "wsclean": WSCleanResource(),  # declared by the image asset; never run here
                 "flagging": FlaggingResource(),  # declared by flagged_ms; never run here
+                "selfcal": SelfcalResource(),  # declared by the image asset; never run here
             },
             raise_on_error=False,
         )

@@ -207,6 +207,25 @@ def test_registry_tells_the_story(pipeline_run) -> None:
             assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
             assert row["noise_jy"] > 0 and row["beam_major_arcsec"] > 0
         assert get_stage(registry, target, "apply").status.value == "done"
+        # Both groups are calibrated, so both self-calibrated; the image registered is the
+        # round kept, and no round's discarded products are left on disk.
+        rounds = registry.query("SELECT group_id, round, accepted, reason FROM selfcal_rounds")
+        print("self-cal rounds:", [tuple(r) for r in rounds])
+        assert {r["group_id"] for r in rounds} == {cal_group, target}
+        applied_sc = {
+            r["group_id"]: r["selfcal_applied"]
+            for r in registry.query("SELECT group_id, selfcal_applied FROM images")
+        }
+        for group in (cal_group, target):
+            kept = any(r["accepted"] for r in rounds if r["group_id"] == group)
+            assert applied_sc[group] == int(kept)
+        registered = {Path(r["path"]).name for r in images}
+        on_disk = {
+            p.name
+            for p in (settings.products_dir / "images").glob("*.fits")
+            if not p.name.endswith("-dirty.fits")  # WSClean's dirty image is not registered
+        }
+        assert on_disk == registered
 
 
 def _inside(image: Path, ra: float, dec: float, margin: int = 20) -> bool:
