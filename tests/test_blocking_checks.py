@@ -27,9 +27,9 @@ from dsa110_assets.defs.imaging.checks import image_is_finite_and_nonzero
 from dsa110_assets.mosaics.simulated_images import write_simulated_image
 from dsa110_assets.registry import Registry
 from resources.flagging import FlaggingResource
-from resources.selfcal import SelfcalResource
 from resources.io_managers import TierIOManager
 from resources.pipeline import PipelineResource
+from resources.selfcal import SelfcalResource
 from resources.wsclean import WSCleanResource
 
 pytestmark = pytest.mark.filterwarnings("ignore::astropy.wcs.FITSFixedWarning")
