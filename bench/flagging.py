@@ -11,7 +11,7 @@ seconds, the ratio to the conversion, peak memory (this process and the largest 
 and the score against the simulator's record: the fraction of injected samples flagged and
 of clean samples flagged (targets >= 95 % and <= 5 %). ``--image`` also times WSClean at the
 production settings on the flagged MS, so the flagging can be put against the group's
-processing time (conversion + flagging + imaging).
+processing time (conversion + flagging + rephasing + imaging, all rows).
 
 Usage: ``python bench/flagging.py [--dir /tmp] [--seed 7] [--antennas 96] [--image] [--keep]``
 """
@@ -129,21 +129,32 @@ def main() -> int:
                 f"{label:<34}{seconds:>8.1f}{seconds / convert_s:>10.2f}{hit:>12.1%}{clean:>15.2%}"
             )
         if args.image:
-            _image(ms, root, convert_s)
+            # the flags in the MS are the last run's: flag again with the pipeline's setting
+            seconds, _ = _flag(ms, FlaggingPolicy(workers=2), pristine)
+            _image(ms, root, convert_s, seconds)
         print(f"peak memory: this process {peak_rss_mb():.0f} MB, largest worker "
               f"{_children_peak_mb():.0f} MB")  # fmt: skip
     return 0
 
 
-def _image(ms: Path, root: Path, convert_s: float) -> None:
-    """Time WSClean at the production settings on the flagged MS (the rest of the group)."""
+def _image(ms: Path, root: Path, convert_s: float, flag_s: float) -> None:
+    """Time the rest of the group on the flagged MS: rephasing, WSClean at production settings.
+
+    Prints flagging's share of the group's processing time (conversion + flagging +
+    rephasing + imaging), the issue's measure (target: under 15%).
+    """
+    from dsa110_assets.imaging.rephase import phase_to_common_centre
     from dsa110_assets.imaging.wsclean import run_wsclean
     from resources.wsclean import WSCleanResource
 
+    rephase_s, _ = timed(phase_to_common_centre, ms)
     params = WSCleanResource().params_for(ms, data_column="DATA")
-    seconds, _ = timed(run_wsclean, ms, root / "images", "bench", params)
-    print(f"WSClean (production settings, DATA): {seconds:.1f} s; conversion + imaging "
-          f"{convert_s + seconds:.1f} s")  # fmt: skip
+    image_s, _ = timed(run_wsclean, ms, root / "images", "bench", params)
+    group_s = convert_s + flag_s + rephase_s + image_s
+    print(f"rephase {rephase_s:.1f} s, WSClean (production settings, {params.size} px, all rows) "
+          f"{image_s:.1f} s")  # fmt: skip
+    print(f"group: conversion + flagging + rephase + imaging = {group_s:.1f} s; flagging adds "
+          f"{flag_s / (group_s - flag_s):.1%} to the rest (target < 15%)")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -22,7 +22,6 @@ from dsa110_assets.flagging.quality import (
     any_correlation,
     auto_level,
     bad_samples,
-    band_edge_channels,
     channel_noise,
     mean_amplitude,
     stokes_i,
@@ -37,7 +36,7 @@ class ChunkJob:
     b0: int
     b1: int
     strategy: Path | None  # None: data-quality flags only
-    band_edge_mhz: float
+    band_edge: np.ndarray  # (n_band_chan,) bool: channels at the band's ends
 
 
 #: Bits of :attr:`ChunkFlags.bits`: flagged before, by the data-quality checks, by AOFlagger.
@@ -96,7 +95,7 @@ def flag_chunk(job: ChunkJob, layout: FlagLayout, auto_power: np.ndarray) -> Chu
         data, flags = read_baselines(main, layout, job.b0, job.b1)
     existing = any_correlation(flags)
     quality = bad_samples(data) & ~existing
-    quality[..., band_edge_channels(layout.band_freqs_hz, job.band_edge_mhz)] = True
+    quality[..., job.band_edge] = True
     quality &= ~existing
     vis = stokes_i(data)
     amplitude = mean_amplitude(data)

@@ -22,7 +22,7 @@ from dsa110_assets.flagging.baseline_blocks import or_flags, read_auto_power
 from dsa110_assets.flagging.chunks import EXISTING, QUALITY, RFI, ChunkFlags, ChunkJob, flag_chunk
 from dsa110_assets.flagging.ms_layout import FlagLayout
 from dsa110_assets.flagging.policy import FlaggingPolicy
-from dsa110_assets.flagging.quality import AntennaVerdict, judge_antennas
+from dsa110_assets.flagging.quality import AntennaVerdict, band_edge_channels, judge_antennas
 from dsa110_assets.timing import Timings
 
 #: The flagging steps, in the order they are written.
@@ -133,8 +133,9 @@ def find_flags(ms_path: Path, policy: FlaggingPolicy) -> FlagFindings:
         strategy = policy.strategy if policy.aoflagger else None
         with pt.table(str(ms_path), ack=False) as main:
             auto_power = read_auto_power(main, layout)
+        band_edge = band_edge_channels(layout.band_freqs_hz, policy.band_edge_mhz)
         jobs = [
-            ChunkJob(Path(ms_path), b0, b1, strategy, policy.band_edge_mhz)
+            ChunkJob(Path(ms_path), b0, b1, strategy, band_edge)
             for b0, b1 in _chunks(layout.n_baselines, policy.baselines_per_chunk)
         ]
         bits = np.empty((layout.n_times, layout.n_baselines, layout.n_band_chan), np.uint8)

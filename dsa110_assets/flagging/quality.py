@@ -14,8 +14,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dsa110_assets.instrument import BAND_BOTTOM_HZ, BAND_TOP_HZ
-
 _MAD_TO_SIGMA = 1.4826
 
 
@@ -42,7 +40,13 @@ def any_correlation(flags: np.ndarray) -> np.ndarray:
 
 
 def band_edge_channels(band_freqs_hz: np.ndarray, edge_mhz: float) -> np.ndarray:
-    """Return the channels whose centre lies within ``edge_mhz`` of either band end."""
+    """Return the channels whose centre lies within ``edge_mhz`` of either band end.
+
+    The main process works this out for the flagging workers, which import this module but
+    not the instrument's (astropy's import costs each spawned worker a second).
+    """
+    from dsa110_assets.instrument import BAND_BOTTOM_HZ, BAND_TOP_HZ
+
     edge = edge_mhz * 1e6
     freqs = np.asarray(band_freqs_hz, dtype=np.float64)
     return (freqs < BAND_BOTTOM_HZ + edge) | (freqs > BAND_TOP_HZ - edge)
