@@ -20,16 +20,14 @@ import dagster as dg
 import numpy as np
 import pytest
 from casacore import tables as pt
-from helpers import land_observations
+from helpers import first_group_files, land_observations, simulate_into
 
 from dsa110_assets.conversion.convert import convert_group
 from dsa110_assets.definitions import build_definitions
 from dsa110_assets.flagging.versions import list_flag_versions, restore_flag_version
 from dsa110_assets.imaging.image_stats import image_statistics
 from dsa110_assets.imaging.wsclean import WSCleanParams, choose_image_geometry, run_wsclean
-from dsa110_assets.naming import parse_subband_filename
 from dsa110_assets.registry import Registry
-from dsa110_assets.simulation import SimulationConfig, simulate_observations
 from dsa110_assets.simulation.rfi import RFIConfig, load_rfi_record, ms_rfi_mask
 from resources.pipeline import PipelineResource
 
@@ -179,10 +177,7 @@ def test_rerun_flags_the_same(flagged) -> None:
 
 @pytest.mark.skipif(shutil.which("wsclean") is None, reason="wsclean is not installed")
 def test_flagged_group_images_like_the_sky_without_interference(flagged, tmp_path: Path) -> None:
-    clean_sim = simulate_observations(
-        SimulationConfig(output_dir=tmp_path / "incoming", truth_dir=tmp_path / "truth", **SIM)
-    )
-    files = {parse_subband_filename(p.name).subband: p for p in clean_sim.groups[0].files}
+    files = first_group_files(simulate_into(tmp_path, **SIM))
     clean_ms = tmp_path / "clean.ms"
     convert_group(files, clean_ms, tmpfs_dir=None, scratch_dir=tmp_path / "s", durable=False)
     unflagged = tmp_path / "unflagged.ms"

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import simulate_into
 from pyuvdata import UVData
 
 from dsa110_assets.conversion.convert import convert_group
 from dsa110_assets.naming import parse_subband_filename
-from dsa110_assets.simulation import SimulationConfig, simulate_observations
 from dsa110_assets.simulation.rfi import (
     RFIConfig,
     RFIRecord,
@@ -32,9 +32,7 @@ SIM = dict(n_antennas=12, n_channels=4, n_groups=2, seed=5, n_background_sources
 
 
 def _simulate(root: Path, rfi: RFIConfig | None):
-    return simulate_observations(
-        SimulationConfig(output_dir=root / "in", truth_dir=root / "truth", rfi=rfi, **SIM)
-    )
+    return simulate_into(root, rfi=rfi, **SIM)
 
 
 class _Group:

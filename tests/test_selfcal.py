@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from casacore import tables as pt
+from helpers import first_group_files, simulate_into
 
 from dsa110_assets.calibration.selfcal import (
     SELFCAL_COLUMN,
@@ -31,14 +32,12 @@ from dsa110_assets.conversion.convert import convert_group
 from dsa110_assets.imaging.image_stats import find_peak, image_statistics
 from dsa110_assets.imaging.rephase import phase_to_common_centre
 from dsa110_assets.imaging.wsclean import WSCleanParams, choose_image_geometry, run_wsclean
-from dsa110_assets.naming import parse_subband_filename
 from dsa110_assets.processing.selfcal_step import (
     MODEL_COLUMN,
     measure,
     model_column_set_aside,
     self_calibrate,
 )
-from dsa110_assets.simulation import SimulationConfig, simulate_observations
 
 pytestmark = [
     pytest.mark.slow,
@@ -123,10 +122,8 @@ def _fluxes(image: Path, sources: dict[str, tuple[float, float]]) -> dict[str, f
 def group(tmp_path_factory):
     """One converted, phased group: its clean image, and a copy with drifting phases."""
     root = tmp_path_factory.mktemp("selfcal")
-    sim = simulate_observations(
-        SimulationConfig(output_dir=root / "in", truth_dir=root / "truth", **SIM)
-    )
-    files = {parse_subband_filename(p.name).subband: p for p in sim.groups[0].files}
+    sim = simulate_into(root, **SIM)
+    files = first_group_files(sim)
     clean = root / "clean.ms"
     convert_group(files, clean, tmpfs_dir=None, scratch_dir=root / "s", durable=False)
     phase_to_common_centre(clean)

@@ -154,15 +154,20 @@ def _feeds(n_corr: int) -> list[tuple[int, int]]:
     return {1: [(0, 0)], 2: [(0, 0), (1, 1)], 4: [(0, 0), (0, 1), (1, 0), (1, 1)]}[n_corr]
 
 
-def _columns(main: pt.table, data_column: str, model_column: str) -> None:
+def _columns(main: pt.table, *columns: str) -> None:
     names = set(main.colnames())
-    for column in (data_column, model_column):
+    for column in columns:
         if column not in names:
             raise SelfcalError(f"{main.name()} has no {column} column to self-calibrate with")
 
 
 def _accumulate(
-    main: pt.table, data_column: str, model_column: str, interval: np.ndarray, n_ant: int
+    main: pt.table,
+    data_column: str,
+    model_column: str,
+    time_index: _TimeIndex,
+    interval: np.ndarray,
+    n_ant: int,
 ) -> _Sums:
     """Sum the normal equations over rows, chunk by chunk (memory bounded by the chunk)."""
     n_corr = main.getcell(data_column, 0).shape[1]
@@ -170,7 +175,6 @@ def _accumulate(
     n_int, n_pol = int(interval.max()) + 1, len(hands)
     wy = np.zeros(n_int * n_pol * n_ant * n_ant, dtype=np.complex128)
     w = np.zeros(n_int * n_pol * n_ant * n_ant)
-    time_index = _TimeIndex(main)
     for start in range(0, main.nrows(), _ROWS_PER_READ):
         n = min(_ROWS_PER_READ, main.nrows() - start)
         a1 = main.getcol("ANTENNA1", start, n)
@@ -206,7 +210,7 @@ class _TimeIndex:
     """Maps row TIMEs to the index of the MS's unique times."""
 
     def __init__(self, main: pt.table) -> None:
-        self.times = np.unique(main.getcol("TIME"))
+        self.times = np.unique(main.getcol("TIME"))  # sorted: searchsorted maps rows
 
     def of(self, values: np.ndarray) -> np.ndarray:
         return np.clip(np.searchsorted(self.times, values), 0, self.times.size - 1)
@@ -254,11 +258,12 @@ def solve_selfcal(
         raise SelfcalError(f"solint_s must be >= 0, got {solint_s}")
     with pt.table(str(ms_path), ack=False) as main:
         _columns(main, data_column, model_column)
-        times = np.unique(main.getcol("TIME"))
+        time_index = _TimeIndex(main)
+        times = time_index.times
         interval = solution_intervals(times, solint_s, _integration_s(main))
         with pt.table(str(ms_path / "ANTENNA"), ack=False) as ant:
             names = tuple(ant.getcol("NAME"))
-        sums = _accumulate(main, data_column, model_column, interval, len(names))
+        sums = _accumulate(main, data_column, model_column, time_index, interval, len(names))
     if not (sums.w > 0).any():
         raise SelfcalError(f"{ms_path}: no unflagged data with a non-zero model to solve on")
     return _solve(sums, mode, solint_s, interval, times, names, min_snr, min_baselines)
@@ -346,7 +351,7 @@ def write_selfcal_column(
     round or re-run rewrites the whole column.
     """
     with pt.table(str(ms_path), readonly=False, ack=False) as main:
-        _columns(main, source_column, source_column)
+        _columns(main, source_column)
         if column not in main.colnames():
             _add_visibility_column(main, column)
         n_corr = main.getcell(source_column, 0).shape[1]

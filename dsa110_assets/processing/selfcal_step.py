@@ -30,7 +30,7 @@ from dsa110_assets.calibration.selfcal import (
     solve_selfcal,
     write_selfcal_column,
 )
-from dsa110_assets.calibration.selfcal_policy import SelfcalPolicy, judge_round
+from dsa110_assets.calibration.selfcal_policy import SelfcalPolicy, Verdict, judge_round
 from dsa110_assets.imaging.image_stats import image_statistics
 from dsa110_assets.imaging.wsclean import WSCleanResult
 
@@ -123,7 +123,8 @@ def self_calibrate(
                 min_baselines=policy.min_baselines,
             )
         except SelfcalError as exc:
-            rounds.append(_unsolved(number, mode, solint, best, str(exc)))
+            unsolved = Verdict(False, False, f"not solved: {exc}")
+            rounds.append(_round(number, mode, solint, best, None, unsolved, None, started))
             break
         combined = gains.combined(kept_gains)
         write_selfcal_column(ms_path, combined)
@@ -169,37 +170,24 @@ def _round(
     mode: str,
     solint: float,
     before: RoundImage,
-    after: RoundImage,
-    verdict,  # noqa: ANN001  (selfcal_policy.Verdict)
-    gains: SelfcalGains,
+    after: RoundImage | None,
+    verdict: Verdict,
+    gains: SelfcalGains | None,
     started: float,
 ) -> SelfcalRound:
+    """Return the record of a round (``after`` and ``gains`` None: nothing was solved)."""
     return SelfcalRound(
         round=number,
         mode=mode,
         solint_s=solint,
         noise_before_jy=before.noise_jy,
-        noise_after_jy=after.noise_jy,
+        noise_after_jy=None if after is None else after.noise_jy,
         dynamic_range_before=before.dynamic_range,
-        dynamic_range_after=after.dynamic_range,
+        dynamic_range_after=None if after is None else after.dynamic_range,
         accepted=verdict.accepted,
         reason=verdict.reason,
-        solutions=gains.summary(),
+        solutions={} if gains is None else gains.summary(),
         duration_s=time.monotonic() - started,
-    )
-
-
-def _unsolved(number: int, mode: str, solint: float, best: RoundImage, why: str) -> SelfcalRound:
-    return SelfcalRound(
-        round=number,
-        mode=mode,
-        solint_s=solint,
-        noise_before_jy=best.noise_jy,
-        noise_after_jy=None,
-        dynamic_range_before=best.dynamic_range,
-        dynamic_range_after=None,
-        accepted=False,
-        reason=f"not solved: {why}",
     )
 
 

@@ -233,10 +233,14 @@ def simulate_observations(
             f"e.g. {existing[0].name}; refusing to overwrite correlator files"
         )
     names = [plan.stations.names[a] for a in plan.antennas]
-    rfi = None
+    rfi, injector = None, None
     if cfg.rfi is not None:
         times = plan.times_jd.reshape(cfg.n_groups, INTEGRATIONS_PER_FILE)
         rfi = draw_rfi(cfg.rfi, cfg.seed, names, times, plan.freqs_band)
+        sigma = cross_noise_sigma(SEFD_JY, channel_width_hz(cfg.n_channels), INTEGRATION_S)
+        injector = RFIInjector(
+            cfg.rfi, rfi, cfg.seed, plan.array.ant1, plan.array.ant2, cfg.n_channels, sigma
+        )
     corruptions = None
     if cfg.corruptions:
         rng = np.random.default_rng([cfg.seed, _STREAM_CORRUPTIONS])
@@ -260,12 +264,6 @@ def simulate_observations(
         dec_deg=plan.dec_deg,
         rfi=rfi,
     )
-    injector = None
-    if cfg.rfi is not None and rfi is not None:
-        sigma = cross_noise_sigma(SEFD_JY, channel_width_hz(cfg.n_channels), INTEGRATION_S)
-        injector = RFIInjector(
-            cfg.rfi, rfi, cfg.seed, plan.array.ant1, plan.array.ant2, cfg.n_channels, sigma
-        )
     groups = _write_groups(cfg, plan, corruptions, injector, on_group_written)
     return SimulationResult(
         files=[path for group in groups for path in group.files],
