@@ -66,6 +66,7 @@ demo: setup
 	@cp dagster.yaml $(DAGSTER_HOME_DEMO)/dagster.yaml
 	@echo "demo: simulating 3 observations with interference (the first on a 3C286 transit), one every 40 s"
 	@echo "demo: Dagster UI at http://127.0.0.1:3000 -- watch incoming_sensor and the runs;"
+	@echo "demo: status API at http://127.0.0.1:8000/api/docs (/api/status, /metrics; log state/logs/demo-api.log)"
 	@echo "demo: press Ctrl-C to stop (the data stay in data/ and state/ for the next run)"
 	@$(BIN)/dsa110 catalog calibrators --build > /dev/null
 	@rm -f state/catalogs/simulation/sky_catalog_nvss.csv
@@ -75,7 +76,11 @@ demo: setup
 	@(for i in $$(seq 120); do [ -f state/catalogs/simulation/sky_catalog_nvss.csv ] && break; \
 	  sleep 1; done; $(BIN)/dsa110 catalog ingest --survey nvss \
 	  state/catalogs/simulation/sky_catalog_nvss.csv) > state/logs/demo-catalog.log 2>&1 &
-	@DAGSTER_HOME=$(DAGSTER_HOME_DEMO) $(BIN)/dagster dev -w workspace.yaml \
+	@# The status API beside Dagster, stopped with it (Ctrl-C, or dagster dev exiting).
+	@$(BIN)/dsa110 serve --host 127.0.0.1 --port 8000 --dagster-url http://127.0.0.1:3000 \
+	  > state/logs/demo-api.log 2>&1 & api=$$!; \
+	trap 'kill $$api 2>/dev/null || true; wait $$api 2>/dev/null || true' EXIT INT TERM; \
+	DAGSTER_HOME=$(DAGSTER_HOME_DEMO) $(BIN)/dagster dev -w workspace.yaml \
 	  -h 127.0.0.1 -p 3000
 
 test: setup

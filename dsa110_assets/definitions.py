@@ -1,4 +1,4 @@
-"""The one ``Definitions`` object: assets, the sensor, resources and the IO manager."""
+"""The one ``Definitions`` object: assets, jobs, sensors, schedules, resources, IO manager."""
 
 from __future__ import annotations
 
@@ -19,6 +19,13 @@ from dsa110_assets.defs.imaging.checks import (
 )
 from dsa110_assets.defs.ingest.assets import subband_group
 from dsa110_assets.defs.photometry.assets import group_photometry
+from dsa110_assets.defs.storage.assets import storage_usage
+from dsa110_assets.defs.storage.jobs import (
+    storage_lifecycle,
+    storage_lifecycle_schedule,
+    storage_usage_job,
+    storage_usage_schedule,
+)
 from resources.clock import Clock, system_clock
 from resources.flagging import FlaggingResource
 from resources.io_managers import TierIOManager
@@ -43,6 +50,9 @@ PER_GROUP_ASSETS = (
 )
 #: The assets of one UTC day (daily partitions), upstream first.
 DAILY_ASSETS = (daily_mosaic, mosaic_photometry, light_curves)
+
+#: The assets of the storage tiers themselves (not partitioned).
+STORAGE_ASSETS = (storage_usage,)
 
 #: Everything that runs per observation, in one run per group_id partition.
 PER_GROUP_GROUPS = ("ingest", "conversion", "flagging", "calibration", "imaging", "photometry")
@@ -85,7 +95,7 @@ def build_definitions(
     """
     pipeline = pipeline or PipelineResource()
     return dg.Definitions(
-        assets=[*PER_GROUP_ASSETS, *DAILY_ASSETS],
+        assets=[*PER_GROUP_ASSETS, *DAILY_ASSETS, *STORAGE_ASSETS],
         asset_checks=[
             ms_rows_and_windows,
             flagged_fraction_acceptable,
@@ -93,7 +103,8 @@ def build_definitions(
             noise_near_radiometer,
             calibrator_recovered,
         ],
-        jobs=[process_group_job, daily_products_job],
+        jobs=[process_group_job, daily_products_job, storage_lifecycle, storage_usage_job],
+        schedules=[storage_lifecycle_schedule, storage_usage_schedule],
         sensors=[
             build_incoming_sensor(process_group_job),
             build_daily_sensor(daily_products_job),

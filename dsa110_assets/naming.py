@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from dsa110_assets.errors import PipelineError
-from dsa110_assets.instrument import N_SUBBANDS
+from dsa110_assets.instrument_constants import N_SUBBANDS
 
 __all__ = [
     "EARLIEST_EPOCH_S",

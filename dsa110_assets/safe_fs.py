@@ -260,7 +260,9 @@ def fsync_dir(folder: Path) -> None:
     _fsync(folder, os.O_DIRECTORY)
 
 
-def tree_bytes(root: Path, *, allocated: bool = False) -> int:
+def tree_bytes(
+    root: Path, *, allocated: bool = False, exclude: Collection[str | os.PathLike[str]] = ()
+) -> int:
     """Return the bytes of the files below ``root`` (symlinks not followed).
 
     Parameters
@@ -270,18 +272,24 @@ def tree_bytes(root: Path, *, allocated: bool = False) -> int:
     allocated : bool
         Count the disk blocks the files hold instead of their apparent length: a sparse
         Measurement Set's holes then count for nothing, which is what a filling disk sees.
+    exclude : collection of path-like
+        Folders below ``root``, spelled from ``root`` (``root / "scratch"``), whose trees
+        are not counted: another tier nested in this one is that tier's bytes.
 
     Returns
     -------
     int
         The total; files that vanish during the walk count as 0.
     """
+    skip = {os.path.normpath(p) for p in exclude}
     total = 0
-    for folder, _dirs, names in os.walk(root):
+    for folder, dirs, names in os.walk(root):
+        if skip:
+            dirs[:] = [d for d in dirs if os.path.join(folder, d) not in skip]
         for name in names:
             try:
                 st = os.lstat(Path(folder) / name)
-            except FileNotFoundError:
+            except OSError:
                 continue
             total += st.st_blocks * 512 if allocated else st.st_size
     return total

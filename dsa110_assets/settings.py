@@ -78,8 +78,17 @@ class NumberRule:
             parts.append(f"{'<' if self.high_open else '<='} {self.high:g}")
         return noun + (" " + " and ".join(parts) if parts else "")
 
-    def check(self, value: object) -> int | float:
-        """``value`` if it is of the right kind, finite and in range, else ``ValueError``."""
+    def check(self, value: object, *, name: str | None = None) -> int | float:
+        """``value`` if it is of the right kind, finite and in range, else ``ValueError``.
+
+        ``name`` (a parameter, a config field) starts the message, ``"name: ..."``, so a
+        caller refusing a value by name needs no ``try`` of its own.
+        """
+        if name is not None:
+            try:
+                return self.check(value)
+            except ValueError as exc:
+                raise ValueError(f"{name}: {exc}") from None
         if isinstance(value, bool) or not isinstance(value, numbers.Real):
             raise ValueError(f"{value!r} is not {self.describe()}")
         if self.kind is int and not isinstance(value, numbers.Integral):

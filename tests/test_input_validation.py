@@ -129,6 +129,8 @@ NUMERIC_OPTIONS = {
         ["catalog", "cone", "--survey", "nvss", "1", "2", "1", "--limit", "{}"],
         ["-1"],
     ),
+    "storage archive --older-than": (["storage", "archive", "--older-than", "{}"], ["-1", "4e4"]),
+    "storage gc --grace-days": (["storage", "gc", "--grace-days", "{}"], ["-1", "1.5", "3651"]),
 }
 NOT_NUMBERS = ["nan", "inf", "-inf", "1e999", "x", "1_0", "\u0663", ""]
 

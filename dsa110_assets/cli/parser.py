@@ -13,7 +13,9 @@ from dsa110_assets.cli.mosaic import add_mosaic_parser
 from dsa110_assets.cli.normalize import add_normalize_parser
 from dsa110_assets.cli.query import add_query_parser
 from dsa110_assets.cli.reprocess import add_reprocess_parser
+from dsa110_assets.cli.serve import add_serve_parser
 from dsa110_assets.cli.simulate import add_simulate_parser
+from dsa110_assets.cli.storage import add_storage_parser
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,4 +36,6 @@ def build_parser() -> argparse.ArgumentParser:
     add_mosaic_parser(sub)
     add_catalog_parser(sub)
     add_flags_parser(sub)
+    add_serve_parser(sub)
+    add_storage_parser(sub)
     return parser

@@ -34,6 +34,18 @@ from dsa110_assets.registry.migrations import (
 )
 
 DEFAULT_BUSY_TIMEOUT_S = 30.0
+#: Values bound in one ``IN (...)`` list: far below SQLite's limit of 32,766 host parameters.
+IN_CHUNK = 900
+
+
+def in_chunks(items: Sequence[Any], size: int = IN_CHUNK) -> Iterator[Sequence[Any]]:
+    """Yield ``items`` in slices of at most ``size``, for ``IN`` lists of bound parameters.
+
+    A list asked about in one statement could pass the host-parameter limit; in chunks, each
+    statement is a lookup on an index whose cost follows the values asked about.
+    """
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
 
 
 class CountingConnection(sqlite3.Connection):

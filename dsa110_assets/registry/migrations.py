@@ -15,7 +15,8 @@ the calibrator in a calibrator group's MS, 6 each group's observation start (ing
 files by their content time) and ``ingest_rejects`` (files ingest refused: unreadable, content
 of another observation than the name, or a per-file error), one row per path, 7 how each
 group was calibrated over a day, 8 the flagging summary of each group's flagging steps and
-the self-calibration rounds of its image.
+the self-calibration rounds of its image, 9 when a product row's file was found missing
+(``missing_since``, set and cleared by ``dsa110 storage gc``).
 """
 
 from __future__ import annotations
@@ -323,6 +324,16 @@ MIGRATIONS: tuple[Migration, ...] = (
                 PRIMARY KEY (group_id, round)
             )
             """,
+        ),
+    ),
+    Migration(
+        9,
+        "storage lifecycle: when each product row's file was found missing",
+        # Unix time the garbage collection first found the row's file gone (NULL: present);
+        # the row is kept, so the product's history stays.
+        tuple(
+            f"ALTER TABLE {table} ADD COLUMN missing_since REAL"
+            for table in ("ms_index", "images", "calibration_tables", "mosaics")
         ),
     ),
 )

@@ -14,10 +14,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from dsa110_assets.registry.connection import Registry
-
-#: SQLite's default limit is 32,766 host parameters; chunks stay well below it.
-_IN_CHUNK = 900
+from dsa110_assets.registry.connection import Registry, in_chunks
 
 Row = tuple[Any, ...]
 
@@ -125,8 +122,7 @@ def read_queue_states(registry: Registry, group_ids: Iterable[str]) -> dict[str,
     """
     ids = list(dict.fromkeys(group_ids))
     states: dict[str, str] = {}
-    for start in range(0, len(ids), _IN_CHUNK):
-        part = ids[start : start + _IN_CHUNK]
+    for part in in_chunks(ids):
         marks = ",".join("?" * len(part))
         for row in registry.query(
             f"SELECT group_id, state FROM processing_queue WHERE group_id IN ({marks})", part

@@ -1,0 +1,1 @@
+"""Dagster definitions of the storage lifecycle: tier usage with its checks, the daily job."""
