@@ -100,6 +100,8 @@ bench: setup
 	@$(BIN)/python bench/mosaic.py
 	@$(BIN)/python bench/lightcurve_query.py
 	@$(BIN)/python bench/partitions.py
+	@$(BIN)/python bench/flagging.py --image
+	@$(BIN)/python bench/api.py
 
 # A local PostgreSQL cluster owned by `postgres` (password in state/run/pg/password), the
 # database DAGSTER_PG_DB for role DAGSTER_PG_USERNAME, and state/run/dagster_home_pg with
