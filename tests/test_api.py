@@ -58,6 +58,7 @@ from dsa110_assets.api.mosaic_runs import (
 )
 from dsa110_assets.api.prometheus import MetricFamily, escape_label_value, format_value, render
 from dsa110_assets.api.queries import open_registry
+from dsa110_assets.api.routers.status import _first_day
 from dsa110_assets.imaging.thumbnail import make_thumbnail
 from dsa110_assets.mosaics.simulated_images import write_simulated_image
 from dsa110_assets.registry import Registry, StageOutcome, record_stage
@@ -530,6 +531,12 @@ def test_metric_families_from_tiers_and_an_unreadable_registry():
     assert down["dsa110_registry_up"].samples[0].value == 0
     assert "dsa110_groups" not in down and down["dsa110_input_backlog_files"].samples == []
     assert quantile([3.0, 1.0, 2.0], 0.5) == 2.0 and quantile([5.0], 0.95) == 5.0
+
+
+def test_products_per_day_end_at_the_newest_group():
+    assert _first_day("2026-01-15", 7) == "2026-01-09"
+    assert _first_day("2026-03-01", 1) == "2026-03-01"
+    assert _first_day(None, 1) == datetime.now(UTC).date().isoformat()
 
 
 def test_validation_errors_become_one_line():

@@ -80,6 +80,12 @@ def queue_counts(conn: sqlite3.Connection) -> dict[str, int]:
     return counts
 
 
+def newest_day(conn: sqlite3.Connection) -> str | None:
+    """Return the UTC day (``YYYY-MM-DD``) of the newest group, None with no group."""
+    (newest,) = conn.execute("SELECT MAX(group_id) FROM processing_queue").fetchone()
+    return str(newest)[:10] if newest else None
+
+
 def products_per_day(conn: sqlite3.Connection, first_day: str) -> list[dict[str, Any]]:
     """Return per UTC day from ``first_day`` on: groups, Measurement Sets, images, mosaics.
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
@@ -51,6 +51,17 @@ def sensor_states(ctx: ApiContext) -> tuple[dict[str, str], DagsterReach]:
     return states, ctx.dagster_reach()
 
 
+def _first_day(newest: str | None, n_days: int) -> str:
+    """Return the first UTC day of the ``n_days`` ending at the newest group's day.
+
+    The window ends at the newest observation rather than today, so the registry of a replay
+    or of a pipeline stopped a while ago (the demo's observations are dated in the past)
+    still shows its last days; with no group it ends today.
+    """
+    last = date.fromisoformat(newest) if newest else datetime.now(UTC).date()
+    return (last - timedelta(days=n_days - 1)).isoformat()
+
+
 @router.get(
     "/status",
     response_model=PipelineStatus,
@@ -61,7 +72,10 @@ def pipeline_status(
     ctx: Annotated[ApiContext, Depends(api_context)],
     days: Annotated[
         str | None,
-        Query(description=f"UTC days of products per day, 1-366 (default {DEFAULT_STATUS_DAYS})"),
+        Query(
+            description="UTC days of products per day, ending at the newest group's day, "
+            f"1-366 (default {DEFAULT_STATUS_DAYS})"
+        ),
     ] = None,
 ) -> PipelineStatus:
     """Return the pipeline's status in one answer.
@@ -72,8 +86,8 @@ def pipeline_status(
     not answer: the status never fails for that).
     """
     n_days = parse_int("days", days, STATUS_DAYS_RULE, DEFAULT_STATUS_DAYS)
-    first_day = (datetime.now(UTC).date() - timedelta(days=n_days - 1)).isoformat()
     with ctx.registry() as conn:
+        first_day = _first_day(queries.newest_day(conn), n_days)
         queue = queries.queue_counts(conn)
         per_day = queries.products_per_day(conn, first_day)
         latest = queries.latest_group(conn)
