@@ -188,7 +188,8 @@ def running_deployment(root: Path) -> Iterator[Deployment]:
 
     The daemon runs in its own session, so its process group holds the code server, the
     run workers and their step processes (and WSClean), all stopped together at the end,
-    also after Ctrl-C or an error.
+    also after Ctrl-C or an error; any of its descendants that left the group is killed by
+    its id after that.
     """
     import dagster as dg
 
@@ -210,7 +211,11 @@ def running_deployment(root: Path) -> Iterator[Deployment]:
         instance = dg.DagsterInstance.from_config(str(home))
         yield Deployment(root, home, env, daemon, instance, log)
     finally:
+        tree = process_tree(daemon.pid)[1:]  # in case one left the process group
         stop_process_group(daemon)
+        for pid in tree:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
         if instance is not None:
             instance.dispose()
 
