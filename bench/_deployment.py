@@ -66,17 +66,28 @@ def deployment_env(root: Path, home: Path) -> dict[str, str]:
     }
 
 
-def write_dagster_home(home: Path) -> None:
+def write_dagster_home(home: Path, location: Path | None = None) -> None:
     """Write ``home``: the repository's ``dagster.yaml`` as it is, and its ``workspace.yaml``.
 
     The workspace is the repository's, with its working directory set to the checkout (so the
-    code server imports ``dsa110_assets.definitions``, ``resources`` and ``sensors`` from it).
+    code server imports ``dsa110_assets.definitions``, ``resources`` and ``sensors`` from it);
+    ``location``, a Python file defining ``defs``, replaces the repository's module (the
+    baseline of ``bench/pipeline.py``), under the same location name.
     """
     home.mkdir(parents=True, exist_ok=True)
     (home / "dagster.yaml").write_text((REPO / "dagster.yaml").read_text())
     workspace = yaml.safe_load((REPO / "workspace.yaml").read_text())
     for entry in workspace["load_from"]:
-        entry["python_module"]["working_directory"] = str(REPO)
+        module = entry["python_module"]
+        module["working_directory"] = str(REPO)
+        if location is not None:
+            entry.pop("python_module")
+            entry["python_file"] = {
+                "relative_path": str(location),
+                "attribute": module["attribute"],
+                "location_name": module["location_name"],
+                "working_directory": str(REPO),
+            }
     (home / "workspace.yaml").write_text(yaml.safe_dump(workspace))
 
 
@@ -183,8 +194,11 @@ class Deployment:
 
 
 @contextlib.contextmanager
-def running_deployment(root: Path) -> Iterator[Deployment]:
+def running_deployment(root: Path, location: Path | None = None) -> Iterator[Deployment]:
     """Run ``dagster-daemon run`` for tiers inside ``root``; stop all of it on the way out.
+
+    ``location``: a Python file whose ``defs`` the daemon serves instead of the repository's
+    (see :func:`write_dagster_home`).
 
     The daemon runs in its own session, so its process group holds the code server, the
     run workers and their step processes (and WSClean), all stopped together at the end,
@@ -194,7 +208,7 @@ def running_deployment(root: Path) -> Iterator[Deployment]:
     import dagster as dg
 
     home = root / "dagster_home"
-    write_dagster_home(home)
+    write_dagster_home(home, location)
     env = deployment_env(root, home)
     log = root / "daemon.log"
     with open(log, "wb") as out:

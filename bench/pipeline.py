@@ -81,6 +81,16 @@ TARGET_AFTER = timedelta(hours=1)
 #: A group's runs all ended this long ago with a failure and no image: stop waiting.
 FAILED_GRACE_S = 30.0
 GB = 1e9
+#: The two paths measured: what each is.
+PATHS = {
+    "baseline": "before issue 15: a process per step, full-resolution MS rephased in place "
+    "(bench/_baseline_location.py)",
+    "fast": "the platform as it is: steps in the run's process, channels averaged to "
+    "0.5 MHz in an imaging copy",
+}
+BASELINE_LOCATION = Path(__file__).resolve().parent / "_baseline_location.py"
+#: Sources compared between the paths: forced-photometry S/N above this in the baseline.
+MIN_SNR = 20.0
 #: Metadata ending in ``_s`` that is not how long something took.
 NOT_TIMINGS = {
     ("measurement_set", "duration_s"),  # the observation's time span
@@ -118,6 +128,14 @@ class Span:
 
 
 @dataclass
+class Science:
+    """What a group's products say: image noise, forced-photometry fluxes by source."""
+
+    noise_jy: float
+    fluxes: dict[str, tuple[float, float, float]]  # name -> (flux, error, radius deg)
+
+
+@dataclass
 class Measurement:
     """Everything read back for one group after its runs ended."""
 
@@ -131,6 +149,7 @@ class Measurement:
     selfcal: list[tuple] = field(default_factory=list)
     calibration: tuple = ()
     memory: tuple[int, int] = (0, 0)  # (process tree peak, machine peak above baseline)
+    science: Science | None = None
 
 
 def main() -> int:
@@ -150,35 +169,143 @@ def main() -> int:
     parser.add_argument("--no-target", action="store_true", help="the calibrator group only")
     parser.add_argument("--no-rfi", action="store_true", help="simulate without interference")
     parser.add_argument("--timeout", type=float, default=3600.0, help="seconds per group")
+    parser.add_argument(
+        "--path", choices=[*PATHS, "both"], default="both",
+        help="the current platform (fast), the path before issue 15 (baseline), or both",
+    )  # fmt: skip
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
     args = parser.parse_args()
+    paths = list(PATHS) if args.path == "both" else [args.path]
     with (
         _sigterm_as_interrupt(),
         scratch_folder("bench-pipeline-", args.dir, keep=args.keep) as root,
     ):
         observations = _simulate(root, args)
-        _prepare_tiers(root)
-        with MemorySampler() as memory, running_deployment(root) as deployment:
-            memory.pid = deployment.daemon.pid
-            _print_settings(deployment)
-            ready_s, _ = timed(_wait_until_sensing, deployment)
-            print(f"daemon up: first incoming_sensor tick {ready_s:.1f} s after the start")
-            for observation in observations:
-                memory.restart()
-                result = _measure(deployment, observation, args.timeout)
-                memory.sample()
-                result.memory = (memory.tree_peak, memory.above_baseline)
-                _report(result)
-            memory.sample()
-            before = memory.total - memory.baseline_available
-            print(
-                f"\npeak memory over the whole benchmark: machine "
-                f"{memory.overall_machine_peak / GB:.2f} GB in use (MemTotal - MemAvailable; "
-                f"{(memory.overall_machine_peak - before) / GB:.2f} GB above the "
-                f"{before / GB:.2f} GB in use before the daemon started); daemon process tree "
-                f"{memory.overall_tree_peak / GB:.2f} GB (sum of RSS)"
-            )
+        results = {path: _run_path(root, path, observations, args.timeout) for path in paths}
+        if len(results) == 2:
+            _compare(results["baseline"], results["fast"])
     return 0
+
+
+def _run_path(
+    root: Path, path: str, observations: list[Observation], timeout: float
+) -> list[Measurement]:
+    """Land every observation in a fresh deployment of ``path``; return what was measured."""
+    print(f"\n===== {path}: {PATHS[path]} =====")
+    tiers = root / path
+    _prepare_tiers(tiers, root / "truth" / "sky_catalog_nvss.csv")
+    mine = [_linked(observation, tiers / "staging") for observation in observations]
+    location = BASELINE_LOCATION if path == "baseline" else None
+    measurements = []
+    with MemorySampler() as memory, running_deployment(tiers, location) as deployment:
+        memory.pid = deployment.daemon.pid
+        _print_settings(deployment)
+        ready_s, _ = timed(_wait_until_sensing, deployment)
+        print(f"daemon up: first incoming_sensor tick {ready_s:.1f} s after the start")
+        for observation in mine:
+            memory.restart()
+            result = _measure(deployment, observation, timeout)
+            memory.sample()
+            result.memory = (memory.tree_peak, memory.above_baseline)
+            result.science = _science(deployment, result.group_id)
+            _report(result)
+            measurements.append(result)
+        memory.sample()
+        before = memory.total - memory.baseline_available
+        print(
+            f"\npeak memory over the {path} path: machine "
+            f"{memory.overall_machine_peak / GB:.2f} GB in use (MemTotal - MemAvailable; "
+            f"{(memory.overall_machine_peak - before) / GB:.2f} GB above the "
+            f"{before / GB:.2f} GB in use before the daemon started); daemon process tree "
+            f"{memory.overall_tree_peak / GB:.2f} GB (sum of RSS)"
+        )
+    return measurements
+
+
+def _linked(observation: Observation, folder: Path) -> Observation:
+    """Return ``observation`` with its files hard-linked into ``folder`` (landing moves them)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    files = []
+    for path in observation.files:
+        link = folder / path.name
+        os.link(path, link)
+        files.append(link)
+    return Observation(
+        observation.role, observation.start, files, observation.has_calibrator,
+        observation.size_bytes,
+    )  # fmt: skip
+
+
+def _science(deployment: Deployment, group_id: str) -> Science:
+    """Read the group's image noise and forced-photometry fluxes back from the registry."""
+    with _registry(deployment) as registry:
+        noise, ra, dec = registry.execute(
+            "SELECT noise_jy, center_ra_deg, center_dec_deg FROM images "
+            "WHERE group_id = ? AND image_type = 'image' ORDER BY created_at DESC LIMIT 1",
+            (group_id,),
+        ).fetchone()
+        rows = registry.execute(
+            "SELECT source_id, ra_deg, dec_deg, flux_jy, flux_err_jy FROM photometry "
+            "WHERE group_id = ? AND flux_jy IS NOT NULL",
+            (group_id,),
+        ).fetchall()
+    fluxes = {
+        r[0]: (float(r[3]), float(r[4] or 0.0), _radius_deg(ra, dec, r[1], r[2])) for r in rows
+    }
+    return Science(float(noise), fluxes)
+
+
+def _radius_deg(ra0: float, dec0: float, ra: float, dec: float) -> float:
+    """Angular distance in degrees between two ICRS positions."""
+    import numpy as np
+
+    a0, d0, a, d = (np.radians(x) for x in (ra0, dec0, ra, dec))
+    cos = np.sin(d0) * np.sin(d) + np.cos(d0) * np.cos(d) * np.cos(a - a0)
+    return float(np.degrees(np.arccos(np.clip(cos, -1.0, 1.0))))
+
+
+def _compare(baseline: list[Measurement], fast: list[Measurement]) -> None:
+    """Print the fast path against the baseline: latency, stages, noise and fluxes."""
+    print("\n===== fast path against the baseline (same files, same run) =====")
+    for b, f in zip(baseline, fast, strict=True):
+        role = b.observation.role
+        lb, lf = b.image_at - b.landed, f.image_at - f.landed
+        print(
+            f"\n{role} group: last file -> image {lb:.1f} s (baseline) vs {lf:.1f} s (fast): "
+            f"x{lb / lf:.2f} faster"
+        )
+        sb, sf = _split(b.spans, b.landed, b.image_at), _split(f.spans, f.landed, f.image_at)
+        print(f"  {'stage kind':60s} {'baseline s':>10s} {'fast s':>8s}")
+        for kind in sorted(set(sb) | set(sf), key=lambda k: -max(sb.get(k, 0), sf.get(k, 0))):
+            print(f"  {kind:60s} {sb.get(kind, 0.0):10.1f} {sf.get(kind, 0.0):8.1f}")
+        _compare_science(b.science, f.science)
+
+
+def _compare_science(b: Science | None, f: Science | None) -> None:
+    """Print the noise ratio and the flux ratios of the sources with S/N > ``MIN_SNR``."""
+    if b is None or f is None:
+        print("  (no image to compare)")
+        return
+    print(
+        f"  image noise {b.noise_jy * 1e3:.4f} mJy/beam (baseline) vs {f.noise_jy * 1e3:.4f} "
+        f"(fast): ratio {f.noise_jy / b.noise_jy:.4f} (goal within 5%)"
+    )
+    bright = [
+        (name, f.fluxes[name][0] / flux, radius)
+        for name, (flux, err, radius) in b.fluxes.items()
+        if err > 0 and flux / err > MIN_SNR and name in f.fluxes
+    ]
+    if not bright:
+        print(f"  no source with S/N > {MIN_SNR:g} in the baseline's photometry")
+        return
+    worst = max(bright, key=lambda x: abs(x[1] - 1.0))
+    ratios = sorted(r for _, r, _ in bright)
+    print(
+        f"  forced photometry, {len(bright)} sources with S/N > {MIN_SNR:g}: flux ratio fast / "
+        f"baseline median {ratios[len(ratios) // 2]:.4f}, range {ratios[0]:.4f}-"
+        f"{ratios[-1]:.4f}; worst {worst[0]} at {worst[2]:.2f} deg from the centre "
+        f"({100 * (worst[1] - 1):+.2f}%; goal within 2%)"
+    )
 
 
 @contextlib.contextmanager
@@ -262,7 +389,7 @@ def _merge_catalogs(paths: list[Path], out: Path) -> None:
         writer.writerows(rows)
 
 
-def _prepare_tiers(root: Path) -> None:
+def _prepare_tiers(root: Path, catalog: Path) -> None:
     """Create the tiers and the registry, and load the simulated sky as the NVSS catalog."""
     from dsa110_assets.catalogs.survey import ingest_survey
     from dsa110_assets.registry import Registry
@@ -271,7 +398,7 @@ def _prepare_tiers(root: Path) -> None:
     settings = Settings.from_env(tier_env(root)).ensure_dirs()
     with Registry(settings.db_path):
         pass  # created and migrated, as `dsa110 db init` does
-    ingest_survey("nvss", root / "truth" / "sky_catalog_nvss.csv", settings.catalogs_dir)
+    ingest_survey("nvss", catalog, settings.catalogs_dir)
 
 
 def _ingest_timing(deployment: Deployment) -> tuple[float, float]:

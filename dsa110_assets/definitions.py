@@ -57,11 +57,35 @@ STORAGE_ASSETS = (storage_usage,)
 #: Everything that runs per observation, in one run per group_id partition.
 PER_GROUP_GROUPS = ("ingest", "conversion", "flagging", "calibration", "imaging", "photometry")
 
-process_group_job = dg.define_asset_job(
-    "process_group",
-    selection=dg.AssetSelection.groups(*PER_GROUP_GROUPS),
-    description="Everything for one observation: subband set and its products.",
-)
+#: How the steps of a per-group run execute: all in the run worker's own process. A step
+#: process of the multiprocess executor costs 11-16 s to start (it imports the code
+#: location), ~100 s a group over its steps, for steps that mostly wait on WSClean or the
+#: disk. Pools (``wsclean``) and blocking checks hold in process as well; a run worker that
+#: dies (OOM, a crash in C++) is retried from its failed step by the instance
+#: (``run_retries``), and a killed conversion cannot outlive its run.
+GROUP_EXECUTOR = dg.in_process_executor
+
+
+def build_process_group_job(
+    executor: dg.ExecutorDefinition = GROUP_EXECUTOR,
+) -> dg.UnresolvedAssetJobDefinition:
+    """Return the per-group job: every asset of one observation, one run per ``group_id``.
+
+    Parameters
+    ----------
+    executor
+        How its steps run; the default is :data:`GROUP_EXECUTOR` (in process). The
+        benchmarks pass ``dagster.multiprocess_executor`` to measure the per-step cost.
+    """
+    in_process = executor is dg.in_process_executor
+    return dg.define_asset_job(
+        "process_group",
+        selection=dg.AssetSelection.groups(*PER_GROUP_GROUPS),
+        executor_def=executor,
+        description="Everything for one observation: subband set and its products"
+        + (", every step in the run's own process." if in_process else "."),
+    )
+
 
 daily_products_job = dg.define_asset_job(
     "daily_products",
@@ -76,6 +100,7 @@ def build_definitions(
     clock: Clock = system_clock,
     flagging: FlaggingResource | None = None,
     selfcal: SelfcalResource | None = None,
+    group_executor: dg.ExecutorDefinition = GROUP_EXECUTOR,
 ) -> dg.Definitions:
     """Build the Definitions wired to the given resources.
 
@@ -92,8 +117,11 @@ def build_definitions(
     selfcal
         How calibrated groups self-calibrate; default:
         :class:`~resources.selfcal.SelfcalResource`'s.
+    group_executor
+        How the per-group job's steps run (see :func:`build_process_group_job`).
     """
     pipeline = pipeline or PipelineResource()
+    process_group_job = build_process_group_job(group_executor)
     return dg.Definitions(
         assets=[*PER_GROUP_ASSETS, *DAILY_ASSETS, *STORAGE_ASSETS],
         asset_checks=[

@@ -5,11 +5,14 @@ from the longest baseline at the top of the band, size covering the primary beam
 the data each time, through :func:`dsa110_assets.imaging.wsclean.choose_image_geometry`.
 """
 
+import math
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 
 from dsa110_assets.imaging.wsclean import WSCleanParams, choose_image_geometry
+from dsa110_assets.processing.image_step import image_and_register
 from resources.defaults import default_of, parameter_default
 
 
@@ -30,6 +33,17 @@ class WSCleanResource(dg.ConfigurableResource):
     save_model_to_ms: bool = default_of(WSCleanParams, "save_model_to_ms")
     timeout_s: float | None = 3600.0
     extra_args: list[str] = []  # passed to WSClean as they are, before the MS
+    # Adjacent channels are averaged up to this width (Hz) before imaging; None: none are.
+    max_channel_width_hz: float | None = parameter_default(
+        image_and_register, "max_channel_width_hz"
+    )
+
+    def model_post_init(self, context: Any, /) -> None:
+        """Refuse a channel width that is not a positive number, naming the field."""
+        super().model_post_init(context)
+        width = self.max_channel_width_hz
+        if width is not None and not (math.isfinite(width) and width > 0):
+            raise ValueError(f"max_channel_width_hz must be a positive number or None: {width}")
 
     def params_for(self, ms_path: Path, data_column: str = "CORRECTED_DATA") -> WSCleanParams:
         """Return the WSClean parameters for ``ms_path``: these settings, geometry from the data.

@@ -56,7 +56,10 @@ def graph_snapshot(defs: dg.Definitions) -> dict[str, object]:
     return {
         "assets": assets,
         "asset_checks": checks,
-        "jobs": sorted(job.name for job in defs.jobs or []),
+        "jobs": {  # name -> executor (the per-group job runs its steps in process)
+            job.name: getattr(job.executor_def, "name", None) or "default"
+            for job in sorted(defs.jobs or [], key=lambda j: j.name)
+        },
         "sensors": sorted(sensor.name for sensor in defs.sensors or []),
         "schedules": sorted(schedule.name for schedule in defs.schedules or []),
     }

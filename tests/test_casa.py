@@ -53,6 +53,11 @@ from dsa110_assets.calibration import (
 from dsa110_assets.calibration.model import write_model_column
 from dsa110_assets.conversion import convert_group
 from dsa110_assets.imaging import phase_to_common_centre
+from dsa110_assets.imaging.imaging_ms import (
+    VISIBILITY_COLUMNS,
+    bandwidth_smearing_peak,
+    write_imaging_ms,
+)
 from dsa110_assets.imaging.wsclean import WSCleanParams, choose_image_geometry, run_wsclean
 from dsa110_assets.instrument import INTEGRATION_S, SPEED_OF_LIGHT_M_S
 from dsa110_assets.naming import parse_subband_filename
@@ -470,3 +475,136 @@ def test_tclean_finds_the_off_centre_sources_where_wsclean_does(sky: dict) -> No
     assert np.all(ws_snr > 20) and np.all(ca_snr > 20)  # real detections, not noise peaks
     assert np.all(between < 1.0)
     assert np.all(ws_catalog < 1.0) and np.all(ca_catalog < 1.0)
+
+
+# -- the imaging copy: CASA's mstransform averages as we do; smearing as the formula says -----
+
+AVG = dict(SKY, n_channels=8, seed=9)
+AVG_BIN = 4
+FLAGGED_FRACTION = 0.3
+
+
+def _corrupt_for_averaging(ms: Path, seed: int) -> None:
+    """Make CORRECTED_DATA differ from DATA per channel and flag a third of the samples.
+
+    Why: the averaging must weigh only unflagged samples and treat both columns alike; a
+    column copied from the other, or flags ignored, would then show.
+    """
+    rng = np.random.default_rng(seed)
+    with pt.table(str(ms), readonly=False, ack=False) as t:
+        n_chan = t.getcell("DATA", 0).shape[0]
+        ramp = (1.0 + 0.1 * np.arange(n_chan)) * np.exp(0.3j * np.arange(n_chan))
+        t.putcol("CORRECTED_DATA", t.getcol("DATA") * ramp.astype(np.complex64)[None, :, None])
+        flags = t.getcol("FLAG")
+        flags |= rng.random(flags.shape) < FLAGGED_FRACTION
+        flags[:7, :AVG_BIN, :] = True  # whole bins flagged too
+        t.putcol("FLAG", flags)
+
+
+@pytest.fixture(scope="module")
+def averaged(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """Return a six-source sky averaged by us and by CASA (mstransform), imaged at two widths."""
+    root = tmp_path_factory.mktemp("casa-average")
+    ms, _ = _simulate_and_convert(root, **AVG)
+    with pt.table(str(ms / "FIELD"), ack=False) as t:
+        centre = t.nrows() // 2
+    sources = _sky_sources(ms, centre)
+    write_model_column(ms, sources, column="DATA")
+    clean = _copy(ms, root / "clean.ms")  # unflagged, for the images
+    _corrupt_for_averaging(ms, seed=3)
+    ours = write_imaging_ms(ms, root / "ours.ms", chan_bin=AVG_BIN)
+    phased = _copy(ms, root / "phased.ms")
+    phase_to_common_centre(phased, centre)
+    casa_ms = root / "casa.ms"
+    step = dict(vis=str(phased), outputvis=str(casa_ms), datacolumn="all", chanaverage=True)
+    run_casa(
+        [{"task": "mstransform", "args": dict(step, chanbin=AVG_BIN), "creates": [str(casa_ms)]}],
+        root / "casa",
+    )
+    whole = write_imaging_ms(clean, root / "whole.ms", chan_bin=AVG["n_channels"])
+    phase_to_common_centre(clean, centre)
+    geometry = choose_image_geometry(clean, pixels_per_beam=3.0, fov_deg=2.4)
+    params = WSCleanParams(
+        size=geometry.size, scale_arcsec=geometry.scale_arcsec, niter=1, data_column="DATA",
+        auto_mask=None, auto_threshold=None, threads=2,
+    )  # fmt: skip
+    images = {
+        name: run_wsclean(path, root / "images", name, params).image
+        for name, path in (("full", clean), ("whole", whole.path))
+    }
+    return dict(ours=ours, casa=casa_ms, sources=sources, images=images, clean=clean, phased=phased)
+
+
+def test_casa_mstransform_averages_channels_as_our_imaging_copy(averaged: dict) -> None:
+    ours, casa = averaged["ours"].path, averaged["casa"]
+    for column in ("CHAN_FREQ", "CHAN_WIDTH", "EFFECTIVE_BW", "RESOLUTION"):
+        with (
+            pt.table(f"{ours}::SPECTRAL_WINDOW", ack=False) as a,
+            pt.table(f"{casa}::SPECTRAL_WINDOW", ack=False) as b,
+        ):
+            np.testing.assert_allclose(a.getcol(column), b.getcol(column), rtol=1e-12)
+    flags = _column(ours, "FLAG")
+    np.testing.assert_array_equal(flags, _column(casa, "FLAG"))
+    assert 0 < flags.mean() < 0.05  # some whole bins, not every partial one
+    np.testing.assert_allclose(_column(ours, "UVW"), _column(casa, "UVW"), atol=1e-6)
+    for column in VISIBILITY_COLUMNS:
+        a, b = _column(ours, column)[~flags], _column(casa, column)[~flags]
+        scale = np.abs(b).max()
+        assert np.abs(a - b).max() < 1e-5 * scale, column
+    with pt.table(str(casa), ack=False) as t:
+        has_spectrum = "WEIGHT_SPECTRUM" in t.colnames()
+    if has_spectrum:  # CASA weighs a half-flagged bin by its unflagged samples, as we do
+        a, b = _column(ours, "WEIGHT_SPECTRUM"), _column(casa, "WEIGHT_SPECTRUM")
+        np.testing.assert_allclose(a[~flags] / a[~flags].max(), b[~flags] / b[~flags].max())
+    # CASA 6.7 writes no WEIGHT_SPECTRUM here: check ours against the input's flags directly
+    used = ~_column(averaged["phased"], "FLAG")
+    n_rows, n_chan, n_corr = used.shape
+    unflagged = used.reshape(n_rows, n_chan // AVG_BIN, AVG_BIN, n_corr).sum(axis=2)
+    weight = _column(averaged["phased"], "WEIGHT")[:, None, :]
+    np.testing.assert_allclose(_column(ours, "WEIGHT_SPECTRUM"), unflagged * weight, rtol=1e-6)
+    print(f"flagged bins {flags.mean():.3%}; CASA wrote WEIGHT_SPECTRUM: {has_spectrum}")
+
+
+def test_averaging_a_whole_subband_smears_as_bridle_and_schwab_predict(averaged: dict) -> None:
+    sources, images = averaged["sources"], averaged["images"]
+    full_pos, pixel, _ = _found(images["full"], sources)
+    whole_pos, _, _ = _found(images["whole"], sources)
+    assert np.all(_offsets_pixels(whole_pos, full_pos, pixel) < 1.0)  # no shift, no mirror
+    catalog = np.array([(s.ra_deg, s.dec_deg) for s in sources])
+    assert np.all(_offsets_pixels(whole_pos, catalog, pixel) < 1.0)
+    peaks = {name: _peaks(path, sources) for name, path in images.items()}
+    ratio = peaks["whole"] / peaks["full"]
+    with fits.open(images["full"]) as hdul:
+        bmaj, bmin = hdul[0].header["BMAJ"] * 3600.0, hdul[0].header["BMIN"] * 3600.0
+    with pt.table(f"{averaged['clean']}::SPECTRAL_WINDOW", ack=False) as t:
+        width, freq = float(t.getcol("CHAN_WIDTH")[0, 0]), float(t.getcol("REF_FREQUENCY").mean())
+    wide = width * AVG["n_channels"]
+    radii = np.array([p[1] for p in SKY_PATTERN])
+
+    def predicted(beam: float) -> np.ndarray:
+        wide_peak = [bandwidth_smearing_peak(wide, freq, r, beam) for r in radii]
+        narrow_peak = [bandwidth_smearing_peak(width, freq, r, beam) for r in radii]
+        return np.array(wide_peak) / np.array(narrow_peak)
+
+    low, high = predicted(bmin), predicted(bmaj)  # the radial beam lies between the two
+    print(
+        f"beam {bmaj:.1f} x {bmin:.1f} arcsec, channels {width / 1e6:.3f} -> {wide / 1e6:.2f} MHz;"
+        f" radius {radii.tolist()} peak ratio {np.round(ratio, 4).tolist()}, predicted "
+        f"{np.round(low, 4).tolist()} - {np.round(high, 4).tolist()}"
+    )
+    assert np.all(ratio > low - 0.02) and np.all(ratio < high + 0.02)
+    assert ratio[np.argmax(radii)] < ratio[np.argmin(radii)]  # smearing grows with radius
+
+
+def _peaks(fits_path: Path, sources: list[PointSource]) -> np.ndarray:
+    """Return the image's peak near each source (Jy/beam)."""
+    with fits.open(fits_path) as hdul, warnings.catch_warnings():
+        warnings.simplefilter("ignore", FITSFixedWarning)
+        image = np.asarray(hdul[0].data, dtype=np.float64).squeeze()
+        wcs = WCS(hdul[0].header).celestial
+    out = []
+    for src in sources:
+        x, y = wcs.world_to_pixel(SkyCoord(src.ra_deg * u.deg, src.dec_deg * u.deg))
+        px, py = _peak_pixel(image, float(x), float(y))
+        out.append(image[int(round(py)), int(round(px))])
+    return np.array(out)

@@ -82,7 +82,7 @@ def itrs_bases(
     return uvw_bases(ra_rad, dec_rad, Time(jd, format="jd", scale="utc"), location)
 
 
-def _field_table(ms: Path) -> tuple[list[str], np.ndarray, np.ndarray]:
+def field_table(ms: Path) -> tuple[list[str], np.ndarray, np.ndarray]:
     """FIELD names, PHASE_DIR (n, 2) radians and TIME (MJD seconds)."""
     with pt.table(f"{ms}::FIELD", ack=False) as t:
         names = list(t.getcol("NAME"))
@@ -121,7 +121,7 @@ def phase_to_common_centre(
     ms = Path(ms_path)
     if not (ms / "table.dat").is_file():
         raise RephaseError(ms, "not a Measurement Set (no table.dat)")
-    names, dirs, _ = _field_table(ms)
+    names, dirs, _ = field_table(ms)
     n_fields = len(names)
     if n_fields == 0:
         raise RephaseError(ms, "the FIELD table is empty")
@@ -161,15 +161,41 @@ def phase_to_common_centre(
     return result(n_rows, False)
 
 
-def _rotate_rows(
+@dataclass(frozen=True, slots=True)
+class RowRotation:
+    """The rotation of every row of an MS onto one field's phase centre, chunk by chunk.
+
+    One rotation per distinct (field, time), ~n_integrations of them (times repeat per
+    window); :meth:`chunk` applies them to a block of rows. Shared by the in-place rephase
+    and the imaging MS (:mod:`.imaging_ms`), which rotates while it averages.
+    """
+
+    rotation: np.ndarray  # (n_pairs, 3, 3): B_new B_old^T per (field, time)
+    pair_of_row: np.ndarray  # (n_rows,) index into ``rotation``
+    freqs: np.ndarray  # (n_ddid, n_chan) Hz
+    target: int
+
+    def chunk(
+        self, start: int, uvw_old: np.ndarray, ddid: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Return the rotated UVW of rows ``start:`` and their phase factors (rows, chan, 1)."""
+        rows = slice(start, start + len(uvw_old))
+        uvw_new = np.einsum("rij,rj->ri", self.rotation[self.pair_of_row[rows]], uvw_old)
+        dw = uvw_old[:, 2] - uvw_new[:, 2]  # metres
+        phase = (2.0 * np.pi / SPEED_OF_LIGHT_M_S) * dw[:, None] * self.freqs[ddid]
+        return uvw_new, np.exp(1j * phase).astype(np.complex64)[:, :, None]
+
+
+def row_rotation(
     main: pt.table, ms: Path, dirs: np.ndarray, target: int, location: EarthLocation
-) -> int:
-    """Rotate UVW and visibilities of every row onto field ``target``; returns rows done."""
-    n_rows = main.nrows()
-    if n_rows == 0:
-        return 0
-    freqs = _channel_freqs(ms)
-    # One rotation per distinct (field, time): ~n_integrations of them (times repeat per window).
+) -> RowRotation:
+    """Return the rotation of every row of ``main`` onto the phase centre of field ``target``.
+
+    Raises
+    ------
+    RephaseError
+        A row's FIELD_ID is not in the FIELD table.
+    """
     field_col = main.getcol("FIELD_ID")
     time_col = main.getcol("TIME")
     if field_col.min() < 0 or field_col.max() >= len(dirs):
@@ -178,26 +204,30 @@ def _rotate_rows(
     keys, pair_of_row = np.unique(
         field_col.astype(np.int64) * unique_times.size + time_index.ravel(), return_inverse=True
     )
-    pair_of_row = pair_of_row.ravel()
     old_field = keys // unique_times.size
     times_jd = unique_times[keys % unique_times.size] / _SECONDS_PER_DAY + 2400000.5
     old = itrs_bases(dirs[old_field, 0], dirs[old_field, 1], times_jd, location)
     new = itrs_bases(dirs[target, 0], dirs[target, 1], times_jd, location)
     rotation = np.einsum("pij,pkj->pik", new, old)  # B_new B_old^T
+    return RowRotation(rotation, pair_of_row.ravel(), _channel_freqs(ms), target)
 
+
+def _rotate_rows(
+    main: pt.table, ms: Path, dirs: np.ndarray, target: int, location: EarthLocation
+) -> int:
+    """Rotate UVW and visibilities of every row onto field ``target``; returns rows done."""
+    n_rows = main.nrows()
+    if n_rows == 0:
+        return 0
+    rotate = row_rotation(main, ms, dirs, target, location)
     columns = [c for c in ("DATA", "CORRECTED_DATA") if c in main.colnames()]
     has_model = "MODEL_DATA" in main.colnames()
     cell = main.getcell(columns[0], 0).size if columns else 1
     step = max(1, _CHUNK_BYTES // (8 * cell))
     for start in range(0, n_rows, step):
         count = min(step, n_rows - start)
-        rows = slice(start, start + count)
         uvw_old = main.getcol("UVW", start, count)
-        ddid = main.getcol("DATA_DESC_ID", start, count)
-        uvw_new = np.einsum("rij,rj->ri", rotation[pair_of_row[rows]], uvw_old)
-        dw = uvw_old[:, 2] - uvw_new[:, 2]  # metres
-        phase = (2.0 * np.pi / SPEED_OF_LIGHT_M_S) * dw[:, None] * freqs[ddid]
-        factor = np.exp(1j * phase).astype(np.complex64)[:, :, None]  # (rows, chan, 1)
+        uvw_new, factor = rotate.chunk(start, uvw_old, main.getcol("DATA_DESC_ID", start, count))
         for column in columns:
             values = main.getcol(column, start, count)
             values *= factor

@@ -16,9 +16,11 @@ round goes to ``selfcal_rounds``.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -26,6 +28,7 @@ from astropy.io import fits
 
 from dsa110_assets.calibration.selfcal_policy import SelfcalPolicy
 from dsa110_assets.imaging.image_stats import ImageStats, image_statistics
+from dsa110_assets.imaging.imaging_ms import channel_bin, write_imaging_ms
 from dsa110_assets.imaging.primary_beam import primary_beam_image, write_pb_products
 from dsa110_assets.imaging.radiometer import expected_image_noise
 from dsa110_assets.imaging.rephase import phase_to_common_centre
@@ -49,11 +52,18 @@ from dsa110_assets.registry.products import (
 )
 from dsa110_assets.registry.selfcal import record_selfcal_rounds
 from dsa110_assets.registry.stage_run import stage_run
+from dsa110_assets.safe_fs import remove_path
 from dsa110_assets.settings import Settings
+from dsa110_assets.storage.placement import Tier, tier_root
 from dsa110_assets.storage.products import images_folder, thumbnail_path
 from dsa110_assets.timing import Timings
 
 STAGE = "image"
+#: The widest channel the imager gets (Hz): DSA-110's 244 kHz channels are averaged in pairs.
+#: A point source keeps >= 98.9% of its peak to the primary beam's half-power radius (1.36 deg
+#: at 1.4 GHz, 15.6 arcsec beam) and >= 98% to 1.8 deg
+#: (:func:`~dsa110_assets.imaging.imaging_ms.bandwidth_smearing_peak`).
+MAX_CHANNEL_WIDTH_HZ = 0.5e6
 THUMBNAIL_STAGE = "thumbnail"
 
 
@@ -75,6 +85,7 @@ class ImagingOutcome:
     command: list[str] = field(default_factory=list)
     selfcal_rounds: list[SelfcalRound] = field(default_factory=list)
     selfcal_applied: bool = False
+    channels_averaged: int = 1  # adjacent channels averaged into each imaged channel
 
     @property
     def image(self) -> Path:
@@ -175,9 +186,16 @@ def image_and_register(
     timeout_s: float | None = None,
     pb_cutoff: float = 0.2,
     selfcal: SelfcalPolicy | None = None,
+    max_channel_width_hz: float | None = MAX_CHANNEL_WIDTH_HZ,
 ) -> ImagingOutcome:
     """Phase, image (and self-calibrate), primary-beam-correct and register ``record``'s MS.
 
+    The imager gets a copy of the MS phased to the central field with adjacent channels
+    averaged up to ``max_channel_width_hz``
+    (:func:`~dsa110_assets.imaging.imaging_ms.write_imaging_ms`: one pass instead of the
+    in-place rephase, and fewer visibilities to grid), on the SSD scratch tier under a
+    staging name, removed once the image is made. ``None``, or channels already that wide:
+    the MS itself is rephased in place and imaged as it is.
     Self-calibration runs when ``selfcal`` is enabled and the group is calibrated (an
     uncalibrated quick look has no flux scale to keep).
 
@@ -185,62 +203,117 @@ def image_and_register(
     after recording the stage as failed.
     """
     timings = Timings()
-    with stage_run(registry, record.group_id, STAGE, "phasing and imaging") as run:
-        with timings.measure("rephase_s"):
-            phased = phase_to_common_centre(record.path)
-        calibrator, field_label = _field_label(registry, record, phased.field_id, phased.field_name)
-        name = f"{record.group_id}-{field_label}"
-        folder = images_folder(settings)
-        folder.mkdir(parents=True, exist_ok=True)
-        state = cal_state(registry, record.path)
-
-        def wsclean(run_params: WSCleanParams, run_name: str) -> WSCleanResult:
-            return run_wsclean(
-                record.path, folder, run_name, run_params, wsclean_bin=wsclean_bin,
-                timeout_s=timeout_s,
-            )  # fmt: skip
-
-        rounds: list[SelfcalRound] = []
-        if selfcal is not None and selfcal.enabled and state.applied:
-            with model_column_set_aside(record.path):
-                result, rounds, applied = _image_self_calibrated(
-                    record.path, params, name, wsclean, selfcal, timings
-                )
-        else:
-            result, applied = wsclean(params, name), False
-            timings["wsclean_s"] = result.duration_s
-        with timings.measure("primary_beam_s"):
-            products = _products(result, record.path, pb_cutoff)
-        _stamp_all(products, state, record.group_id)
-        with timings.measure("statistics_s"):
-            stats = image_statistics(products["image"])
-            residual = image_statistics(products["residual"])
-            expected = expected_image_noise(
-                record.path,
-                data_column=params.data_column,
-                weighting=params.weight,
-                image_size=params.size,
-                scale_arcsec=params.scale_arcsec,
-            )
-        outcome = ImagingOutcome(
-            field=field_label,
-            name=products["image"].name.removesuffix("-image.fits"),
-            products=products,
-            stats=stats,
-            residual_noise_jy=residual.noise_jy,
-            expected_noise_jy=expected,
-            cal_applied=state.applied,
-            calibrator=calibrator,
-            cal_method=state.method,
-            cal_age_h=state.age_h,
-            timings=dict(timings),
-            command=list(result.command),
-            selfcal_rounds=rounds,
-            selfcal_applied=applied,
+    with (
+        stage_run(registry, record.group_id, STAGE, "phasing and imaging") as run,
+        _ms_to_image(settings, record, max_channel_width_hz, timings) as imaged,
+    ):
+        ms, field_id, field_name, chan_bin = imaged
+        calibrator, field_label = _field_label(registry, record, field_id, field_name)
+        outcome = _image(
+            settings, record, ms, params, f"{record.group_id}-{field_label}",
+            state=cal_state(registry, record.path), wsclean_bin=wsclean_bin,
+            timeout_s=timeout_s, pb_cutoff=pb_cutoff, selfcal=selfcal, timings=timings,
+        )  # fmt: skip
+        outcome = replace(
+            outcome, field=field_label, calibrator=calibrator, channels_averaged=chan_bin
         )
+        outcome.timings = dict(timings)
         _register_images(registry, record, outcome)
         run.done(_imaged_detail(outcome))
     return outcome
+
+
+@contextlib.contextmanager
+def _ms_to_image(
+    settings: Settings, record: MSRecord, max_channel_width_hz: float | None, timings: Timings
+) -> Iterator[tuple[Path, int, str, int]]:
+    """Yield the MS the imager reads, its field, the field's name and the channels averaged.
+
+    No averaging (``max_channel_width_hz`` None, or channels already that wide): ``record``'s
+    own MS, rephased in place. Else an averaged imaging copy on the SSD scratch tier (a
+    staging name: stale-staging cleanup removes it if this process dies), removed on the way
+    out.
+    """
+    chan_bin = 1 if max_channel_width_hz is None else channel_bin(record.path, max_channel_width_hz)
+    if chan_bin == 1:
+        with timings.measure("rephase_s"):
+            phased = phase_to_common_centre(record.path)
+        yield record.path, phased.field_id, phased.field_name, 1
+        return
+    folder = tier_root(settings, Tier.SSD_SCRATCH)
+    out = folder / f".{record.path.name}.imaging.staging-{os.getpid()}-{secrets.token_hex(4)}"
+    try:
+        with timings.measure("imaging_ms_s"):
+            copy = write_imaging_ms(record.path, out, chan_bin=chan_bin)
+        yield copy.path, copy.field_id, copy.field_name, chan_bin
+    finally:
+        remove_path(out)
+
+
+def _image(
+    settings: Settings,
+    record: MSRecord,
+    ms: Path,
+    params: WSCleanParams,
+    name: str,
+    *,
+    state: CalState,
+    wsclean_bin: str,
+    timeout_s: float | None,
+    pb_cutoff: float,
+    selfcal: SelfcalPolicy | None,
+    timings: Timings,
+) -> ImagingOutcome:
+    """Image ``ms`` (and self-calibrate it), make the beam products, measure the image.
+
+    The expected (radiometer) noise is that of ``record``'s own MS: averaging channels
+    keeps every sample's bandwidth and time, so the figure is the same for both.
+    """
+    folder = images_folder(settings)
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def wsclean(run_params: WSCleanParams, run_name: str) -> WSCleanResult:
+        return run_wsclean(
+            ms, folder, run_name, run_params, wsclean_bin=wsclean_bin, timeout_s=timeout_s
+        )
+
+    rounds: list[SelfcalRound] = []
+    if selfcal is not None and selfcal.enabled and state.applied:
+        with model_column_set_aside(ms):
+            result, rounds, applied = _image_self_calibrated(
+                ms, params, name, wsclean, selfcal, timings
+            )
+    else:
+        result, applied = wsclean(params, name), False
+        timings["wsclean_s"] = result.duration_s
+    with timings.measure("primary_beam_s"):
+        products = _products(result, ms, pb_cutoff)
+    _stamp_all(products, state, record.group_id)
+    with timings.measure("statistics_s"):
+        stats = image_statistics(products["image"])
+        residual = image_statistics(products["residual"])
+        expected = expected_image_noise(
+            record.path,
+            data_column=params.data_column,
+            weighting=params.weight,
+            image_size=params.size,
+            scale_arcsec=params.scale_arcsec,
+        )
+    return ImagingOutcome(
+        field="",
+        name=products["image"].name.removesuffix("-image.fits"),
+        products=products,
+        stats=stats,
+        residual_noise_jy=residual.noise_jy,
+        expected_noise_jy=expected,
+        cal_applied=state.applied,
+        calibrator=None,
+        cal_method=state.method,
+        cal_age_h=state.age_h,
+        command=list(result.command),
+        selfcal_rounds=rounds,
+        selfcal_applied=applied,
+    )
 
 
 def _image_self_calibrated(

@@ -21,7 +21,8 @@ from resources.wsclean import WSCleanResource
     kinds={"wsclean", "fits"},
     metadata={"dsa110/kind": "images", "dsa110/pattern": "{partition}-*-image.fits"},
     description="WSClean image of the whole group (every integration phased to the central "
-    "field): {group_id}-{field}-image/residual/model/psf.fits plus our Airy primary beam "
+    "field, adjacent channels averaged up to 0.5 MHz in an imaging copy of the MS): "
+    "{group_id}-{field}-image/residual/model/psf.fits plus our Airy primary beam "
     "(-pb.fits) and the primary-beam-corrected image (-image-pb.fits), on the SSD products "
     "tier, each registered in `images` with beam, noise and dynamic range. A calibrated "
     "group is then self-calibrated (phase rounds, then amplitude+phase above an S/N "
@@ -49,6 +50,7 @@ def image(
             timeout_s=wsclean.timeout_s,
             pb_cutoff=pipeline.pb_cutoff,
             selfcal=selfcal.policy(),
+            max_channel_width_hz=wsclean.max_channel_width_hz,
         )
     s = outcome.stats
     wsclean_s = outcome.timings.get("wsclean_s", 0.0)
@@ -73,6 +75,7 @@ def image(
             "products": dg.MetadataValue.json({k: str(v) for k, v in outcome.products.items()}),
             "wsclean_command": " ".join(outcome.command),
             "selfcal_applied": outcome.selfcal_applied,
+            "channels_averaged": outcome.channels_averaged,
             "selfcal_rounds": dg.MetadataValue.md(selfcal_table(outcome.selfcal_rounds)),
             **{k: round(v, 2) for k, v in outcome.timings.items()},
             "overhead_vs_wsclean": round(overhead / wsclean_s, 4) if wsclean_s else 0.0,
