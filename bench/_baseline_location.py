@@ -1,8 +1,9 @@
 """The code location of the benchmarks' baseline: the per-group path before issue 15.
 
-The platform's own definitions with two settings put back: every step of a per-group run in
-its own process (``dagster.multiprocess_executor``) and the imager reading the group's MS at
-full resolution, rephased in place (``max_channel_width_hz=None``). ``bench/pipeline.py
+The platform's own definitions with three settings put back: every step of a per-group run in
+its own process (``dagster.multiprocess_executor``), the imager reading the group's MS at
+full resolution, rephased in place (``max_channel_width_hz=None``), and the incoming sensor
+ticking every 30 s. ``bench/pipeline.py
 --path baseline`` serves this module to the daemon instead of ``dsa110_assets.definitions``,
 so the baseline and the fast path are measured on the same files in the same run.
 """
@@ -15,4 +16,5 @@ from resources.wsclean import WSCleanResource
 defs = build_definitions(
     wsclean=WSCleanResource(max_channel_width_hz=None),
     group_executor=dg.multiprocess_executor,
+    incoming_interval_s=30,
 )

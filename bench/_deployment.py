@@ -151,6 +151,17 @@ class Deployment:
     daemon: subprocess.Popen[bytes]
     instance: Any  # dagster.DagsterInstance
     log: Path
+    location: Path | None = None  # the Python file served instead of the repository's module
+
+    def definitions(self) -> Any:
+        """Return the ``Definitions`` the daemon serves (loaded here as well)."""
+        if self.location is None:
+            from dsa110_assets.definitions import defs
+
+            return defs
+        import runpy
+
+        return runpy.run_path(str(self.location))["defs"]
 
     @property
     def input_dir(self) -> Path:
@@ -223,7 +234,7 @@ def running_deployment(root: Path, location: Path | None = None) -> Iterator[Dep
     instance = None
     try:
         instance = dg.DagsterInstance.from_config(str(home))
-        yield Deployment(root, home, env, daemon, instance, log)
+        yield Deployment(root, home, env, daemon, instance, log, location)
     finally:
         tree = process_tree(daemon.pid)[1:]  # in case one left the process group
         stop_process_group(daemon)

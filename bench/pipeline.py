@@ -83,10 +83,10 @@ FAILED_GRACE_S = 30.0
 GB = 1e9
 #: The two paths measured: what each is.
 PATHS = {
-    "baseline": "before issue 15: a process per step, full-resolution MS rephased in place "
-    "(bench/_baseline_location.py)",
+    "baseline": "before issue 15: a process per step, full-resolution MS rephased in place, "
+    "a 30 s sensor tick (bench/_baseline_location.py)",
     "fast": "the platform as it is: steps in the run's process, channels averaged to "
-    "0.5 MHz in an imaging copy",
+    "0.5 MHz in an imaging copy, a 10 s sensor tick",
 }
 BASELINE_LOCATION = Path(__file__).resolve().parent / "_baseline_location.py"
 #: Sources compared between the paths: forced-photometry S/N above this in the baseline.
@@ -403,17 +403,17 @@ def _prepare_tiers(root: Path, catalog: Path) -> None:
 
 def _ingest_timing(deployment: Deployment) -> tuple[float, float]:
     """Return the incoming sensor's interval and the settle time of ``deployment``, in s."""
-    from dsa110_assets.definitions import defs
     from dsa110_assets.settings import Settings
 
+    defs = deployment.definitions()
     interval = defs.resolve_sensor_def("incoming_sensor").minimum_interval_seconds
     return float(interval or 0), Settings.from_env(deployment.env).settle_s
 
 
 def _print_settings(deployment: Deployment) -> None:
-    from dsa110_assets.definitions import defs
     from dsa110_assets.settings import Settings
 
+    defs = deployment.definitions()
     settings = Settings.from_env(deployment.env)
     sensor = defs.resolve_sensor_def("incoming_sensor")
     job = defs.resolve_job_def("process_group")
@@ -423,7 +423,7 @@ def _print_settings(deployment: Deployment) -> None:
         f"{t['key']}={t.get('value')}: {t['limit']}" for t in queue.tag_concurrency_limits or []
     )
     print(
-        f"ingest (repository defaults): incoming_sensor every {sensor.minimum_interval_seconds}"
+        f"ingest: incoming_sensor every {sensor.minimum_interval_seconds}"
         f" s, PIPELINE_SETTLE_S {settings.settle_s:g} s, cluster tolerance "
         f"{settings.cluster_tolerance_s:g} s, {settings.expected_subbands} subbands make a group"
     )
@@ -432,7 +432,7 @@ def _print_settings(deployment: Deployment) -> None:
         f"(dequeues every {instance.run_coordinator.dequeue_interval_seconds} s), "
         f"max {queue.max_concurrent_runs} runs, {limits}, pools "
         f"{instance.get_concurrency_config().pool_config.default_pool_limit} op each; "
-        f"process_group executor: {job.executor_def.name} (launched runs: one process per step)"
+        f"process_group executor: {job.executor_def.name}"
     )
 
 

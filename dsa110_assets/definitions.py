@@ -34,7 +34,7 @@ from resources.selfcal import SelfcalResource
 from resources.wsclean import WSCleanResource
 from sensors.calibration import build_calibration_sensor
 from sensors.daily import build_daily_sensor
-from sensors.incoming import build_incoming_sensor
+from sensors.incoming import TICK_INTERVAL_S, build_incoming_sensor
 from sensors.retirement import build_retirement_sensor
 
 #: The assets of one observation (group_id partitions), upstream first.
@@ -101,6 +101,7 @@ def build_definitions(
     flagging: FlaggingResource | None = None,
     selfcal: SelfcalResource | None = None,
     group_executor: dg.ExecutorDefinition = GROUP_EXECUTOR,
+    incoming_interval_s: int = TICK_INTERVAL_S,
 ) -> dg.Definitions:
     """Build the Definitions wired to the given resources.
 
@@ -119,6 +120,8 @@ def build_definitions(
         :class:`~resources.selfcal.SelfcalResource`'s.
     group_executor
         How the per-group job's steps run (see :func:`build_process_group_job`).
+    incoming_interval_s
+        Seconds between ``incoming_sensor`` ticks (:data:`sensors.incoming.TICK_INTERVAL_S`).
     """
     pipeline = pipeline or PipelineResource()
     process_group_job = build_process_group_job(group_executor)
@@ -134,7 +137,7 @@ def build_definitions(
         jobs=[process_group_job, daily_products_job, storage_lifecycle, storage_usage_job],
         schedules=[storage_lifecycle_schedule, storage_usage_schedule],
         sensors=[
-            build_incoming_sensor(process_group_job),
+            build_incoming_sensor(process_group_job, incoming_interval_s),
             build_daily_sensor(daily_products_job),
             build_calibration_sensor(process_group_job),
             build_retirement_sensor(),

@@ -45,6 +45,7 @@ def group_run_tags(group_id: str) -> dict[str, str]:
 
 def build_incoming_sensor(
     target: dg.AssetSelection | dg.JobDefinition | Any,
+    interval_s: int = TICK_INTERVAL_S,
 ) -> dg.SensorDefinition:
     """Build the incoming-files sensor, aimed at the job that processes one group_id partition.
 
@@ -52,13 +53,15 @@ def build_incoming_sensor(
     ----------
     target
         The per-group job; each ready group is one run of it.
+    interval_s
+        Seconds between ticks (:data:`TICK_INTERVAL_S`; the benchmarks' baseline: 30).
     """
 
     @dg.sensor(
         name="incoming_sensor",
         target=target,
         default_status=dg.DefaultSensorStatus.RUNNING,
-        minimum_interval_seconds=TICK_INTERVAL_S,
+        minimum_interval_seconds=interval_s,
         description="Normalizes and registers new UVH5 subband files in PIPELINE_INPUT_DIR, "
         "adds a group_id partition when a group is complete (or has waited long enough) and "
         "requests one run per ready group (run key = group_id and retry count), oldest first, "
