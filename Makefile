@@ -26,7 +26,7 @@ CASA_REQUIREMENTS := tests/casa/requirements.txt
 UV = $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
 SUDO = $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help setup demo test lint bench postgres postgres-stop deploy-check
+.PHONY: help setup demo test lint bench bench-pipeline postgres postgres-stop deploy-check
 
 help:
 	@echo "make demo   simulate observations and run the pipeline in dagster dev (runs setup first)"
@@ -34,6 +34,7 @@ help:
 	@echo "make setup  install uv, Debian packages ($(DEBIAN_PACKAGES)), the locked venv and"
 	@echo "            the CASA test environment $(CASA_VENV) ($(CASA_REQUIREMENTS))"
 	@echo "make bench  run the benchmarks in bench/"
+	@echo "make bench-pipeline  latency and backlog through the real deployment (~1.5 h)"
 	@echo "make postgres       start a local PostgreSQL server in state/run/pg (port"
 	@echo "                    DAGSTER_PG_PORT=$(DAGSTER_PG_PORT)) and a DAGSTER_HOME on it in"
 	@echo "                    state/run/dagster_home_pg (deploy/dagster.postgres.yaml)"
@@ -102,6 +103,12 @@ bench: setup
 	@$(BIN)/python bench/partitions.py
 	@$(BIN)/python bench/flagging.py --image
 	@$(BIN)/python bench/api.py
+
+# The end-to-end figures of issue 15 through the real deployment (about 1.5 h on 2 cores):
+# latency last file -> image for the current path and the baseline, then a 6-group backlog.
+bench-pipeline: setup
+	@$(BIN)/python bench/pipeline.py
+	@$(BIN)/python bench/throughput.py
 
 # A local PostgreSQL cluster owned by `postgres` (password in state/run/pg/password), the
 # database DAGSTER_PG_DB for role DAGSTER_PG_USERNAME, and state/run/dagster_home_pg with

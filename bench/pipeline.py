@@ -1,7 +1,11 @@
 """Benchmark: latency of one full-size group through the real deployment, split by stage.
 
-Measures the current path from the last subband file landing to the group's calibrated image
-registered (``images.created_at``), as a deployment runs it: ``dagster-daemon run`` on the
+Measures two paths on the same simulated files, one after the other in the same run: the
+platform as it is (``fast``) and the per-group path before issue 15 (``baseline``,
+``bench/_baseline_location.py``: a process per step, the full-resolution MS rephased in place
+and imaged, a 30 s sensor tick), then prints them side by side (``--path`` runs one).
+For each it measures the time from the last subband file landing to the group's calibrated
+image registered (``images.created_at``), as a deployment runs it: ``dagster-daemon run`` on the
 repository's ``workspace.yaml`` with the repository's ``dagster.yaml`` (queued run coordinator,
 concurrency limits, run retries and monitoring; SQLite storage in a temporary
 ``DAGSTER_HOME``) and every ``PIPELINE_*`` tier folder in the same temporary folder (as the
@@ -31,20 +35,25 @@ running), the figures the steps report in their metadata (``*_s``), the self-cal
 rounds, and peak memory: the sum of resident memory of the daemon's process tree and the
 drop of the machine's ``MemAvailable``, both sampled every 0.5 s.
 
+The comparison gives, per group, both latencies and their ratio, the time split by kind for
+both, and the science: the image noise of both (goal: within 5%) and the forced-photometry
+fluxes of the sources with S/N > 20 in the baseline, fast over baseline (goal: within 2%),
+with the worst source's distance from the image centre.
+
 Every process it started is stopped at the end, also on Ctrl-C or an error, and the
 temporary folder is removed unless ``--keep``.
 
-Measured on the 2-core development machine, full size (two runs): the calibrator group's
-image 854-866 s after its last file landed, the target group's 505-543 s (goal of issue 15:
-under 60 s). Of the target's: the image step 329-338 s (WSClean 120-130 s, one phase
-self-calibration round 176 s, image statistics 18-20 s, rephasing 9-11 s), 7 step process
-start-ups on the way to the image 90-99 s (12-15 s each: every step is a new process that
-imports the code location) plus the run worker's 12 s, flagging 30-32 s, conversion 17-18 s,
-calibration applied 8-9 s, the ingest wait 10-32 s. Peak memory 3.8 GB summed RSS of the
-deployment's processes, 2.5 GB of the machine above idle.
+Measured before issue 15 on the 2-core development machine, full size (two runs): the
+calibrator group's image 854-866 s after its last file landed, the target group's 505-543 s
+(goal of issue 15: under 60 s). Of the target's: the image step 329-338 s (WSClean 120-130
+s, one phase self-calibration round 176 s, image statistics 18-20 s, rephasing 9-11 s), 7
+step process start-ups on the way to the image 90-99 s (12-15 s each: every step is a new
+process that imports the code location) plus the run worker's 12 s, flagging 30-32 s,
+conversion 17-18 s, calibration applied 8-9 s, the ingest wait 10-32 s. Peak memory 3.8 GB
+summed RSS of the deployment's processes, 2.5 GB of the machine above idle.
 
 Usage: ``python bench/pipeline.py [--dir /tmp] [--antennas 96] [--channels 48] [--seed 7]
-[--no-target] [--no-rfi] [--timeout 3600] [--keep]``
+[--no-target] [--no-rfi] [--timeout 3600] [--path both|fast|baseline] [--keep]``
 """
 
 from __future__ import annotations
