@@ -339,6 +339,19 @@ def test_our_apply_accepts_a_casa_combined_window_gain_table(cal: dict) -> None:
 # -- imaging: tclean and WSClean on the same sky ----------------------------------------------
 
 
+def _six_source_ms(root: Path, cfg: dict) -> tuple[Path, int, list[PointSource]]:
+    """Simulate and convert ``cfg``; DATA = our model of SKY_PATTERN's six sources.
+
+    Returns the MS, its central field and the sources (placed around that field's centre).
+    """
+    ms, _ = _simulate_and_convert(root, **cfg)
+    with pt.table(str(ms / "FIELD"), ack=False) as t:
+        centre = t.nrows() // 2
+    sources = _sky_sources(ms, centre)
+    write_model_column(ms, sources, column="DATA")
+    return ms, centre, sources
+
+
 def _sky_sources(ms: Path, field: int) -> list[PointSource]:
     with pt.table(str(ms / "FIELD"), ack=False) as t:
         ra, dec = np.degrees(t.getcell("PHASE_DIR", field)[0])
@@ -397,11 +410,7 @@ def _offsets_pixels(a: np.ndarray, b: np.ndarray, pixel_arcsec: float) -> np.nda
 @pytest.fixture(scope="module")
 def sky(tmp_path_factory: pytest.TempPathFactory) -> dict:
     root = tmp_path_factory.mktemp("casa-sky")
-    ms, _ = _simulate_and_convert(root, **SKY)
-    with pt.table(str(ms / "FIELD"), ack=False) as t:
-        centre = t.nrows() // 2
-    sources = _sky_sources(ms, centre)
-    write_model_column(ms, sources, column="DATA")
+    ms, centre, sources = _six_source_ms(root, SKY)
     phase_to_common_centre(ms, centre)
     geometry = choose_image_geometry(ms, pixels_per_beam=3.0, fov_deg=2.4)
     params = WSCleanParams(
@@ -505,11 +514,7 @@ def _corrupt_for_averaging(ms: Path, seed: int) -> None:
 def averaged(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """Return a six-source sky averaged by us and by CASA (mstransform), imaged at two widths."""
     root = tmp_path_factory.mktemp("casa-average")
-    ms, _ = _simulate_and_convert(root, **AVG)
-    with pt.table(str(ms / "FIELD"), ack=False) as t:
-        centre = t.nrows() // 2
-    sources = _sky_sources(ms, centre)
-    write_model_column(ms, sources, column="DATA")
+    ms, centre, sources = _six_source_ms(root, AVG)
     clean = _copy(ms, root / "clean.ms")  # unflagged, for the images
     _corrupt_for_averaging(ms, seed=3)
     ours = write_imaging_ms(ms, root / "ours.ms", chan_bin=AVG_BIN)

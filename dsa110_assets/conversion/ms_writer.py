@@ -153,7 +153,7 @@ def punch_zero_blocks(path: Path, block: int = _PUNCH_BLOCK) -> int:
     return punched
 
 
-def _tile_rows(bytes_per_row: int) -> int:
+def tile_rows(bytes_per_row: int) -> int:
     """Rows per tile so a tile holds about 1 MiB (at least one row)."""
     return max(1, _TILE_BYTES // max(1, bytes_per_row))
 
@@ -173,7 +173,7 @@ def estimate_ms_bytes(layout: MainLayout, n_antennas: int, n_fields: int) -> int
         layout.n_corr * 4,  # WEIGHT
         layout.n_corr * 4,  # SIGMA
     ):
-        rows = _tile_rows(bytes_per_row)
+        rows = tile_rows(bytes_per_row)
         n_tiles = -(-layout.n_rows // rows)
         total += n_tiles * rows * bytes_per_row
     total += layout.n_rows * _OTHER_BYTES_PER_ROW
@@ -196,7 +196,7 @@ def _main_table_description(layout: MainLayout) -> tuple[dict, dict]:
             option=4,  # FixedShape
         )
         tiles[group] = {
-            "DEFAULTTILESHAPE": np.array([*shape[::-1], _tile_rows(bytes_per_row)], np.int32)
+            "DEFAULTTILESHAPE": np.array([*shape[::-1], tile_rows(bytes_per_row)], np.int32)
         }
 
     cell_values = layout.n_chan * layout.n_corr
@@ -222,7 +222,7 @@ def _main_table_description(layout: MainLayout) -> tuple[dict, dict]:
         desc.update(pt.maketabdesc([coldesc]))
         tiles[group] = {
             "DEFAULTTILESHAPE": np.array(
-                [layout.n_corr, layout.n_chan, _tile_rows(cell_values * 8)], np.int32
+                [layout.n_corr, layout.n_chan, tile_rows(cell_values * 8)], np.int32
             )
         }
     desc["DATA"]["keywords"] = {"QuantumUnits": np.array(["Jy"])}
@@ -266,7 +266,7 @@ class MeasurementSetWriter:
         # putcol; short calls let the reader thread win it back often, so reading the next
         # subband overlaps with writing this one.
         cell_bytes = layout.n_chan * layout.n_corr * 8
-        self._chunk_rows = _PUT_TILES * _tile_rows(cell_bytes)
+        self._chunk_rows = _PUT_TILES * tile_rows(cell_bytes)
 
     def __enter__(self) -> MeasurementSetWriter:
         return self

@@ -47,8 +47,9 @@ import numpy as np
 from casacore import tables as pt
 from scipy.special import erf
 
+from dsa110_assets.conversion.ms_writer import tile_rows
 from dsa110_assets.errors import PipelineError
-from dsa110_assets.imaging.rephase import PHASED_KEYWORD, field_table, row_rotation
+from dsa110_assets.imaging.rephase import PHASED_KEYWORD, RowRotation, field_table, row_rotation
 from dsa110_assets.instrument import array_location
 from dsa110_assets.safe_fs import remove_path
 from dsa110_assets.timing import Stopwatch
@@ -61,7 +62,6 @@ VISIBILITY_COLUMNS = ("DATA", "CORRECTED_DATA")
 _SPECTRAL_COLUMNS = (*VISIBILITY_COLUMNS, "FLAG", "MODEL_DATA", "WEIGHT_SPECTRUM")
 _SPW_SUMMED = ("CHAN_WIDTH", "EFFECTIVE_BW", "RESOLUTION")
 _CHUNK_BYTES = 32 << 20  # input visibility bytes per chunk and column
-_TILE_BYTES = 1 << 20
 _GAUSS = 2.0 * math.sqrt(math.log(2.0))
 
 
@@ -193,8 +193,7 @@ def _tiled(name: str, value: object, valuetype: str, shape: list[int], row_bytes
         name, value, valuetype=valuetype, shape=shape, options=4,
         datamanagertype="TiledColumnStMan", datamanagergroup=group,
     )  # fmt: skip
-    rows = max(1, _TILE_BYTES // max(1, row_bytes))
-    return desc, group, np.array([*shape[::-1], rows], np.int32)
+    return desc, group, np.array([*shape[::-1], tile_rows(row_bytes)], np.int32)
 
 
 def _create(src: pt.table, ms: Path, staging: Path, n_chan: int, n_corr: int) -> None:
@@ -237,7 +236,7 @@ def _create(src: pt.table, ms: Path, staging: Path, n_chan: int, n_corr: int) ->
                 dst.putkeyword(key, value)
 
 
-def _copy_rows(src: pt.table, dst: pt.table, rotation, chan_bin: int) -> None:  # noqa: ANN001
+def _copy_rows(src: pt.table, dst: pt.table, rotation: RowRotation, chan_bin: int) -> None:
     """Rotate, average and write every row of ``src`` into ``dst`` in chunks of rows."""
     n_rows = src.nrows()
     n_chan, n_corr = src.getcell("DATA", 0).shape
