@@ -163,6 +163,7 @@ class Measurement:
     notes: list[str] = field(default_factory=list)
     step_figures: dict[str, dict[str, float]] = field(default_factory=dict)
     selfcal: list[tuple] = field(default_factory=list)
+    selfcal_summary: str = ""  # the image's metadata: the rounds' table, or why none ran
     calibration: tuple = ()
     memory: tuple[int, int] = (0, 0)  # (process tree peak, machine peak above baseline)
     science: Science | None = None
@@ -676,6 +677,8 @@ def _run_spans(
             }
             if figures:
                 measurement.step_figures[entry.step_key] = figures
+            if "selfcal_rounds" in materialization.metadata:
+                measurement.selfcal_summary = str(materialization.metadata["selfcal_rounds"].value)
     spans = []
     created = record.create_timestamp.timestamp()
     enqueued = at.get("RUN_ENQUEUED", created)
@@ -778,6 +781,8 @@ def _report(m: Measurement) -> None:
             f"{r[0]} {r[1]} {'kept' if r[2] else 'rejected'} ({r[3]})" for r in m.selfcal
         )
         print(f"  self-calibration rounds: {rounds}")
+    elif m.selfcal_summary:
+        print(f"  self-calibration: {m.selfcal_summary}")
     for note in m.notes:
         print(f"  note: {note}")
     tree, machine = m.memory

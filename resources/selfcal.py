@@ -26,6 +26,9 @@ class SelfcalResource(dg.ConfigurableResource):
     min_snr: float = default_of(SelfcalPolicy, "min_snr")
     min_baselines: int = default_of(SelfcalPolicy, "min_baselines")
     stop_improvement: float = default_of(SelfcalPolicy, "stop_improvement")
+    on_calibrator_groups: bool = default_of(SelfcalPolicy, "on_calibrator_groups")
+    min_noise_over_thermal: float = default_of(SelfcalPolicy, "min_noise_over_thermal")
+    reuse_psf: bool = default_of(SelfcalPolicy, "reuse_psf")
 
     def model_post_init(self, context: Any, /) -> None:
         """Build the policy once so a bad value fails when the resource is made."""
@@ -46,4 +49,7 @@ class SelfcalResource(dg.ConfigurableResource):
             min_snr=self.min_snr,
             min_baselines=self.min_baselines,
             stop_improvement=self.stop_improvement,
+            on_calibrator_groups=self.on_calibrator_groups,
+            min_noise_over_thermal=self.min_noise_over_thermal,
+            reuse_psf=self.reuse_psf,
         )

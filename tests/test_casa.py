@@ -613,3 +613,21 @@ def _peaks(fits_path: Path, sources: list[PointSource]) -> np.ndarray:
         px, py = _peak_pixel(image, float(x), float(y))
         out.append(image[int(round(py)), int(round(px))])
     return np.array(out)
+
+
+def test_the_radiometer_noise_of_the_copy_is_that_of_its_ms(averaged: dict) -> None:
+    """The copy's radiometer noise is its MS's: exactly (natural), within 1% (Briggs).
+
+    A third of the samples are flagged, partial bins too; each bin keeps its unflagged
+    bandwidth, so the natural-weighting sum is unchanged, and the Briggs factor differs only
+    by gridding at the bins' mean frequencies.
+    """
+    from dsa110_assets.imaging.radiometer import expected_image_noise
+
+    ours, phased = averaged["ours"].path, averaged["phased"]
+    natural = [expected_image_noise(ms, weighting="natural") for ms in (ours, phased)]
+    assert natural[0] == pytest.approx(natural[1], rel=1e-6)
+    briggs = [expected_image_noise(ms, image_size=1024, scale_arcsec=10.0) for ms in (ours, phased)]
+    print(f"radiometer noise copy / MS: natural {natural[0] / natural[1]:.6f}, "
+          f"Briggs 0.5 {briggs[0] / briggs[1]:.4f}")  # fmt: skip
+    assert briggs[0] == pytest.approx(briggs[1], rel=0.01)

@@ -4,7 +4,8 @@ A calibrator group (12 antennas, 16 x 4 channels of 2.9 MHz) runs the whole ``pr
 job with the channel width allowed to reach 6 MHz, so pairs of channels are averaged into an
 imaging copy of the MS (the production setting, 0.5 MHz, averages DSA-110's 244 kHz channels
 in pairs; these simulated channels are already wider). What must hold: the image is made from
-the copy (``channels_averaged`` 2, self-calibration ran on it), the group's own MS is exactly
+the copy (``channels_averaged`` 2, self-calibration ran on it: switched on for this calibrator
+group, which by default skips it), the group's own MS is exactly
 as calibration left it (one field per integration, no rephase, no columns added), and no
 copy is left on the scratch tier. Flux accuracy at production widths is the benchmark's and
 ``tests/test_casa.py``'s (smearing against Bridle & Schwab): 6 MHz channels smear on purpose.
@@ -25,6 +26,7 @@ from dsa110_assets.definitions import build_definitions
 from dsa110_assets.imaging.rephase import PHASED_KEYWORD
 from dsa110_assets.registry import Registry
 from dsa110_assets.storage.placement import Tier, tier_root
+from resources.selfcal import SelfcalResource
 from resources.wsclean import WSCleanResource
 
 pytestmark = [
@@ -44,6 +46,7 @@ SIM = dict(
     corruptions=True,
 )
 WSCLEAN = WSCleanResource(max_size=1024, threads=2, max_channel_width_hz=6e6)
+SELFCAL = SelfcalResource(on_calibrator_groups=True, min_noise_over_thermal=0.0)
 
 
 def _ms_state(ms) -> dict:
@@ -60,7 +63,7 @@ def test_the_image_comes_from_an_averaged_copy_and_the_ms_is_untouched(tmp_path)
     pipeline, sim = land_observations(tmp_path, **SIM)
     settings = pipeline.settings()
     ingest_survey("nvss", sim.nvss_catalog_path, settings.state_dir / "catalogs")
-    defs = build_definitions(pipeline, WSCLEAN)
+    defs = build_definitions(pipeline, WSCLEAN, selfcal=SELFCAL)
     with dg.instance_for_test() as instance:
         sensor = defs.resolve_sensor_def("incoming_sensor")
         tick = sensor(

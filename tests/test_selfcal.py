@@ -34,9 +34,11 @@ from dsa110_assets.imaging.rephase import phase_to_common_centre
 from dsa110_assets.imaging.wsclean import WSCleanParams, choose_image_geometry, run_wsclean
 from dsa110_assets.processing.selfcal_step import (
     MODEL_COLUMN,
+    RoundImage,
     measure,
     model_column_set_aside,
     self_calibrate,
+    selfcal_table,
 )
 
 pytestmark = [
@@ -326,6 +328,8 @@ def test_selfcal_errors_are_clear(group, tmp_path: Path) -> None:
         ("min_snr", float("nan")),
         ("min_baselines", 0),
         ("stop_improvement", 1.0),
+        ("min_noise_over_thermal", -0.5),
+        ("min_noise_over_thermal", float("inf")),
     ],
 )
 def test_bad_policy_settings_are_refused_by_name(setting: str, value) -> None:
@@ -343,3 +347,82 @@ def test_judge_keeps_only_rounds_better_on_both_counts() -> None:
     assert not judge_round(p, 1.0, 0.8, 100, 90).accepted
     small = judge_round(p, 1.0, 0.99, 100, 101)
     assert small.accepted and not small.carry_on
+
+
+def test_policy_skips_calibrator_groups_and_quick_looks_before_imaging() -> None:
+    """A calibrator's own group, an uncalibrated group, a disabled policy: no rounds."""
+    p = SelfcalPolicy()
+    assert p.skip_before_imaging(True, "nearest") is None
+    assert p.skip_before_imaging(True, "interpolated") is None
+    assert "calibrator's own group" in p.skip_before_imaging(True, "calibrator")
+    assert "not calibrated" in p.skip_before_imaging(False, "uncalibrated")
+    assert SelfcalPolicy(enabled=False).skip_before_imaging(True, "nearest") == "disabled"
+    assert SelfcalPolicy(on_calibrator_groups=True).skip_before_imaging(True, "calibrator") is None
+
+
+def test_policy_skips_a_thermal_limited_first_image() -> None:
+    """Rounds only when the residual noise is well above the radiometer noise."""
+    p = SelfcalPolicy(min_noise_over_thermal=1.2)
+    assert "thermal-limited" in p.skip_after_first_image(1.1e-3, 1.0e-3)
+    assert "1.10x" in p.skip_after_first_image(1.1e-3, 1.0e-3)
+    assert p.skip_after_first_image(1.3e-3, 1.0e-3) is None
+    assert p.skip_after_first_image(1.1e-3, None) is None  # no figure: the rounds decide
+    assert p.skip_after_first_image(1.1e-3, 0.0) is None
+    assert SelfcalPolicy(min_noise_over_thermal=0.0).skip_after_first_image(1e-9, 1.0) is None
+
+
+def test_a_thermal_limited_first_image_is_kept_without_imaging_again(tmp_path: Path) -> None:
+    """self_calibrate returns the first image, says why, and never calls the imager."""
+    from dsa110_assets.imaging.wsclean import WSCleanResult
+
+    result = WSCleanResult(
+        image=tmp_path / "g-image.fits", residual=None, model=None, psf=None, dirty=None,
+        products=(), command=(), duration_s=0.0, log_tail="",
+    )  # fmt: skip
+    first = RoundImage(result, "CORRECTED_DATA", noise_jy=1.05e-3, peak_jy=1.0)
+
+    def imager(column: str, suffix: str):
+        raise AssertionError("a thermal-limited image must not be re-imaged")
+
+    outcome = self_calibrate(
+        tmp_path / "none.ms", first, imager, SelfcalPolicy(), lambda r: None,
+        thermal_noise_jy=1.0e-3,
+    )  # fmt: skip
+    assert outcome.final is first and not outcome.applied and not outcome.rounds
+    assert "thermal-limited" in outcome.skipped
+    assert "thermal-limited" in selfcal_table(outcome.rounds, outcome.skipped)
+
+
+def test_rounds_reuse_the_first_images_psf(group, tmp_path: Path) -> None:
+    """The image step's rounds load the first PSF: WSClean is told so, and it is the same.
+
+    Self-calibration changes the data, never the uv coverage, weights or flags, so the PSF a
+    round would grid is the first image's; WSClean (real, its calls only recorded) must get
+    ``-reuse-psf`` with the first run's prefix and publish that PSF unchanged.
+    """
+    from astropy.io import fits
+
+    from dsa110_assets.processing.image_step import _image_self_calibrated
+    from dsa110_assets.timing import Timings
+
+    ms = tmp_path / "work.ms"
+    shutil.copytree(group["corrupted"], ms)
+    folder = tmp_path / "images"
+    calls = []
+
+    def wsclean(params: WSCleanParams, name: str):
+        calls.append(params.extra_args)
+        result = run_wsclean(ms, folder, name, params)
+        if len(calls) == 1:  # the first image's products go once a round is kept
+            shutil.copy(result.psf, tmp_path / "first-psf.fits")
+        return result
+
+    policy = SelfcalPolicy(phase_solint_s=0.0, amplitude=False, max_rounds=1)
+    with model_column_set_aside(ms):
+        kept, outcome = _image_self_calibrated(
+            ms, group["params"], "g", wsclean, policy, Timings(), thermal_noise_jy=None
+        )
+    assert outcome.applied and len(calls) == 2
+    assert calls[0] == () and calls[1] == ("-reuse-psf", str(folder / "g"))
+    first_psf = fits.getdata(tmp_path / "first-psf.fits")
+    np.testing.assert_array_equal(fits.getdata(kept.psf), first_psf)

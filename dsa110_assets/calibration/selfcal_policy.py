@@ -45,6 +45,18 @@ class SelfcalPolicy:
         Baselines an antenna needs in a solution.
     stop_improvement
         Stop after a kept round whose noise improved by less than this fraction.
+    on_calibrator_groups
+        Self-calibrate a calibrator's own group too. Off by default: its gains were solved on
+        these very data against the calibrator's model, so a round has nothing left to find
+        (rejected in every full-size run, at the cost of a second WSClean).
+    min_noise_over_thermal
+        Run the rounds only when the first image's residual noise is at least this many times
+        the radiometer noise of the data imaged: closer to it the image is thermal-limited and
+        no gain solution can lower the noise. 0 always runs them.
+    reuse_psf
+        Each round's WSClean loads the first image's PSF (``-reuse-psf``) instead of gridding
+        it again: the rounds change the data, never the uv coverage, weights or flags, so the
+        PSF is the same (one inversion of the ~12 a round makes).
     """
 
     enabled: bool = True
@@ -56,6 +68,9 @@ class SelfcalPolicy:
     min_snr: float = 3.0
     min_baselines: int = 4
     stop_improvement: float = 0.02
+    on_calibrator_groups: bool = False
+    min_noise_over_thermal: float = 1.2
+    reuse_psf: bool = True
 
     def __post_init__(self) -> None:
         if not 1 <= self.max_rounds <= 10:
@@ -70,10 +85,41 @@ class SelfcalPolicy:
                 raise SelfcalPolicyError(f"{name} must be a positive number, got {value}")
         if self.min_baselines < 1:
             raise SelfcalPolicyError(f"min_baselines must be >= 1, got {self.min_baselines}")
+        if not (math.isfinite(self.min_noise_over_thermal) and self.min_noise_over_thermal >= 0):
+            raise SelfcalPolicyError(
+                f"min_noise_over_thermal must be a number >= 0, got {self.min_noise_over_thermal}"
+            )
         if not 0.0 <= self.stop_improvement < 1.0:
             raise SelfcalPolicyError(
                 f"stop_improvement must be in [0, 1), got {self.stop_improvement}"
             )
+
+    def skip_before_imaging(self, calibrated: bool, cal_method: str) -> str | None:
+        """Return why a group is not self-calibrated at all, or None when it may be.
+
+        Decided before the first image, so a skipped group's image is made once, without the
+        clean model written back.
+        """
+        if not self.enabled:
+            return "disabled"
+        if not calibrated:
+            return "not calibrated (a quick look has no flux scale to keep)"
+        if cal_method == "calibrator" and not self.on_calibrator_groups:
+            return "a calibrator's own group: its gains were solved on these data"
+        return None
+
+    def skip_after_first_image(self, noise_jy: float, thermal_jy: float | None) -> str | None:
+        """Return why the rounds do not run on a thermal-limited first image, or None."""
+        if not thermal_jy or not math.isfinite(thermal_jy) or thermal_jy <= 0:
+            return None
+        ratio = noise_jy / thermal_jy
+        if ratio < self.min_noise_over_thermal:
+            return (
+                f"thermal-limited: residual noise {noise_jy * 1e3:.3f} mJy/beam is "
+                f"{ratio:.2f}x the radiometer noise (rounds from "
+                f"{self.min_noise_over_thermal:g}x)"
+            )
+        return None
 
     def wants_amplitude(self, rounds_done: int, peak_snr: float) -> bool:
         """Return whether an amplitude+phase round follows the phase rounds."""

@@ -24,6 +24,12 @@ robust ``R``) and the noise is raised by the exact factor those weights imply:
 (``n_k`` the natural weights). For DSA-110 snapshots with Briggs 0.5 the factor is ~1.1-1.3.
 It is still a lower bound on a real image: confusion, deconvolution errors and calibration
 errors only add.
+
+On an imaging copy with channels averaged (:mod:`.imaging_ms`, keyword
+``DSA110_CHANNELS_AVERAGED``) a bin's samples were not all used when some were flagged: its
+``dnu`` is ``EFFECTIVE_BW x WEIGHT_SPECTRUM / WEIGHT`` (the unflagged fraction the copy
+records), so the sum above, and the natural-weighting figure, are exactly those of the MS it
+was made from, and the Briggs factor is that of the visibilities the imager grids.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ import numpy as np
 from casacore import tables as pt
 
 from dsa110_assets.errors import PipelineError
+from dsa110_assets.imaging.imaging_ms import AVERAGED_KEYWORD
 from dsa110_assets.instrument import SEFD_JY, SPEED_OF_LIGHT_M_S
 
 _ROW_CHUNK = 1 << 16
@@ -93,10 +100,11 @@ def expected_image_noise(
             raise RadiometerError(f"{ms}: no {data_column} column")
         n_rows = t.nrows()
         passes = 1 if grid is None else 2
+        averaged = AVERAGED_KEYWORD in t.getkeywords() and "WEIGHT_SPECTRUM" in t.colnames()
         for sweep in range(passes):
             for start in range(0, n_rows, _ROW_CHUNK):
                 count = min(_ROW_CHUNK, n_rows - start)
-                natural, ddid = _natural_weights(t, start, count, bw)
+                natural, ddid = _natural_weights(t, start, count, bw, averaged=averaged)
                 if sweep == 0:
                     total += float(natural.sum())
                 if grid is not None:
@@ -135,21 +143,28 @@ def _image_uv_grid(ms: Path, image_size: int | None, scale_arcsec: float | None)
 
 
 def _natural_weights(
-    t: pt.table, start: int, count: int, bw: np.ndarray
+    t: pt.table, start: int, count: int, bw: np.ndarray, *, averaged: bool = False
 ) -> tuple[np.ndarray, np.ndarray]:
     """Return ``dnu * tau`` per sample of rows ``start:start+count`` (0 where unusable).
 
-    Unusable: flagged (or the row), zero weight, or an autocorrelation. The rows'
-    DATA_DESC_ID is returned too, for their channel frequencies.
+    Unusable: flagged (or the row), zero weight, or an autocorrelation. ``averaged`` (an
+    imaging copy): each bin's ``dnu`` scaled by its unflagged fraction,
+    ``WEIGHT_SPECTRUM / WEIGHT``. The rows' DATA_DESC_ID is returned too, for their channel
+    frequencies.
     """
     cross = t.getcol("ANTENNA1", start, count) != t.getcol("ANTENNA2", start, count)
+    weight = t.getcol("WEIGHT", start, count)  # (rows, corr)
     flag = t.getcol("FLAG", start, count)  # (rows, chan, corr)
     flag |= t.getcol("FLAG_ROW", start, count)[:, None, None]
-    flag |= ~(t.getcol("WEIGHT", start, count) > 0)[:, None, :]
+    flag |= ~(weight > 0)[:, None, :]
     flag[~cross] = True
     ddid = t.getcol("DATA_DESC_ID", start, count)
     tau = t.getcol("EXPOSURE", start, count)
-    return (~flag) * (bw[ddid] * tau[:, None])[:, :, None], ddid
+    natural = (~flag) * (bw[ddid] * tau[:, None])[:, :, None]
+    if averaged:
+        used = t.getcol("WEIGHT_SPECTRUM", start, count)
+        natural *= used / np.where(weight > 0, weight, 1.0)[:, None, :]
+    return natural, ddid
 
 
 def _grid_rows(

@@ -36,6 +36,7 @@ from dsa110_assets.imaging.thumbnail import make_thumbnail
 from dsa110_assets.imaging.wsclean import WSCleanParams, WSCleanResult, run_wsclean
 from dsa110_assets.processing.selfcal_step import (
     RoundImage,
+    SelfcalOutcome,
     SelfcalRound,
     measure,
     model_column_set_aside,
@@ -85,6 +86,7 @@ class ImagingOutcome:
     command: list[str] = field(default_factory=list)
     selfcal_rounds: list[SelfcalRound] = field(default_factory=list)
     selfcal_applied: bool = False
+    selfcal_skipped: str = ""  # why no self-calibration round ran, if none did
     channels_averaged: int = 1  # adjacent channels averaged into each imaged channel
 
     @property
@@ -266,8 +268,12 @@ def _image(
 ) -> ImagingOutcome:
     """Image ``ms`` (and self-calibrate it), make the beam products, measure the image.
 
-    The expected (radiometer) noise is that of ``record``'s own MS: averaging channels
-    keeps every sample's bandwidth and time, so the figure is the same for both.
+    The expected (radiometer) noise is computed on ``ms``, the visibilities WSClean grids:
+    an imaging copy keeps each bin's unflagged bandwidth, so the sum of bandwidth x time is
+    ``record``'s own and only the Briggs factor is the copy's (and half the channels to read).
+    It is computed first, so the self-calibration policy can skip the rounds on a first
+    image already near it; a group the policy skips outright is imaged once, without its
+    model written back.
     """
     folder = images_folder(settings)
     folder.mkdir(parents=True, exist_ok=True)
@@ -277,28 +283,23 @@ def _image(
             ms, folder, run_name, run_params, wsclean_bin=wsclean_bin, timeout_s=timeout_s
         )
 
-    rounds: list[SelfcalRound] = []
-    if selfcal is not None and selfcal.enabled and state.applied:
-        with model_column_set_aside(ms):
-            result, rounds, applied = _image_self_calibrated(
-                ms, params, name, wsclean, selfcal, timings
-            )
-    else:
-        result, applied = wsclean(params, name), False
-        timings["wsclean_s"] = result.duration_s
+    with timings.measure("radiometer_s"):
+        expected = expected_image_noise(
+            ms,
+            data_column=params.data_column,
+            weighting=params.weight,
+            image_size=params.size,
+            scale_arcsec=params.scale_arcsec,
+        )
+    result, calibrated = _image_maybe_self_calibrated(
+        ms, params, name, wsclean, selfcal, state, timings, thermal_noise_jy=expected
+    )
     with timings.measure("primary_beam_s"):
         products = _products(result, ms, pb_cutoff)
     _stamp_all(products, state, record.group_id)
     with timings.measure("statistics_s"):
         stats = image_statistics(products["image"])
         residual = image_statistics(products["residual"])
-        expected = expected_image_noise(
-            record.path,
-            data_column=params.data_column,
-            weighting=params.weight,
-            image_size=params.size,
-            scale_arcsec=params.scale_arcsec,
-        )
     return ImagingOutcome(
         field="",
         name=products["image"].name.removesuffix("-image.fits"),
@@ -311,9 +312,47 @@ def _image(
         cal_method=state.method,
         cal_age_h=state.age_h,
         command=list(result.command),
-        selfcal_rounds=rounds,
-        selfcal_applied=applied,
+        selfcal_rounds=calibrated.rounds,
+        selfcal_applied=calibrated.applied,
+        selfcal_skipped=calibrated.skipped,
     )
+
+
+def _image_maybe_self_calibrated(
+    ms: Path,
+    params: WSCleanParams,
+    name: str,
+    wsclean,  # noqa: ANN001  (_image's closure)
+    selfcal: SelfcalPolicy | None,
+    state: CalState,
+    timings: Timings,
+    *,
+    thermal_noise_jy: float,
+) -> tuple[WSCleanResult, _Rounds]:
+    """Image once, or with self-calibration when the policy wants it; say which and why."""
+    skipped = (
+        "no self-calibration policy"
+        if selfcal is None
+        else selfcal.skip_before_imaging(state.applied, state.method)
+    )
+    if selfcal is None or skipped is not None:
+        result = wsclean(params, name)
+        timings["wsclean_s"] = result.duration_s
+        return result, _Rounds(skipped=skipped or "")
+    with model_column_set_aside(ms):
+        result, outcome = _image_self_calibrated(
+            ms, params, name, wsclean, selfcal, timings, thermal_noise_jy=thermal_noise_jy
+        )
+    return result, _Rounds(outcome.rounds, outcome.applied, outcome.skipped)
+
+
+@dataclass(frozen=True)
+class _Rounds:
+    """What self-calibration did to one image: its rounds, whether one was kept, or why not."""
+
+    rounds: list[SelfcalRound] = field(default_factory=list)
+    applied: bool = False
+    skipped: str = ""
 
 
 def _image_self_calibrated(
@@ -323,21 +362,37 @@ def _image_self_calibrated(
     wsclean,  # noqa: ANN001  (image_and_register's closure)
     policy: SelfcalPolicy,
     timings: Timings,
-) -> tuple[WSCleanResult, list[SelfcalRound], bool]:
+    *,
+    thermal_noise_jy: float | None,
+) -> tuple[WSCleanResult, SelfcalOutcome]:
     """Image with the model written back, run the self-cal rounds, return what was kept."""
     with_model = replace(params, save_model_to_ms=True)
     first_result = wsclean(with_model, name)
     timings["wsclean_s"] = first_result.duration_s
     first = measure(first_result, params.data_column)
 
+    reuse = _reuse_psf_args(first_result) if policy.reuse_psf else ()
+    round_params = replace(with_model, extra_args=(*with_model.extra_args, *reuse))
+
     def image(column: str, suffix: str) -> RoundImage:
-        return measure(wsclean(replace(with_model, data_column=column), f"{name}-{suffix}"), column)
+        result = wsclean(replace(round_params, data_column=column), f"{name}-{suffix}")
+        timings["selfcal_wsclean_s"] = timings.get("selfcal_wsclean_s", 0.0) + result.duration_s
+        return measure(result, column)
 
     with timings.measure("selfcal_s"):
-        outcome = self_calibrate(ms_path, first, image, policy, discard=_discard)
+        outcome = self_calibrate(
+            ms_path, first, image, policy, discard=_discard, thermal_noise_jy=thermal_noise_jy
+        )
     if outcome.applied:
         _discard(first_result)
-    return outcome.final.result, outcome.rounds, outcome.applied
+    return outcome.final.result, outcome
+
+
+def _reuse_psf_args(first: WSCleanResult) -> tuple[str, ...]:
+    """Return WSClean's arguments to load ``first``'s PSF (none if it made no single one)."""
+    if first.psf is None or not first.psf.name.endswith("-psf.fits"):
+        return ()
+    return ("-reuse-psf", str(first.psf)[: -len("-psf.fits")])
 
 
 def _discard(result: WSCleanResult) -> None:

@@ -84,6 +84,7 @@ class SelfcalOutcome:
     rounds: list[SelfcalRound]
     final: RoundImage
     first: RoundImage
+    skipped: str = ""  # why no round ran (a thermal-limited first image), else empty
 
     @property
     def applied(self) -> bool:
@@ -100,12 +101,19 @@ def self_calibrate(
     image: Imager,
     policy: SelfcalPolicy,
     discard: Callable[[WSCleanResult], None],
+    *,
+    thermal_noise_jy: float | None = None,
 ) -> SelfcalOutcome:
     """Run phase rounds, then perhaps one amplitude+phase round; return what was kept.
 
     ``image(column, suffix)`` images a column with the model written to ``MODEL_DATA``;
-    ``discard(result)`` removes a round's products that are not kept.
+    ``discard(result)`` removes a round's products that are not kept. With
+    ``thermal_noise_jy`` (the radiometer noise of the data imaged), a first image already
+    near it is kept without a round (:meth:`SelfcalPolicy.skip_after_first_image`).
     """
+    skipped = policy.skip_after_first_image(first.noise_jy, thermal_noise_jy)
+    if skipped:
+        return SelfcalOutcome(rounds=[], final=first, first=first, skipped=skipped)
     best, kept_gains, rounds = first, None, []
     mode: str | None = "phase"
     while mode is not None and len(rounds) < policy.max_rounds:
@@ -219,10 +227,10 @@ def _put_back(main: pt.table) -> None:
         main.renamecol(SET_ASIDE_COLUMN, MODEL_COLUMN)
 
 
-def selfcal_table(rounds: list[SelfcalRound]) -> str:
-    """Return the rounds as a Markdown table (the image asset's metadata)."""
+def selfcal_table(rounds: list[SelfcalRound], skipped: str = "") -> str:
+    """Return the rounds as a Markdown table (the image asset's metadata), or why none ran."""
     if not rounds:
-        return "no self-calibration (disabled, or the group is not calibrated)"
+        return f"no self-calibration: {skipped or 'no round ran'}"
     lines = [
         "| round | mode | solint (s) | noise before (mJy) | after | DR before | after | kept "
         "| why |",

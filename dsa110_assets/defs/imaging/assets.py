@@ -27,7 +27,9 @@ from resources.wsclean import WSCleanResource
     "tier, each registered in `images` with beam, noise and dynamic range. A calibrated "
     "group is then self-calibrated (phase rounds, then amplitude+phase above an S/N "
     "threshold), each round kept only if the residual noise falls and the dynamic range "
-    "rises; the rounds are in `selfcal_rounds` and this asset's metadata.",
+    "rises; the rounds are in `selfcal_rounds` and this asset's metadata. No round on a "
+    "calibrator's own group (its gains were solved on these data) or on a first image "
+    "already near the radiometer noise (thermal-limited).",
 )
 def image(
     context: dg.AssetExecutionContext,
@@ -54,7 +56,7 @@ def image(
         )
     s = outcome.stats
     wsclean_s = outcome.timings.get("wsclean_s", 0.0)
-    overhead = sum(v for k, v in outcome.timings.items() if k not in ("wsclean_s", "rephase_s"))
+    overhead = _overhead_s(outcome.timings)
     context.add_output_metadata(
         {
             "field": outcome.field,
@@ -76,12 +78,25 @@ def image(
             "wsclean_command": " ".join(outcome.command),
             "selfcal_applied": outcome.selfcal_applied,
             "channels_averaged": outcome.channels_averaged,
-            "selfcal_rounds": dg.MetadataValue.md(selfcal_table(outcome.selfcal_rounds)),
+            "selfcal_rounds": dg.MetadataValue.md(
+                selfcal_table(outcome.selfcal_rounds, outcome.selfcal_skipped)
+            ),
             **{k: round(v, 2) for k, v in outcome.timings.items()},
             "overhead_vs_wsclean": round(overhead / wsclean_s, 4) if wsclean_s else 0.0,
         }
     )
     return outcome.image
+
+
+def _overhead_s(timings: dict[str, float]) -> float:
+    """Return the image step's own time: everything but WSClean's runs and the rephase.
+
+    ``selfcal_s`` (a round: solve, apply, re-image) holds the rounds' WSClean time,
+    ``selfcal_wsclean_s``, which is WSClean's, not the step's.
+    """
+    excluded = ("wsclean_s", "rephase_s", "selfcal_wsclean_s")
+    total = sum(v for k, v in timings.items() if k not in excluded)
+    return total - timings.get("selfcal_wsclean_s", 0.0)
 
 
 @group_asset(
