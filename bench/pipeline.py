@@ -782,7 +782,7 @@ def _report(m: Measurement) -> None:
         )
         print(f"  self-calibration rounds: {rounds}")
     elif m.selfcal_summary:
-        print(f"  self-calibration: {m.selfcal_summary}")
+        print(f"  {m.selfcal_summary}")  # "no self-calibration: <why>"
     for note in m.notes:
         print(f"  note: {note}")
     tree, machine = m.memory
