@@ -3,7 +3,8 @@
 Measures two paths on the same simulated files, one after the other in the same run: the
 platform as it is (``fast``) and the per-group path before issue 15 (``baseline``,
 ``bench/_baseline_location.py``: a process per step, the full-resolution MS rephased in place
-and imaged, a 30 s sensor tick), then prints them side by side (``--path`` runs one).
+and imaged, self-calibration on every calibrated group, a 30 s sensor tick), then prints them
+side by side (``--path`` runs one).
 For each it measures the time from the last subband file landing to the group's calibrated
 image registered (``images.created_at``), as a deployment runs it: ``dagster-daemon run`` on the
 repository's ``workspace.yaml`` with the repository's ``dagster.yaml`` (queued run coordinator,
@@ -58,6 +59,13 @@ target group 520.1 s -> 311.1 s; step process start-ups 98.6-103.3 s -> 0, WSCle
 s, the imaging copy 26.8 and 17.4 s where the rephase took 14.5 and 10.4 s; image noise
 0.9994 and 0.9964 of the baseline's, 13 sources above S/N 20 at 0.9996-1.0014 of their
 baseline fluxes; peak 3.44 GB of the machine in use.
+
+Second round (2026-12-04, same files; the baseline also self-calibrates a calibrator's own
+group, as before): calibrator group 808.7 s -> 333.1 s (x2.43: no self-calibration round on
+its own solution's data, WSClean 272.3 -> 179.9 s), target group 481.1 -> 279.9 s (x1.72:
+WSClean 103.7 -> 74.2 s, the round's WSClean 163.9 -> 95.9 s with the first PSF reused, the
+radiometer noise 14.9 -> 10.7 s from the copy); image noise 0.9994 and 0.9962 of the
+baseline's, the same 13 fluxes at 0.9996-1.0014; peak 3.57 GB of the machine in use.
 
 Usage: ``python bench/pipeline.py [--dir /tmp] [--antennas 96] [--channels 48] [--seed 7]
 [--no-target] [--no-rfi] [--timeout 3600] [--path both|fast|baseline] [--keep]``
