@@ -41,6 +41,7 @@ from pathlib import Path
 import numpy as np
 from _common import scratch_folder, timed
 
+from dsa110_assets.catalogs.cone import angular_separation_deg
 from dsa110_assets.conversion import convert_group
 from dsa110_assets.imaging import (
     WSCleanParams,
@@ -97,7 +98,7 @@ class Combo:
 class Result:
     """What one combination took and measured."""
 
-    copy_s: float
+    copy_s: float | None  # None: the copy of an earlier combination with this bin
     wsclean_s: float
     size: int
     scale_arcsec: float
@@ -196,7 +197,7 @@ def _image(root: Path, ms: Path, combo: Combo, sources: dict) -> Result:
     if not copy_path.exists():
         for old in root.glob("copy*.ms"):  # one copy on disk at a time
             shutil.rmtree(old)
-    copy_s = 0.0
+    copy_s = None
     if not copy_path.exists():
         copy_s, _ = timed(write_imaging_ms, ms, copy_path, chan_bin=combo.chan_bin)
     geometry = choose_image_geometry(
@@ -219,7 +220,11 @@ def _image(root: Path, ms: Path, combo: Combo, sources: dict) -> Result:
     )
     centre = (stats.centre_ra_deg, stats.centre_dec_deg)
     fluxes = {
-        m.source_id: (m.flux_jy, m.flux_err_jy, _radius_deg(*centre, m.ra_deg, m.dec_deg))
+        m.source_id: (
+            m.flux_jy,
+            m.flux_err_jy,
+            float(angular_separation_deg(*centre, m.ra_deg, m.dec_deg)),
+        )
         for m in measured
         if m.skip_reason is None
     }
@@ -227,8 +232,9 @@ def _image(root: Path, ms: Path, combo: Combo, sources: dict) -> Result:
         copy_s, result.duration_s, geometry.size, geometry.scale_arcsec, residual.noise_jy,
         _beam_text(stats), fluxes,
     )  # fmt: skip
+    copy = "reused" if copy_s is None else f"{copy_s:.1f} s"
     print(
-        f"{combo}: copy {copy_s:.1f} s, WSClean {out.wsclean_s:.1f} s, {out.size} px at "
+        f"{combo}: copy {copy}, WSClean {out.wsclean_s:.1f} s, {out.size} px at "
         f"{out.scale_arcsec:g} arcsec, residual noise {out.noise_jy * 1e3:.4f} mJy, "
         f"beam {out.beam}, {len(fluxes)} sources measured",
         flush=True,
@@ -239,12 +245,6 @@ def _image(root: Path, ms: Path, combo: Combo, sources: dict) -> Result:
 def _beam_text(stats: ImageStats) -> str:
     bmaj, bmin = stats.beam_major_arcsec, stats.beam_minor_arcsec
     return "?" if bmaj is None or bmin is None else f'{bmaj:.1f}"x{bmin:.1f}"'
-
-
-def _radius_deg(ra0: float, dec0: float, ra: float, dec: float) -> float:
-    r0, d0, r, d = map(np.radians, (ra0, dec0, ra, dec))
-    cos = np.sin(d0) * np.sin(d) + np.cos(d0) * np.cos(d) * np.cos(r - r0)
-    return float(np.degrees(np.arccos(np.clip(cos, -1.0, 1.0))))
 
 
 def _compare(results: dict[str, Result], reference: str, sources: dict) -> None:

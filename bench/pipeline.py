@@ -263,6 +263,8 @@ def _linked(observation: Observation, folder: Path) -> Observation:
 
 def _science(deployment: Deployment, group_id: str) -> Science:
     """Read the group's image noise and forced-photometry fluxes back from the registry."""
+    from dsa110_assets.catalogs.cone import angular_separation_deg
+
     with _registry(deployment) as registry:
         noise, ra, dec = registry.execute(
             "SELECT noise_jy, center_ra_deg, center_dec_deg FROM images "
@@ -275,18 +277,10 @@ def _science(deployment: Deployment, group_id: str) -> Science:
             (group_id,),
         ).fetchall()
     fluxes = {
-        r[0]: (float(r[3]), float(r[4] or 0.0), _radius_deg(ra, dec, r[1], r[2])) for r in rows
+        r[0]: (float(r[3]), float(r[4] or 0.0), float(angular_separation_deg(ra, dec, r[1], r[2])))
+        for r in rows
     }
     return Science(float(noise), fluxes)
-
-
-def _radius_deg(ra0: float, dec0: float, ra: float, dec: float) -> float:
-    """Angular distance in degrees between two ICRS positions."""
-    import numpy as np
-
-    a0, d0, a, d = (np.radians(x) for x in (ra0, dec0, ra, dec))
-    cos = np.sin(d0) * np.sin(d) + np.cos(d0) * np.cos(d) * np.cos(a - a0)
-    return float(np.degrees(np.arccos(np.clip(cos, -1.0, 1.0))))
 
 
 def _compare(baseline: list[Measurement], fast: list[Measurement]) -> None:
