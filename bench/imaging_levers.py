@@ -6,7 +6,8 @@ noise and its background sky but no corruptions and no interference (the visibil
 the sky, so any flux difference is the imaging's), and converts it. Then, for each
 ``--combos`` entry ``BIN:PPB[:MAX]`` (adjacent channels averaged in the imaging copy, pixels
 per beam of the cell, the largest image side, default 4096 px: ``4:3:3072`` keeps the field
-of view of ``4:4``), it writes the imaging copy
+of view of ``4:4``; then any WSClean options, each ``+option[=value]``: ``4:4+use-wgridder``,
+``4:4+reorder``, ``4:4+nwlayers-factor=0.5``), it writes the imaging copy
 (:func:`~dsa110_assets.imaging.imaging_ms.write_imaging_ms`), images it with WSClean at the
 production settings (:class:`~dsa110_assets.imaging.wsclean.WSCleanParams` defaults, the
 geometry from :func:`~dsa110_assets.imaging.wsclean.choose_image_geometry`), divides by the
@@ -32,9 +33,10 @@ import argparse
 import json
 import math
 import os
+import re
 import shutil
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -65,33 +67,49 @@ MIN_SNR = 20.0
 
 @dataclass(frozen=True)
 class Combo:
-    """One imaging setting: channels averaged, pixels per beam, largest image side."""
+    """One imaging setting: channels averaged, pixels per beam, largest side, WSClean options."""
 
     chan_bin: int
     pixels_per_beam: float
     max_size: int = 4096
+    options: tuple[str, ...] = ()  # each "option" or "option=value", passed as -option [value]
 
     @classmethod
     def parse(cls, text: str) -> Combo:
-        """Read ``BIN:PPB[:MAX]``: whole BIN >= 1, PPB >= 2 (Nyquist), whole MAX >= 256 px."""
+        """Read ``BIN:PPB[:MAX][+option[=value]...]``: BIN >= 1, PPB >= 2, MAX >= 256 px."""
+        base, *options = text.split("+")
         try:
-            parts = text.split(":")
+            parts = base.split(":")
             if len(parts) not in (2, 3):
                 raise ValueError
-            combo = cls(int(parts[0]), float(parts[1]), *(int(x) for x in parts[2:]))
+            numbers = cls(int(parts[0]), float(parts[1]), *(int(x) for x in parts[2:]))
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected BIN:PPB[:MAX], got {text!r}") from None
+            raise argparse.ArgumentTypeError(
+                f"expected BIN:PPB[:MAX][+option[=value]...], got {text!r}"
+            ) from None
         if (
-            combo.chan_bin < 1
-            or combo.max_size < 256
-            or not (math.isfinite(combo.pixels_per_beam) and combo.pixels_per_beam >= 2)
+            numbers.chan_bin < 1
+            or numbers.max_size < 256
+            or not (math.isfinite(numbers.pixels_per_beam) and numbers.pixels_per_beam >= 2)
         ):
             raise argparse.ArgumentTypeError(f"{text!r}: need BIN >= 1, PPB >= 2, MAX >= 256")
-        return combo
+        if any(not re.fullmatch(r"[a-z][a-z-]*(=[\w.]+)?", o) for o in options):
+            raise argparse.ArgumentTypeError(f"{text!r}: options are +name or +name=value")
+        return replace(numbers, options=tuple(options))
+
+    def wsclean_args(self) -> tuple[str, ...]:
+        """Return the options as WSClean arguments (``nwlayers-factor=0.5`` -> two)."""
+        args: list[str] = []
+        for option in self.options:
+            name, _, value = option.partition("=")
+            args += [f"-{name}", value] if value else [f"-{name}"]
+        return tuple(args)
 
     def __str__(self) -> str:
         tail = "" if self.max_size == 4096 else f":{self.max_size}"
-        return f"{self.chan_bin}:{self.pixels_per_beam:g}{tail}"
+        return f"{self.chan_bin}:{self.pixels_per_beam:g}{tail}" + "".join(
+            f"+{o}" for o in self.options
+        )
 
 
 @dataclass
@@ -204,9 +222,11 @@ def _image(root: Path, ms: Path, combo: Combo, sources: dict) -> Result:
         copy_path, pixels_per_beam=combo.pixels_per_beam, max_size=combo.max_size
     )
     params = WSCleanParams(
-        size=geometry.size, scale_arcsec=geometry.scale_arcsec, data_column="DATA"
-    )
-    name = f"b{combo.chan_bin}-p{combo.pixels_per_beam:g}-m{combo.max_size}"
+        size=geometry.size, scale_arcsec=geometry.scale_arcsec, data_column="DATA",
+        extra_args=combo.wsclean_args(),
+    )  # fmt: skip
+    name = re.sub(r"[^\w.-]", "_", f"b{combo.chan_bin}-p{combo.pixels_per_beam:g}-m{combo.max_size}"
+                  + "".join(f"-{o}" for o in combo.options))  # fmt: skip
     result = run_wsclean(copy_path, root / "images", name, params)
     pb = primary_beam_image(copy_path, result.image)
     pb_path, _ = write_pb_products(result.image, pb)
@@ -233,6 +253,9 @@ def _image(root: Path, ms: Path, combo: Combo, sources: dict) -> Result:
         _beam_text(stats), fluxes,
     )  # fmt: skip
     copy = "reused" if copy_s is None else f"{copy_s:.1f} s"
+    split = re.search(r"Inversion: .*", result.log_tail)  # WSClean's own split of its time
+    if split:
+        print(f"  WSClean {split.group(0)}")
     print(
         f"{combo}: copy {copy}, WSClean {out.wsclean_s:.1f} s, {out.size} px at "
         f"{out.scale_arcsec:g} arcsec, residual noise {out.noise_jy * 1e3:.4f} mJy, "

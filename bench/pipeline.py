@@ -67,6 +67,12 @@ WSClean 103.7 -> 74.2 s, the round's WSClean 163.9 -> 95.9 s with the first PSF 
 radiometer noise 14.9 -> 10.7 s from the copy); image noise 0.9994 and 0.9962 of the
 baseline's, the same 13 fluxes at 0.9996-1.0014; peak 3.57 GB of the machine in use.
 
+Third round (2026-12-04, 1 MHz channels in the imaging copy, on a machine about twice as fast
+as the rounds above): calibrator group 437.0 s -> 164.1 s (x2.66, WSClean 140.6 -> 77.6 s),
+target group 280.9 -> 140.5 s (x2.00: WSClean 59.3 -> 31.6 s, the round's 79.9 -> 43.3 s);
+image noise 0.9998 and 0.9978 of the baseline's, the 13 fluxes at 0.9990-1.0003; peak 3.69 GB
+of the machine in use.
+
 Usage: ``python bench/pipeline.py [--dir /tmp] [--antennas 96] [--channels 48] [--seed 7]
 [--no-target] [--no-rfi] [--timeout 3600] [--path both|fast|baseline] [--keep]``
 """
@@ -110,7 +116,7 @@ PATHS = {
     "baseline": "before issue 15: a process per step, full-resolution MS rephased in place, "
     "a 30 s sensor tick (bench/_baseline_location.py)",
     "fast": "the platform as it is: steps in the run's process, channels averaged to "
-    "0.5 MHz in an imaging copy, a 10 s sensor tick",
+    "1 MHz in an imaging copy, a 10 s sensor tick",
 }
 BASELINE_LOCATION = Path(__file__).resolve().parent / "_baseline_location.py"
 #: Sources compared between the paths: forced-photometry S/N above this in the baseline.

@@ -2,8 +2,8 @@
 
 A calibrator group (12 antennas, 16 x 4 channels of 2.9 MHz) runs the whole ``process_group``
 job with the channel width allowed to reach 6 MHz, so pairs of channels are averaged into an
-imaging copy of the MS (the production setting, 0.5 MHz, averages DSA-110's 244 kHz channels
-in pairs; these simulated channels are already wider). What must hold: the image is made from
+imaging copy of the MS (the production setting, 1 MHz, averages DSA-110's 244 kHz channels
+in fours; these simulated channels are already wider). What must hold: the image is made from
 the copy (``channels_averaged`` 2, self-calibration ran on it: switched on for this calibrator
 group, which by default skips it), the group's own MS is exactly
 as calibration left it (one field per integration, no rephase, no columns added), and no

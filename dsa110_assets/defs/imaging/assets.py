@@ -7,7 +7,11 @@ import dagster as dg
 from dsa110_assets.defs.asset_shapes import group_asset
 from dsa110_assets.defs.failures import reported_failures
 from dsa110_assets.imaging.thumbnail import thumbnail_markdown
-from dsa110_assets.processing.image_step import image_and_register, thumbnail_and_register
+from dsa110_assets.processing.image_step import (
+    MAX_CHANNEL_WIDTH_HZ,
+    image_and_register,
+    thumbnail_and_register,
+)
 from dsa110_assets.processing.selfcal_step import selfcal_table
 from dsa110_assets.registry.products import ms_record
 from resources.pipeline import PipelineResource
@@ -21,7 +25,8 @@ from resources.wsclean import WSCleanResource
     kinds={"wsclean", "fits"},
     metadata={"dsa110/kind": "images", "dsa110/pattern": "{partition}-*-image.fits"},
     description="WSClean image of the whole group (every integration phased to the central "
-    "field, adjacent channels averaged up to 0.5 MHz in an imaging copy of the MS): "
+    f"field, adjacent channels averaged up to {MAX_CHANNEL_WIDTH_HZ / 1e6:g} MHz in an imaging "
+    "copy of the MS): "
     "{group_id}-{field}-image/residual/model/psf.fits plus our Airy primary beam "
     "(-pb.fits) and the primary-beam-corrected image (-image-pb.fits), on the SSD products "
     "tier, each registered in `images` with beam, noise and dynamic range. A calibrated "
