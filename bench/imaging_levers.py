@@ -148,7 +148,7 @@ def main() -> int:
     key = {"hours": args.hours, "seed": args.seed}
     results = _load(args.results, key)
     with scratch_folder("bench-levers-", args.dir, keep=args.keep) as root:
-        ms, sources = _simulate_and_convert(root, args)
+        ms, sources = simulate_and_convert(root, args)
         for combo in combos:
             if str(combo) not in results:
                 results[str(combo)] = _image(root, ms, combo, sources)
@@ -175,7 +175,12 @@ def _save(path: Path | None, key: dict, results: dict[str, Result]) -> None:
     os.replace(tmp, path)
 
 
-def _simulate_and_convert(root: Path, args: argparse.Namespace) -> tuple[Path, dict]:
+def simulate_and_convert(root: Path, args: argparse.Namespace) -> tuple[Path, dict]:
+    """Simulate the group (``args.hours`` after the transit, ``args.seed``) and convert it.
+
+    Returns the MS and the simulated sources by name; the subband files are removed once
+    converted (the later copies need the disk). ``bench/selfcal_continue.py`` uses it too.
+    """
     calibrator = get_calibrator(CALIBRATOR)
     transit = calibrator_transit(calibrator, datetime.now(UTC).date())
     preset = PRESETS["full"]
