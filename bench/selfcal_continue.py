@@ -11,11 +11,12 @@ Simulates one full-size target group (``bench/imaging_levers.py``'s: ``PRESETS["
 ``--hours`` after today's 3C286 transit, noise, no corruptions, no interference), converts
 it, writes the imaging copy at the image step's channel width and corrupts its
 ``CORRECTED_DATA`` with a known phase per antenna (an offset up to 20 deg plus a linear
-drift up to 30 deg over the group, as ``tests/test_selfcal.py`` does). Then, at the
-production settings: a reference image of the uncorrupted ``DATA``; the first image of the
-corrupted data (model written back); one phase self-calibration round
-(:func:`~dsa110_assets.calibration.selfcal.solve_selfcal`, 60 s) imaged twice, continued
-(``-continue``) and fresh, both reusing the first image's PSF as the image step does.
+drift up to 30 deg over the group: :mod:`dsa110_assets.simulation.ms_corruption`, which
+``tests/test_selfcal.py`` uses too). Then, at the production settings: a reference image
+of the uncorrupted ``DATA``; the first image of the corrupted data (model written back);
+one phase self-calibration round (:func:`~dsa110_assets.calibration.selfcal.solve_selfcal`,
+60 s) imaged twice, continued (``-continue``) and fresh, both reusing the first image's PSF
+as the image step does.
 Prints each run's time, major iterations and WSClean's own split, then the residual noise,
 dynamic range and forced-photometry fluxes of the reference's S/N > 20 sources against the
 reference.
@@ -55,6 +56,7 @@ from dsa110_assets.imaging.imaging_ms import channel_bin, write_imaging_ms
 from dsa110_assets.imaging.wsclean import wsclean_command
 from dsa110_assets.photometry.forced import forced_photometry
 from dsa110_assets.processing.image_step import MAX_CHANNEL_WIDTH_HZ
+from dsa110_assets.simulation.ms_corruption import apply_antenna_phases, drift_phases
 from resources.wsclean import WSCleanResource
 
 PHASE_OFFSET_DEG = 20.0
@@ -95,18 +97,15 @@ def main() -> int:
 
 
 def _corrupt_phases(ms: Path, seed: int = 3) -> None:
-    """Multiply CORRECTED_DATA by exp(i (phi_1 - phi_2)): an offset plus a linear drift."""
-    rng = np.random.default_rng(seed)
-    with pt.table(str(ms), readonly=False, ack=False) as main:
+    """Corrupt CORRECTED_DATA with a known phase per antenna: an offset plus a linear drift."""
+    with pt.table(str(ms / "ANTENNA"), ack=False) as antennas:
+        n_antennas = antennas.nrows()
+    with pt.table(str(ms), ack=False) as main:
         times = np.unique(main.getcol("TIME"))
-        t = np.searchsorted(times, main.getcol("TIME"))
-        a1, a2 = main.getcol("ANTENNA1"), main.getcol("ANTENNA2")
-        n = int(max(a1.max(), a2.max())) + 1
-        offset = np.radians(rng.uniform(-PHASE_OFFSET_DEG, PHASE_OFFSET_DEG, n))
-        drift = np.radians(rng.uniform(-PHASE_DRIFT_DEG, PHASE_DRIFT_DEG, n))
-        phase = offset[None, :] + drift[None, :] * ((times - times[0]) / np.ptp(times))[:, None]
-        factor = np.exp(1j * (phase[t, a1] - phase[t, a2])).astype(np.complex64)
-        main.putcol("CORRECTED_DATA", main.getcol("CORRECTED_DATA") * factor[:, None, None])
+    phases = drift_phases(
+        n_antennas, times, offset_deg=PHASE_OFFSET_DEG, drift_deg=PHASE_DRIFT_DEG, seed=seed
+    )
+    apply_antenna_phases(ms, phases)
 
 
 def _rounds(copy: Path, images: Path, params: WSCleanParams, sources: dict) -> dict[str, Measured]:

@@ -40,6 +40,7 @@ from dsa110_assets.processing.selfcal_step import (
     self_calibrate,
     selfcal_table,
 )
+from dsa110_assets.simulation.ms_corruption import apply_antenna_phases, drift_phases
 
 pytestmark = [
     pytest.mark.slow,
@@ -59,27 +60,6 @@ SIM = dict(
 )
 PHASE_OFFSET_DEG = 40.0  # the largest constant phase error of an antenna
 PHASE_DRIFT_DEG = 60.0  # the largest drift over the group
-
-
-def _drift_phases(names: list[str], times: np.ndarray, seed: int = 3) -> np.ndarray:
-    """Return the injected phase (radians) per (time, antenna): offset + linear drift."""
-    rng = np.random.default_rng(seed)
-    n = len(names)
-    offset = np.radians(rng.uniform(-PHASE_OFFSET_DEG, PHASE_OFFSET_DEG, n))
-    drift = np.radians(rng.uniform(-PHASE_DRIFT_DEG, PHASE_DRIFT_DEG, n))
-    frac = (times - times[0]) / (times[-1] - times[0])
-    return offset[None, :] + drift[None, :] * frac[:, None]
-
-
-def _corrupt(ms: Path, phases: np.ndarray) -> None:
-    """Multiply CORRECTED_DATA by exp(i (phi_1 - phi_2)) of each row's antennas and time."""
-    with pt.table(str(ms), readonly=False, ack=False) as t:
-        times = np.unique(t.getcol("TIME"))
-        ti = np.searchsorted(times, t.getcol("TIME"))
-        a1, a2 = t.getcol("ANTENNA1"), t.getcol("ANTENNA2")
-        data = t.getcol("CORRECTED_DATA")
-        factor = np.exp(1j * (phases[ti, a1] - phases[ti, a2])).astype(np.complex64)
-        t.putcol("CORRECTED_DATA", data * factor[:, None, None])
 
 
 def _params(ms: Path) -> WSCleanParams:
@@ -133,10 +113,12 @@ def group(tmp_path_factory):
         names = list(t.getcol("NAME"))
     with pt.table(str(clean), ack=False) as t:
         times = np.unique(t.getcol("TIME"))
-    phases = _drift_phases(names, times)
+    phases = drift_phases(
+        len(names), times, offset_deg=PHASE_OFFSET_DEG, drift_deg=PHASE_DRIFT_DEG, seed=3
+    )
     corrupted = root / "corrupted.ms"
     shutil.copytree(clean, corrupted)  # before the clean image writes its MODEL_DATA
-    _corrupt(corrupted, phases)
+    apply_antenna_phases(corrupted, phases)
     params = _params(clean)
     reference = run_wsclean(clean, root / "images", "clean", params)
     noise = image_statistics(reference.residual).noise_jy

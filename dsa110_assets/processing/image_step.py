@@ -65,7 +65,7 @@ STAGE = "image"
 #: keeps >= 99.4% of its peak to the primary beam's half-power radius (1.36 deg at 1.4 GHz)
 #: and >= 99% to 1.8 deg (:func:`~dsa110_assets.imaging.imaging_ms.bandwidth_smearing_peak`
 #: on the minor axis). ``bench/imaging_levers.py`` measured it on a full-size group against
-#: full resolution: fluxes within 0.22% to 1.9 deg, noise +0.25%, WSClean 15-25% faster than
+#: full resolution: fluxes within 0.22% to 1.9 deg, noise +0.25%, WSClean 15-27% faster than
 #: with channel pairs.
 MAX_CHANNEL_WIDTH_HZ = 1.0e6
 THUMBNAIL_STAGE = "thumbnail"
